@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="wsgimirror",
+    version="0.1.0",
+    description="HTTP traffic mirroring (shadowing) middleware for WSGI apps served by gevent",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["wsgimirror", "wsgimirror.*"]),
+    package_data={"wsgimirror": ["py.typed"]},
+    install_requires=["gevent>=23.9", "urllib3>=2.0,<3", "httptools>=0.6"],
+    extras_require={
+        "test": ["pytest>=7", "flask>=2.3", "werkzeug>=2.3", "gunicorn>=21", "pytest-timeout>=2"],
+    },
+    entry_points={"console_scripts": ["wsgimirror = wsgimirror.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Flask",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
+    ],
+)

@@ -1,0 +1,235 @@
+"""Real servers and clients on 127.0.0.1 for the tests: no HTTP is mocked anywhere."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+
+class RawPathHandler(WSGIHandler):
+    """gevent's handler, keeping the request target exactly as the client sent it."""
+
+    def get_environ(self):
+        env = super().get_environ()
+        env["RAW_TARGET"] = self.path
+        return env
+
+
+def serve(app, handler_class=WSGIHandler) -> WSGIServer:
+    srv = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None, handler_class=handler_class)
+    srv.init_socket()
+    srv.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    srv.start()
+    return srv
+
+
+@dataclass
+class Recorded:
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+    at: float = field(default_factory=time.monotonic)
+
+
+class Sink:
+    """A recording mirror destination: a real gevent HTTP server that stores what it receives."""
+
+    def __init__(self, delay: float = 0.0, status: int = 200, body: bytes = b"mirror-ok") -> None:
+        self.delay = delay
+        self.status = status
+        self.body = body
+        self.requests: list[Recorded] = []
+        self._server: WSGIServer | None = None
+
+    def start(self) -> Sink:
+        self._server = serve(self._app, handler_class=RawPathHandler)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(timeout=1)
+
+    def __enter__(self) -> Sink:
+        return self.start()
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_port
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _app(self, environ, start_response):
+        body = environ["wsgi.input"].read()
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        if environ.get("CONTENT_LENGTH"):
+            headers["content-length"] = environ["CONTENT_LENGTH"]
+        self.requests.append(Recorded(environ["REQUEST_METHOD"], environ["RAW_TARGET"], headers, body))
+        if self.delay:
+            gevent.sleep(self.delay)
+        start_response(f"{self.status} Sink", [("Content-Type", "text/plain")])
+        return [self.body]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Recorded]:
+        wait_until(lambda: len(self.requests) >= count, timeout, f"{count} mirrored requests")
+        return self.requests
+
+
+def wait_until(predicate: t.Callable[[], t.Any], timeout: float = 10.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        gevent.sleep(0.005)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- a raw HTTP/1.1 client: exact bytes, keep-alive, chunked uploads, aborts ---------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Client:
+    """One keep-alive connection that writes exact request bytes and reads framed responses."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(
+        self,
+        method: str = "GET",
+        target: str = "/",
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        host: str = "app.test",
+        chunked: bool = False,
+    ) -> Response:
+        self.send(request_bytes(method, target, headers, body, host, chunked))
+        return self.read_response(head=method == "HEAD")
+
+    def read_response(self, head: bool = False) -> Response:
+        status_line = self.file.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split()[1])
+        headers = {}
+        while True:
+            line = self.file.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status < 200:
+            return Response(status, headers, b"")
+        if head or status in (204, 304):
+            body = b""
+        elif "content-length" in headers:
+            body = self.file.read(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            body = self._read_chunked()
+        else:
+            body = self.file.read()
+        return Response(status, headers, body)
+
+    def _read_chunked(self) -> bytes:
+        parts = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("the server closed the connection in the middle of a chunked body")
+            size = int(line.split(b";")[0], 16)
+            if size == 0:
+                self.file.readline()
+                return b"".join(parts)
+            parts.append(self.file.read(size))
+            self.file.readline()
+
+
+def request_bytes(
+    method: str = "GET",
+    target: str = "/",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    host: str = "app.test",
+    chunked: bool = False,
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    payload = b""
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        step = 7000
+        pieces = [body[i : i + step] for i in range(0, len(body or b""), step)]
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    elif body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+        payload = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def one_request(address: tuple[str, int], **kwargs: t.Any) -> Response:
+    with Client(address) as client:
+        return client.request(**kwargs)
+
+
+def mirror_config(*destinations: str, policy: str = "First", route: dict | None = None, **mirror: t.Any) -> dict:
+    """A config mirroring every request to one cluster ``m`` holding ``destinations``."""
+    return {
+        "ReverseProxy": {
+            "Routes": {"all": route or {"Match": {"Paths": ["*"]}, "Metadata": {"MirrorCluster": "m"}}},
+            "Clusters": {"m": {"LoadBalancingPolicy": policy, "Destinations": [{"Address": d} for d in destinations]}},
+        },
+        "Mirror": mirror,
+    }
+
+
+def open_files() -> list[str]:
+    """What this process's file descriptors point at (sockets, pipes, files, deleted temp files)."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor listdir itself used
+            pass
+    return targets

@@ -1,0 +1,106 @@
+import pytest
+
+from wsgimirror.config import Route
+from wsgimirror.routing import Router, request_host, split_host_port
+
+
+def environ(path="/", host="api.com", method="GET", scheme="http", **extra):
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "wsgi.url_scheme": scheme}
+    if host is not None:
+        env["HTTP_HOST"] = host
+    env.update(extra)
+    return env
+
+
+def match(route: Route, **kwargs) -> bool:
+    return Router([route]).match(environ(**kwargs)) is route
+
+
+@pytest.mark.parametrize(
+    "pattern, host, expected",
+    [
+        ("api.com", "api.com", True),
+        ("api.com", "API.com:8080", True),
+        ("api.com", "www.api.com", False),
+        ("api.com:8080", "api.com:8080", True),
+        ("api.com:8080", "api.com:9090", False),
+        ("api.com:8080", "api.com", False),
+        ("api.com:80", "api.com", True),
+        ("*.api.com", "www.api.com", True),
+        ("*.api.com", "api.com", False),
+        ("*api.com", "myapi.com", True),
+        ("*api.com", "api.com", True),
+        ("*api.com", "api.org", False),
+        ("*", "anything.example", True),
+        ("[::1]:8080", "[::1]:8080", True),
+        ("[::1]", "[::1]:9000", True),
+    ],
+)
+def test_hosts(pattern, host, expected):
+    assert match(Route("r", 0, hosts=(pattern.lower(),)), host=host) is expected
+
+
+def test_a_host_pattern_with_a_port_uses_the_scheme_default_when_the_header_has_none():
+    assert match(Route("r", 0, hosts=("api.com:443",)), host="api.com", scheme="https")
+
+
+def test_without_a_host_header_the_server_name_and_port_are_used():
+    route = Route("r", 0, hosts=("internal:8000",))
+    assert match(route, host=None, SERVER_NAME="internal", SERVER_PORT="8000")
+    assert not match(route, host=None, SERVER_NAME="internal", SERVER_PORT="8001")
+
+
+@pytest.mark.parametrize(
+    "patterns, path, expected",
+    [
+        (("/api",), "/api", True),
+        (("/api",), "/api/", False),
+        (("/api",), "/API", False),
+        (("/api*",), "/api/users", True),
+        (("/api*",), "/apix", True),
+        (("/api/*",), "/api", False),
+        (("*",), "/whatever", True),
+        ((), "/whatever", True),
+        (("/a", "/b*"), "/b/c", True),
+        (("/a", "/b*"), "/c", False),
+    ],
+)
+def test_paths(patterns, path, expected):
+    assert match(Route("r", 0, paths=patterns), path=path) is expected
+
+
+def test_the_path_includes_script_name():
+    route = Route("r", 0, paths=("/mount/api*",))
+    assert Router([route]).match(environ(path="/api/x", SCRIPT_NAME="/mount")) is route
+
+
+def test_methods_are_case_insensitive_and_optional():
+    route = Route("r", 0, methods=("POST", "PUT"))
+    assert match(route, method="post")
+    assert not match(route, method="GET")
+    assert match(Route("r", 0), method="DELETE")
+
+
+def test_all_of_hosts_paths_and_methods_must_match():
+    route = Route("r", 0, hosts=("api.com",), paths=("/x",), methods=("GET",))
+    assert match(route, host="api.com", path="/x", method="GET")
+    assert not match(route, host="other.com", path="/x", method="GET")
+    assert not match(route, host="api.com", path="/y", method="GET")
+    assert not match(route, host="api.com", path="/x", method="POST")
+
+
+def test_the_first_route_in_order_wins():
+    specific = Route("specific", 0, paths=("/api/admin*",))
+    broad = Route("broad", 1, paths=("/api*",))
+    router = Router([specific, broad])
+    assert router.match(environ(path="/api/admin/users")) is specific
+    assert router.match(environ(path="/api/users")) is broad
+    assert router.match(environ(path="/static")) is None
+
+
+def test_split_host_port():
+    assert split_host_port("Example.COM:81") == ("example.com", 81)
+    assert split_host_port("[::1]:81") == ("::1", 81)
+    assert split_host_port("[::1]") == ("::1", None)
+    assert split_host_port("example.com") == ("example.com", None)
+    assert request_host(environ(host="a.b", scheme="https")) == ("a.b", 443)

@@ -1,0 +1,356 @@
+"""Load and validate the seed proxy's JSON configuration into frozen objects.
+
+The format is the seed proxy's (``ReverseProxy.Routes`` / ``ReverseProxy.Clusters``)
+plus an optional top-level ``Mirror`` section with global knobs. Everything is
+checked here, once, at load time; a bad value raises :class:`ConfigError` whose
+message starts with the dotted path of the key. Nothing is validated per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import typing as t
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .balancing import POLICIES, resolve_policy
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+KNOWN_MIRROR_KEYS = (
+    "MaxInFlight",
+    "MemoryBodyBytes",
+    "MaxBodyBytes",
+    "ConnectTimeout",
+    "Timeout",
+    "Executor",
+)
+KNOWN_MIRROR_METADATA = ("MirrorCluster",)
+EXECUTORS = ("auto", "gevent", "thread")
+HASH_SOURCES = ("header", "cookie", "query")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    """The global knobs of the top-level ``Mirror`` section."""
+
+    max_in_flight: int = 64
+    memory_body_bytes: int = 1 << 20
+    max_body_bytes: int = 64 << 20
+    connect_timeout: float = 1.0
+    timeout: float = 5.0
+    executor: str = "auto"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One mirror destination: ``scheme://host:port`` plus a base path prefixed to every mirrored path."""
+
+    name: str
+    address: str
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port == DEFAULT_PORTS[self.scheme]:
+            return host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A named set of destinations and the policy that picks one of them per mirror."""
+
+    id: str
+    policy: str
+    destinations: tuple[Destination, ...]
+    hash_by: str | None = None
+    hash_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which requests a route matches, and the mirror clusters its requests are copied to."""
+
+    id: str
+    order: int
+    hosts: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    cluster_id: str | None = None
+    mirror_clusters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration: routes in the order they are tried, clusters by id, global knobs."""
+
+    routes: tuple[Route, ...]
+    clusters: t.Mapping[str, Cluster]
+    mirror: MirrorSettings = field(default_factory=MirrorSettings)
+
+
+ConfigSource = t.Union[Config, t.Mapping[str, t.Any], str, "os.PathLike[str]"]
+
+
+def load_config(source: ConfigSource) -> Config:
+    """Return a validated :class:`Config` from a JSON file path, a dict of the same shape, or a Config."""
+    if isinstance(source, Config):
+        return source
+    if isinstance(source, t.Mapping):
+        return config_from_dict(source)
+    if isinstance(source, (str, os.PathLike)):
+        return config_from_dict(_read_json(os.fspath(source)))
+    raise ConfigError("config", f"expected a file path, a dict or a Config, got {type(source).__name__}")
+
+
+def _read_json(path: str) -> t.Any:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            return json.load(fh)
+    except OSError as err:
+        raise ConfigError(path, f"cannot read the file: {err.strerror or err}") from err
+    except json.JSONDecodeError as err:
+        raise ConfigError(path, f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, f"the file is not UTF-8: {err.reason}") from err
+
+
+def config_from_dict(data: t.Mapping[str, t.Any]) -> Config:
+    root = _object(data, "", "config")
+    proxy = _object(root.get("ReverseProxy"), "ReverseProxy")
+    clusters_raw = _object(proxy.get("Clusters", {}), "ReverseProxy.Clusters")
+    clusters = {cid: _cluster(cid, body, f"ReverseProxy.Clusters.{cid}") for cid, body in clusters_raw.items()}
+    routes_raw = _object(proxy.get("Routes", {}), "ReverseProxy.Routes")
+    routes = [_route(rid, body, f"ReverseProxy.Routes.{rid}", clusters) for rid, body in routes_raw.items()]
+    routes.sort(key=lambda route: route.order)  # stable: ties keep file order
+    mirror = _mirror_settings(root.get("Mirror", {}), "Mirror")
+    return Config(routes=tuple(routes), clusters=clusters, mirror=mirror)
+
+
+def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -> Route:
+    body = _object(raw, path)
+    match = _object(body.get("Match", {}), f"{path}.Match")
+    cluster_id = _optional_str(body.get("ClusterId"), f"{path}.ClusterId")
+    if cluster_id is not None and cluster_id not in clusters:
+        raise ConfigError(f"{path}.ClusterId", f"cluster {cluster_id!r} is not defined in ReverseProxy.Clusters")
+    metadata = _object(body.get("Metadata", {}), f"{path}.Metadata")
+    _warn_unknown_mirror_keys(metadata, f"{path}.Metadata")
+    return Route(
+        id=rid,
+        order=_integer(body.get("Order", 0), f"{path}.Order"),
+        hosts=tuple(_host(h, f"{path}.Match.Hosts[{i}]") for i, h in enumerate(_str_list(match, "Hosts", path))),
+        paths=tuple(_path(p, f"{path}.Match.Paths[{i}]") for i, p in enumerate(_str_list(match, "Paths", path))),
+        methods=tuple(m.upper() for m in _str_list(match, "Methods", path)),
+        cluster_id=cluster_id,
+        mirror_clusters=_mirror_clusters(metadata.get("MirrorCluster"), f"{path}.Metadata.MirrorCluster", clusters),
+    )
+
+
+def _mirror_clusters(raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -> tuple[str, ...]:
+    value = _optional_str(raw, path)
+    names = tuple(name.strip() for name in (value or "").split(",") if name.strip())
+    for name in names:
+        if name not in clusters:
+            raise ConfigError(path, f"cluster {name!r} is not defined in ReverseProxy.Clusters")
+    if len(set(names)) != len(names):
+        raise ConfigError(path, f"a cluster is named twice in {value!r}")
+    return names
+
+
+def _host(value: str, path: str) -> str:
+    host = value.strip().lower()
+    if not host:
+        raise ConfigError(path, "must not be empty")
+    if "*" in host[1:]:
+        raise ConfigError(path, f"'*' is only allowed at the start of a host, got {value!r}")
+    port = host.rpartition("]")[2] if host.startswith("[") else host
+    if port.count(":") == 1 and not port.partition(":")[2].isdigit():
+        raise ConfigError(path, f"the port must be a number, got {value!r}")
+    return host
+
+
+def _path(value: str, path: str) -> str:
+    if value != "*" and not value.startswith("/"):
+        raise ConfigError(path, f"must start with '/' or be '*', got {value!r}")
+    if "*" in value[:-1]:
+        raise ConfigError(path, f"'*' is only allowed at the end of a path, got {value!r}")
+    return value
+
+
+def _cluster(cid: str, raw: t.Any, path: str) -> Cluster:
+    body = _object(raw, path)
+    policy_name = _optional_str(body.get("LoadBalancingPolicy"), f"{path}.LoadBalancingPolicy") or "Random"
+    policy = resolve_policy(policy_name)
+    if policy is None:
+        valid = ", ".join(cls.name for cls in POLICIES.values())
+        raise ConfigError(f"{path}.LoadBalancingPolicy", f"unknown policy {policy_name!r}; valid policies: {valid}")
+    metadata = _object(body.get("Metadata", {}), f"{path}.Metadata")
+    _warn_unknown_mirror_keys(metadata, f"{path}.Metadata")
+    hash_by, hash_key = _hash_source(metadata, f"{path}.Metadata")
+    return Cluster(
+        id=cid,
+        policy=policy.name,
+        destinations=_destinations(body.get("Destinations"), f"{path}.Destinations"),
+        hash_by=hash_by,
+        hash_key=hash_key,
+    )
+
+
+def _hash_source(metadata: t.Mapping[str, t.Any], path: str) -> tuple[str | None, str | None]:
+    hash_by = _optional_str(metadata.get("HashBy"), f"{path}.HashBy")
+    key = _optional_str(metadata.get("Key"), f"{path}.Key")
+    if hash_by is None and key is None:
+        return None, None
+    if hash_by is None:
+        hash_by = "header"
+    if hash_by.lower() not in HASH_SOURCES:
+        raise ConfigError(f"{path}.HashBy", f"must be one of {', '.join(HASH_SOURCES)}, got {hash_by!r}")
+    if not key:
+        raise ConfigError(f"{path}.Key", f"is required when HashBy is {hash_by!r}")
+    return hash_by.lower(), key
+
+
+def _destinations(raw: t.Any, path: str) -> tuple[Destination, ...]:
+    if isinstance(raw, t.Mapping):
+        items = [(str(name), body, f"{path}.{name}") for name, body in raw.items()]
+    elif isinstance(raw, list):
+        items = [(None, body, f"{path}[{i}]") for i, body in enumerate(raw)]
+    else:
+        raise ConfigError(path, f"must be a list or an object of destinations, got {_json_type(raw)}")
+    if not items:
+        raise ConfigError(path, "must name at least one destination")
+    destinations = [_destination(name, body, item_path) for name, body, item_path in items]
+    return tuple(_unique_names(destinations))
+
+
+def _unique_names(destinations: list[Destination]) -> t.Iterator[Destination]:
+    """Name list destinations by address (``#2`` on repeats), so hashing survives reordering."""
+    seen: dict[str, int] = {}
+    for dest in destinations:
+        count = seen[dest.name] = seen.get(dest.name, 0) + 1
+        yield dest if count == 1 else Destination(**{**dest.__dict__, "name": f"{dest.name}#{count}"})
+
+
+def _destination(name: str | None, raw: t.Any, path: str) -> Destination:
+    body = _object(raw, path)
+    address = _optional_str(body.get("Address"), f"{path}.Address")
+    if not address:
+        raise ConfigError(f"{path}.Address", "is required")
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError as err:
+        raise ConfigError(f"{path}.Address", f"is not a valid URL: {err}") from err
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ConfigError(f"{path}.Address", f"scheme must be http or https, got {parts.scheme!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{path}.Address", f"has no host: {address!r}")
+    if parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"{path}.Address", f"must not carry a query, fragment or user info: {address!r}")
+    return Destination(
+        name=name if name is not None else address,
+        address=address,
+        scheme=scheme,
+        host=parts.hostname,
+        port=port or DEFAULT_PORTS[scheme],
+        base_path=parts.path.rstrip("/"),
+    )
+
+
+def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
+    body = _object(raw, path)
+    unknown = sorted(set(body) - set(KNOWN_MIRROR_KEYS))
+    if unknown:
+        log.warning("%s: unknown keys %s are ignored; known keys: %s", path, unknown, ", ".join(KNOWN_MIRROR_KEYS))
+    defaults = MirrorSettings()
+    executor = _optional_str(body.get("Executor"), f"{path}.Executor") or defaults.executor
+    if executor.lower() not in EXECUTORS:
+        raise ConfigError(f"{path}.Executor", f"must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    return MirrorSettings(
+        max_in_flight=_integer(body.get("MaxInFlight", defaults.max_in_flight), f"{path}.MaxInFlight", minimum=1),
+        memory_body_bytes=_integer(
+            body.get("MemoryBodyBytes", defaults.memory_body_bytes), f"{path}.MemoryBodyBytes", minimum=0
+        ),
+        max_body_bytes=_integer(body.get("MaxBodyBytes", defaults.max_body_bytes), f"{path}.MaxBodyBytes", minimum=0),
+        connect_timeout=_seconds(body.get("ConnectTimeout", defaults.connect_timeout), f"{path}.ConnectTimeout"),
+        timeout=_seconds(body.get("Timeout", defaults.timeout), f"{path}.Timeout"),
+        executor=executor.lower(),
+    )
+
+
+def _warn_unknown_mirror_keys(metadata: t.Mapping[str, t.Any], path: str) -> None:
+    for key in metadata:
+        if key.lower().startswith("mirror") and key not in KNOWN_MIRROR_METADATA:
+            log.warning(
+                "%s.%s: unknown mirror key is ignored; known keys: %s", path, key, ", ".join(KNOWN_MIRROR_METADATA)
+            )
+
+
+# -- small typed readers: each names the path and the JSON type it got ------------------------
+
+
+def _json_type(value: t.Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, t.Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def _object(value: t.Any, path: str, what: str = "") -> t.Mapping[str, t.Any]:
+    if not isinstance(value, t.Mapping):
+        raise ConfigError(path or what, f"must be an object, got {_json_type(value)}")
+    return value
+
+
+def _optional_str(value: t.Any, path: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError(path, f"must be a string, got {_json_type(value)}")
+
+
+def _str_list(match: t.Mapping[str, t.Any], key: str, route_path: str) -> list[str]:
+    path = f"{route_path}.Match.{key}"
+    value = match.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(path, f"must be an array of strings, got {_json_type(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(f"{path}[{i}]", f"must be a string, got {_json_type(item)}")
+    return value
+
+
+def _integer(value: t.Any, path: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"must be an integer, got {_json_type(value)} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(path, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _seconds(value: t.Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, f"must be a number of seconds, got {_json_type(value)} {value!r}")
+    if not 0 < value <= 3600:
+        raise ConfigError(path, f"must be more than 0 and at most 3600 seconds, got {value}")
+    return float(value)

@@ -1,0 +1,190 @@
+"""MirrorMiddleware: copy matching requests to mirror clusters without touching the real response.
+
+The path of one request through the package:
+
+1. ``routing``  - match: the first route whose hosts, paths and methods match.
+2. ``capture``  - tee: ``wsgi.input`` is replaced by a reader that copies the body.
+3. ``middleware`` (here) - call the app; when the server closes the response (it
+   has been sent by then), read what the app left unread and hand off.
+4. ``balancing`` - pick: each mirror cluster's policy chooses a destination.
+5. ``sender`` / ``transport`` - send: a bounded pool writes the copy on a pooled connection.
+6. ``stats``    - count: every copy ends mirrored or dropped, every mirror succeeded or failed.
+
+Nothing here raises into the app: failures are counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from .capture import BodyBuffer, TeeInput
+from .config import Config, ConfigSource, load_config
+from .routing import Router
+from .sender import Dispatcher
+from .stats import Stats
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger(__name__)
+
+
+class _Generation:
+    """One configuration with its router and dispatcher; swapped whole on reload."""
+
+    __slots__ = ("config", "router", "dispatcher")
+
+    def __init__(self, config: Config, stats: Stats) -> None:
+        self.config = config
+        self.router = Router(config.routes)
+        self.dispatcher = Dispatcher(config, stats)
+
+
+class MirrorMiddleware:
+    """Wrap a WSGI app so that requests matching the config's routes are mirrored.
+
+    ``config`` is a path to a JSON file, a dict of the same shape, or a :class:`Config`
+    from :func:`load_config`. It is validated here; a bad one raises ``ConfigError``.
+    """
+
+    def __init__(self, app: WSGIApplication, config: ConfigSource) -> None:
+        self.app = app
+        self._stats = Stats()
+        self._generation = _Generation(load_config(config), self._stats)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+        self._stats.request()
+        generation = self._generation
+        try:
+            capture = self._prepare(generation, environ)
+        except Exception:
+            log.exception("wsgimirror could not prepare a mirror; the request is served without one")
+            capture = None
+        if capture is None:
+            return self.app(environ, start_response)
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            capture.finish()
+            raise
+        return _wrap(result, capture.finish)
+
+    def _prepare(self, generation: _Generation, environ: WSGIEnvironment) -> _Capture | None:
+        """Match the request and, when it is to be mirrored, snapshot it and tee its input."""
+        route = generation.router.match(environ)
+        if route is None:
+            return None
+        copies = len(route.mirror_clusters)
+        self._stats.matched_route(copies)
+        if not copies:
+            return None
+        settings = generation.config.mirror
+        length, reason = _refusal(environ, settings.max_body_bytes, generation.dispatcher.closed)
+        if reason is not None:
+            self._stats.drop(reason, copies)
+            return None
+        snapshot = environ.copy()  # apps and middleware rewrite environ in place
+        buffer = BodyBuffer(settings.memory_body_bytes, settings.max_body_bytes)
+        tee = TeeInput(environ["wsgi.input"], length, bool(environ.get("wsgi.input_terminated")), buffer)
+        environ["wsgi.input"] = tee
+        return _Capture(self._stats, generation.dispatcher, route, snapshot, tee)
+
+    def stats(self) -> dict[str, t.Any]:
+        """Counters since start: requests, matched, copies, mirrored, succeeded, failed, in_flight, dropped."""
+        snapshot = self._stats.snapshot()
+        snapshot["executor"] = self._generation.dispatcher.executor_name
+        return snapshot
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop starting mirrors and wait up to ``timeout`` s for those in flight; True if none is left."""
+        return self._generation.dispatcher.close(timeout)
+
+
+def _refusal(environ: WSGIEnvironment, max_body: int, closed: bool) -> tuple[int | None, str | None]:
+    """The body length from CONTENT_LENGTH, and why the request cannot be mirrored (None: it can)."""
+    if "HTTP_X_MIRRORED_BY" in environ:
+        return None, "loop"
+    if closed:
+        return None, "closed"
+    if environ.get("HTTP_UPGRADE"):
+        return None, "upgrade"
+    raw = environ.get("CONTENT_LENGTH")
+    if not raw:
+        return None, None
+    try:
+        length = int(raw)
+    except ValueError:
+        return None, "bad_request"
+    if length < 0:
+        return None, "bad_request"
+    if length > max_body:
+        return None, "body_too_large"
+    return length, None
+
+
+class _Capture:
+    """What one mirrored request needs when its response is closed."""
+
+    __slots__ = ("stats", "dispatcher", "route", "environ", "tee", "done")
+
+    def __init__(self, stats: Stats, dispatcher: Dispatcher, route: t.Any, environ: WSGIEnvironment, tee: TeeInput):
+        self.stats = stats
+        self.dispatcher = dispatcher
+        self.route = route
+        self.environ = environ
+        self.tee = tee
+        self.done = False
+
+    def finish(self) -> None:
+        """Complete the body capture and dispatch, or count the drop; runs once, never raises."""
+        if self.done:
+            return
+        self.done = True
+        buffer = self.tee.buffer
+        try:
+            expect = self.environ.get("HTTP_EXPECT", "").lower() == "100-continue"
+            reason = self.tee.outcome(expect)
+            if reason is not None:
+                self.stats.drop(reason, len(self.route.mirror_clusters))
+                buffer.release()
+                return
+            self.dispatcher.dispatch(self.route, self.environ, buffer)
+        except Exception:
+            log.exception("wsgimirror failed to dispatch a mirror of route %r", self.route.id)
+            self.stats.drop("internal_error", len(self.route.mirror_clusters))
+
+
+class _ClosingIterable:
+    """The app's response, unchanged, whose ``close()`` also hands the mirror off."""
+
+    __slots__ = ("_result", "_on_close")
+
+    def __init__(self, result: t.Iterable[bytes], on_close: t.Callable[[], None]) -> None:
+        self._result = result
+        self._on_close = on_close
+
+    def __iter__(self) -> t.Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close()
+
+
+class _ClosingSequence(_ClosingIterable):
+    """Keeps ``len()``: servers set Content-Length from it (gevent does), so the framing is unchanged."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]
+
+
+def _wrap(result: t.Iterable[bytes], on_close: t.Callable[[], None]) -> _ClosingIterable:
+    cls = _ClosingSequence if hasattr(result, "__len__") else _ClosingIterable
+    return cls(result, on_close)

@@ -1,0 +1,96 @@
+"""Step 1, match: find the first route whose hosts, paths and methods all match a request.
+
+Routes are tried in ``Order`` (ties in file order). Hosts are case-insensitive:
+``api.com`` matches that host on any port, ``api.com:8080`` only that port, and
+``*.api.com`` or ``*api.com`` match by suffix. Paths are exact or end in ``*`` for a
+prefix (case-sensitive, as the path itself). ``*`` or an absent list matches all.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from .config import DEFAULT_PORTS, Route
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+
+class _HostPattern:
+    __slots__ = ("suffix", "name", "port")
+
+    def __init__(self, pattern: str) -> None:
+        self.suffix = pattern.startswith("*")
+        body = pattern[1:] if self.suffix else pattern
+        self.name, self.port = split_host_port(body)
+
+    def matches(self, name: str, port: int) -> bool:
+        if self.port is not None and self.port != port:
+            return False
+        return name.endswith(self.name) if self.suffix else name == self.name
+
+
+class _CompiledRoute:
+    __slots__ = ("route", "hosts", "exact_paths", "path_prefixes", "methods")
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        hosts = route.hosts if "*" not in route.hosts else ()
+        self.hosts = tuple(_HostPattern(h) for h in hosts)
+        paths = route.paths if "*" not in route.paths else ()
+        self.exact_paths = frozenset(p for p in paths if not p.endswith("*"))
+        self.path_prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
+        self.methods = frozenset(route.methods)
+
+    def matches(self, environ: WSGIEnvironment, path: str) -> bool:
+        if self.methods and environ.get("REQUEST_METHOD", "GET").upper() not in self.methods:
+            return False
+        if (self.exact_paths or self.path_prefixes) and not (
+            path in self.exact_paths or path.startswith(self.path_prefixes)
+        ):
+            return False
+        if self.hosts:
+            name, port = request_host(environ)
+            return any(pattern.matches(name, port) for pattern in self.hosts)
+        return True
+
+
+class Router:
+    """Matches requests against a configuration's routes."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, routes: t.Iterable[Route]) -> None:
+        self._routes = tuple(_CompiledRoute(route) for route in routes)
+
+    def match(self, environ: WSGIEnvironment) -> Route | None:
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        for compiled in self._routes:
+            if compiled.matches(environ, path):
+                return compiled.route
+        return None
+
+
+def split_host_port(host: str) -> tuple[str, int | None]:
+    """``"Api.com:8080"`` -> ``("api.com", 8080)``; IPv6 literals keep their brackets off."""
+    host = host.lower()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+    else:
+        name, port = host, ""
+    return name, int(port) if port.isdigit() else None
+
+
+def request_host(environ: WSGIEnvironment) -> tuple[str, int]:
+    """The host and port the client addressed: the Host header, else the server's name and port."""
+    header = environ.get("HTTP_HOST")
+    if header:
+        name, port = split_host_port(header)
+        if port is None:
+            port = DEFAULT_PORTS.get(environ.get("wsgi.url_scheme", "http"), 80)
+        return name, port
+    server_port = environ.get("SERVER_PORT", "")
+    return environ.get("SERVER_NAME", "").lower(), int(server_port) if server_port.isdigit() else 80

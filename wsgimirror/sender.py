@@ -1,0 +1,346 @@
+"""Step 4 and 5, pick and send: run each mirror in a bounded pool, off the request path.
+
+The :class:`Dispatcher` owns, per process, the executor (a gevent pool when the
+server owner monkey-patched sockets, else a bounded thread pool), one urllib3
+connection pool per destination and each cluster's policy. ``dispatch`` never
+blocks: when ``MaxInFlight`` mirrors are already running, the copy is dropped
+(``backlog_full``). Under CPU saturation this sheds mirrors, never real traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from urllib.parse import quote
+
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+
+from .balancing import POLICIES, Policy
+from .errors import MirrorSendError
+from .transport import exchange
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+    from .capture import BodyBuffer
+    from .config import Cluster, Config, Destination, Route
+    from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+MIRROR_MARK = "wsgimirror"
+# Headers never copied to a mirror (environ names): hop-by-hop ones, Expect, and those we set.
+SKIPPED_HEADERS = frozenset(
+    {
+        "CONNECTION",
+        "KEEP_ALIVE",
+        "TE",
+        "TRAILER",
+        "TRANSFER_ENCODING",
+        "UPGRADE",
+        "EXPECT",
+        "HOST",
+        "CONTENT_LENGTH",
+        "X_FORWARDED_FOR",
+        "X_FORWARDED_HOST",
+        "X_FORWARDED_PROTO",
+        "X_MIRRORED_BY",
+    }
+)
+PATH_SAFE = "/:@!$&'()*+,;=~"
+FAILURE_LOG_INTERVAL = 60.0  # while a destination keeps failing, one summary line this often
+
+
+# -- the mirrored request -------------------------------------------------------------------------
+
+
+def build_head(environ: WSGIEnvironment, destination: Destination, body_length: int) -> bytes:
+    """The request line and headers of the mirror of the request described by ``environ``."""
+    named_by_connection = {
+        token.strip().upper().replace("-", "_") for token in environ.get("HTTP_CONNECTION", "").split(",")
+    }
+    lines = [
+        f"{environ.get('REQUEST_METHOD', 'GET')} {destination.base_path}{request_target(environ)} HTTP/1.1",
+        f"Host: {destination.host_header}",
+    ]
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:]
+            if name not in SKIPPED_HEADERS and name not in named_by_connection and not name.startswith("PROXY_"):
+                lines.append(f"{header_name(name)}: {value}")
+    if environ.get("CONTENT_TYPE"):
+        lines.append(f"Content-Type: {environ['CONTENT_TYPE']}")
+    if body_length or environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ:
+        lines.append(f"Content-Length: {body_length}")
+    client = environ.get("REMOTE_ADDR")
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    if client or forwarded:
+        lines.append(f"X-Forwarded-For: {', '.join(v for v in (forwarded, client) if v)}")
+    lines.append(f"X-Forwarded-Host: {original_host(environ)}")
+    lines.append(f"X-Forwarded-Proto: {environ.get('wsgi.url_scheme', 'http')}")
+    lines.append(f"X-Mirrored-By: {MIRROR_MARK}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+def request_target(environ: WSGIEnvironment) -> str:
+    """The path and query as the client sent them (``RAW_URI`` when the server keeps it)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw and raw.startswith("/"):
+        return raw
+    path = quote((environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1"), PATH_SAFE)
+    query = environ.get("QUERY_STRING")
+    return f"{path or '/'}?{query}" if query else path or "/"
+
+
+def original_host(environ: WSGIEnvironment) -> str:
+    host = environ.get("HTTP_HOST")
+    if host:
+        return host
+    return f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}".rstrip(":")
+
+
+@lru_cache(maxsize=512)
+def header_name(environ_name: str) -> str:
+    """``X_FORWARDED_FOR`` -> ``X-Forwarded-For``."""
+    return "-".join(part.capitalize() for part in environ_name.split("_"))
+
+
+# -- per-destination state -------------------------------------------------------------------------
+
+
+class DestinationState:
+    """One destination in one process: its connection pool, load and failure streak."""
+
+    __slots__ = ("destination", "name", "pool", "in_flight", "streak", "_last_log")
+
+    def __init__(self, destination: Destination, settings_max: int) -> None:
+        self.destination = destination
+        self.name = destination.name
+        pool_class = HTTPSConnectionPool if destination.scheme == "https" else HTTPConnectionPool
+        self.pool = pool_class(destination.host, destination.port, maxsize=settings_max, block=False, retries=False)
+        self.in_flight = 0
+        self.streak = 0  # consecutive failures
+        self._last_log = 0.0
+
+    def failure(self, cluster_id: str, route_id: str, err: MirrorSendError) -> None:
+        self.streak += 1
+        now = time.monotonic()
+        if self.streak == 1:
+            log.warning(
+                "mirror of route %r to %s (cluster %r) failed: %s; "
+                "further failures of this destination are summarised every %ds",
+                route_id, self.destination.address, cluster_id, err, FAILURE_LOG_INTERVAL,
+            )  # fmt: skip
+        elif now - self._last_log < FAILURE_LOG_INTERVAL:
+            return
+        else:
+            log.warning(
+                "mirror destination %s (cluster %r) is still failing: %d failures in a row, the last: %s",
+                self.destination.address, cluster_id, self.streak, err,
+            )  # fmt: skip
+        self._last_log = now
+
+    def success(self, cluster_id: str) -> None:
+        if self.streak:
+            log.warning(
+                "mirror destination %s (cluster %r) recovered after %d failures",
+                self.destination.address, cluster_id, self.streak,
+            )  # fmt: skip
+            self.streak = 0
+
+
+class ClusterState:
+    __slots__ = ("cluster", "policy", "destinations")
+
+    def __init__(self, cluster: Cluster, max_in_flight: int) -> None:
+        self.cluster = cluster
+        self.policy: Policy = POLICIES[cluster.policy.lower()](cluster)
+        self.destinations = tuple(DestinationState(d, max_in_flight) for d in cluster.destinations)
+
+
+# -- executors ---------------------------------------------------------------------------------------
+
+
+class _GeventExecutor:
+    name = "gevent"
+
+    def __init__(self, size: int) -> None:
+        from gevent.pool import Pool
+
+        self._pool = Pool(size)
+
+    def try_submit(self, fn: t.Callable[..., None], *args: t.Any) -> bool:
+        if self._pool.full():
+            return False
+        self._pool.spawn(fn, *args)
+        return True
+
+    def join(self, timeout: float) -> bool:
+        return bool(self._pool.join(timeout=timeout))
+
+
+class _ThreadExecutor:
+    name = "thread"
+
+    def __init__(self, size: int) -> None:
+        self._executor = ThreadPoolExecutor(size, thread_name_prefix="wsgimirror")
+        self._size = size
+        self._active = 0
+        self._idle = threading.Condition()
+
+    def try_submit(self, fn: t.Callable[..., None], *args: t.Any) -> bool:
+        with self._idle:
+            if self._active >= self._size:
+                return False
+            self._active += 1
+        try:
+            self._executor.submit(self._run, fn, args)
+        except RuntimeError:  # the executor is shutting down
+            self._finished()
+            return False
+        return True
+
+    def _run(self, fn: t.Callable[..., None], args: tuple[t.Any, ...]) -> None:
+        try:
+            fn(*args)
+        finally:
+            self._finished()
+
+    def _finished(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        with self._idle:
+            done = self._idle.wait_for(lambda: self._active == 0, timeout)
+        self._executor.shutdown(wait=False)
+        return done
+
+
+def sockets_patched_by_gevent() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+def make_executor(kind: str, size: int) -> _GeventExecutor | _ThreadExecutor:
+    patched = sockets_patched_by_gevent()
+    if kind == "gevent" and not patched:
+        log.warning(
+            "Mirror.Executor is 'gevent' but sockets are not monkey-patched: every mirror will block "
+            "the server while it is sent; call gevent.monkey.patch_all() first, or use Executor 'auto'"
+        )
+    if kind == "gevent" or (kind == "auto" and patched):
+        return _GeventExecutor(size)
+    return _ThreadExecutor(size)
+
+
+# -- the dispatcher ------------------------------------------------------------------------------------
+
+
+class Dispatcher:
+    """Hands mirrors to the executor and sends them; one per configuration and process."""
+
+    def __init__(self, config: Config, stats: Stats) -> None:
+        self.config = config
+        self._stats = stats
+        self._pid = -1
+        self._executor: _GeventExecutor | _ThreadExecutor | None = None
+        self._clusters: dict[str, ClusterState] = {}
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def _runtime(self) -> tuple[_GeventExecutor | _ThreadExecutor, dict[str, ClusterState]]:
+        """Executor and pools, created on first use in each process (gunicorn forks after import)."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    settings = self.config.mirror
+                    self._executor = make_executor(settings.executor, settings.max_in_flight)
+                    self._clusters = {
+                        cid: ClusterState(c, settings.max_in_flight) for cid, c in self.config.clusters.items()
+                    }
+                    self._pid = os.getpid()
+        return t.cast("_GeventExecutor | _ThreadExecutor", self._executor), self._clusters
+
+    @property
+    def executor_name(self) -> str | None:
+        return self._executor.name if self._executor is not None and self._pid == os.getpid() else None
+
+    def dispatch(self, route: Route, environ: WSGIEnvironment, body: BodyBuffer) -> None:
+        """Start one mirror per cluster of ``route``, never waiting; ``body`` is released here."""
+        try:
+            executor, clusters = self._runtime()
+            for cluster_id in route.mirror_clusters:
+                if self.closed:
+                    self._stats.drop("closed")
+                    continue
+                state = clusters[cluster_id]
+                target = state.policy.pick(state.destinations, environ)
+                self._start(executor, state, target, route, environ, body)
+        finally:
+            body.release()
+
+    def _start(
+        self,
+        executor: _GeventExecutor | _ThreadExecutor,
+        state: ClusterState,
+        target: DestinationState,
+        route: Route,
+        environ: WSGIEnvironment,
+        body: BodyBuffer,
+    ) -> None:
+        body.retain()
+        target.in_flight += 1
+        self._stats.started()
+        if not executor.try_submit(self._send, state, target, route, environ, body):
+            target.in_flight -= 1
+            self._stats.unstart("backlog_full")
+            body.release()
+
+    def _send(
+        self, state: ClusterState, target: DestinationState, route: Route, environ: WSGIEnvironment, body: BodyBuffer
+    ) -> None:
+        """The body of every mirror greenlet or thread: never raises."""
+        settings = self.config.mirror
+        try:
+            head = build_head(environ, target.destination, body.size)
+            status = exchange(
+                target.pool,
+                head,
+                body,
+                environ.get("REQUEST_METHOD") == "HEAD",
+                settings.connect_timeout,
+                settings.timeout,
+            )
+        except MirrorSendError as err:
+            self._stats.failed_with(err.reason)
+            target.failure(state.cluster.id, route.id, err)
+        except Exception as err:  # a bug here must not reach the hub or the app
+            self._stats.failed_with("internal_error")
+            target.failure(state.cluster.id, route.id, MirrorSendError("internal_error", repr(err)))
+        else:
+            self._stats.succeeded_with(status)
+            target.success(state.cluster.id)
+        finally:
+            target.in_flight -= 1
+            body.release()
+
+    def close(self, timeout: float) -> bool:
+        """Start no more mirrors; wait up to ``timeout`` s for those in flight. True if all ended."""
+        self.closed = True
+        if self._executor is None or self._pid != os.getpid():
+            return True
+        done = self._executor.join(timeout)
+        for state in self._clusters.values():
+            for dest in state.destinations:
+                dest.pool.close()
+        return done

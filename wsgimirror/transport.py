@@ -1,0 +1,178 @@
+"""Step 5b, the wire: one HTTP/1.1 exchange on a connection borrowed from a urllib3 pool.
+
+urllib3 does what it does well: the per-destination connection pool, connecting
+with timeouts, TLS and the stale-connection check. The request itself is one
+prepared head written with ``sendall`` (plus the body), and the answer is framed
+by ``httptools`` (Content-Length, chunked, close-delimited, HEAD, 204/304), drained
+up to :data:`DRAIN_LIMIT` bytes so the connection can be kept alive. This costs a
+fraction of ``HTTPConnectionPool.urlopen`` per mirror; the README has the figures.
+
+A reused keep-alive connection that the destination closed meanwhile is detected
+when nothing at all came back, and the request is written once more on a fresh
+connection; every other failure raises :class:`MirrorSendError` with a short reason.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import typing as t
+
+import httptools
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from .errors import MirrorSendError
+
+if t.TYPE_CHECKING:
+    from urllib3 import HTTPConnectionPool
+
+    from .capture import BodyBuffer
+
+DRAIN_LIMIT = 1 << 20  # response body bytes read to keep the connection; past it, close instead
+RECV_SIZE = 64 * 1024
+SMALL_BODY = 64 * 1024  # bodies up to this size go out in the same send as the head
+
+
+class _StaleConnection(Exception):
+    """A reused connection gave nothing back: the destination closed it while it was idle."""
+
+
+class _Response:
+    """The httptools protocol object: notes where the response ends."""
+
+    __slots__ = ("head_request", "headers_done", "done", "body_bytes")
+
+    def __init__(self, head_request: bool) -> None:
+        self.head_request = head_request
+        self.headers_done = False
+        self.done = False
+        self.body_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        if self.head_request:
+            self.done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+def exchange(
+    pool: HTTPConnectionPool,
+    head: bytes,
+    body: BodyBuffer | None,
+    head_request: bool,
+    connect_timeout: float,
+    timeout: float,
+) -> int:
+    """Send one request on a pooled connection and return the response status."""
+    for attempt in (1, 2):
+        conn = pool._get_conn()
+        try:
+            reused = conn.sock is not None
+            if not reused:
+                _connect(conn, connect_timeout)
+            status, keep = _roundtrip(conn.sock, head, body, head_request, time.monotonic() + timeout, reused)
+        except _StaleConnection:
+            conn.close()
+            pool._put_conn(conn)
+            if attempt == 2:
+                raise MirrorSendError("closed", "the destination closed the connection without answering") from None
+            continue
+        except BaseException:
+            conn.close()
+            pool._put_conn(conn)
+            raise
+        if not keep:
+            conn.close()
+        pool._put_conn(conn)
+        return status
+    raise AssertionError("unreachable")
+
+
+def _connect(conn: t.Any, connect_timeout: float) -> None:
+    conn.timeout = connect_timeout
+    try:
+        conn.connect()
+    except NewConnectionError as err:  # a subclass of ConnectTimeoutError: test it first
+        reason = "refused" if isinstance(err.__cause__, ConnectionRefusedError) else "connect_error"
+        raise MirrorSendError(reason, str(err)) from err
+    except ConnectTimeoutError as err:
+        raise MirrorSendError("connect_timeout", str(err)) from err
+    except OSError as err:  # TLS handshake and name resolution failures
+        raise MirrorSendError("connect_error", str(err)) from err
+
+
+def _roundtrip(
+    sock: socket.socket, head: bytes, body: BodyBuffer | None, head_request: bool, deadline: float, reused: bool
+) -> tuple[int, bool]:
+    """Write the request, read the response; returns (status, connection reusable)."""
+    try:
+        _write(sock, head, body, deadline)
+        response = _Response(head_request)
+        parser = httptools.HttpResponseParser(response)
+        received = _read(sock, parser, response, deadline)
+    except socket.timeout as err:
+        raise MirrorSendError("timeout", "no complete answer in time") from err
+    except httptools.HttpParserUpgrade as err:
+        raise MirrorSendError("bad_response", "the destination switched protocols") from err
+    except httptools.HttpParserError as err:
+        raise MirrorSendError("bad_response", f"not a valid HTTP response: {err}") from err
+    except (ConnectionResetError, BrokenPipeError) as err:
+        if reused and not getattr(err, "received", 0):
+            raise _StaleConnection() from err
+        raise MirrorSendError("reset", str(err)) from err
+    except OSError as err:
+        raise MirrorSendError("socket_error", str(err)) from err
+    if received == 0:
+        if reused:
+            raise _StaleConnection()
+        raise MirrorSendError("closed", "the destination closed the connection without answering")
+    if not response.headers_done:
+        raise MirrorSendError("closed", "the connection closed in the middle of the response head")
+    keep = response.done and response.body_bytes <= DRAIN_LIMIT and parser.should_keep_alive()
+    return parser.get_status_code(), keep
+
+
+def _write(sock: socket.socket, head: bytes, body: BodyBuffer | None, deadline: float) -> None:
+    sock.settimeout(_left(deadline))
+    if body is None or body.size == 0:
+        sock.sendall(head)
+        return
+    small = body.in_memory() if body.size <= SMALL_BODY else None
+    if small is not None:
+        sock.sendall(head + small)
+        return
+    sock.sendall(head)
+    for piece in body.chunks():
+        sock.settimeout(_left(deadline))
+        sock.sendall(piece)
+
+
+def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: float) -> int:
+    """Feed the parser until the response ends; returns the bytes received (0: nothing came)."""
+    received = 0
+    while not response.done and response.body_bytes <= DRAIN_LIMIT:
+        sock.settimeout(_left(deadline))
+        try:
+            data = sock.recv(RECV_SIZE)
+        except (ConnectionResetError, BrokenPipeError) as err:
+            err.received = received  # type: ignore[attr-defined]
+            raise
+        if not data:
+            break  # close-delimited body, or the connection dropped: the caller decides
+        received += len(data)
+        parser.feed_data(data)
+        if response.done and parser.get_status_code() < 200:
+            response.done = False  # an interim 1xx answer: the final one follows
+    return received
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("deadline passed")
+    return left
