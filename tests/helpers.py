@@ -233,3 +233,52 @@ def open_files() -> list[str]:
         except FileNotFoundError:  # the descriptor listdir itself used
             pass
     return targets
+
+
+class ScriptedServer:
+    """A raw TCP mirror destination whose answer to each request is a scripted behaviour.
+
+    ``behaviour(sock, head, body)`` writes whatever it likes and returns True to keep the
+    connection for the next request. Counts connections and requests.
+    """
+
+    def __init__(self, behaviour: t.Callable[[socket.socket, bytes, bytes], bool]) -> None:
+        from gevent.server import StreamServer
+
+        self.behaviour = behaviour
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self._server = StreamServer(("127.0.0.1", 0), self._handle)
+        self._server.start()
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def stop(self) -> None:
+        self._server.stop(timeout=1)
+
+    def _handle(self, sock: socket.socket, _addr: t.Any) -> None:
+        self.connections += 1
+        reader = sock.makefile("rb")
+        try:
+            while True:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = reader.read(length)
+                self.requests.append((head, body))
+                if not self.behaviour(sock, head, body):
+                    return
+        except OSError:
+            return
+        finally:
+            reader.close()
+            sock.close()

@@ -59,7 +59,7 @@ class MirrorMiddleware:
         try:
             capture = self._prepare(generation, environ)
         except Exception:
-            log.exception("wsgimirror could not prepare a mirror; the request is served without one")
+            log.warning("wsgimirror could not prepare a mirror; the request is served without one", exc_info=True)
             capture = None
         if capture is None:
             return self.app(environ, start_response)
@@ -151,7 +151,7 @@ class _Capture:
                 return
             self.dispatcher.dispatch(self.route, self.environ, buffer)
         except Exception:
-            log.exception("wsgimirror failed to dispatch a mirror of route %r", self.route.id)
+            log.warning("wsgimirror failed to dispatch a mirror of route %r", self.route.id, exc_info=True)
             self.stats.drop("internal_error", len(self.route.mirror_clusters))
 
 

@@ -18,11 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from urllib.parse import quote
 
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
-
 from .balancing import POLICIES, Policy
 from .errors import MirrorSendError
-from .transport import exchange
+from .transport import MirrorHTTPConnectionPool, MirrorHTTPSConnectionPool, exchange
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -121,7 +119,7 @@ class DestinationState:
     def __init__(self, destination: Destination, settings_max: int) -> None:
         self.destination = destination
         self.name = destination.name
-        pool_class = HTTPSConnectionPool if destination.scheme == "https" else HTTPConnectionPool
+        pool_class = MirrorHTTPSConnectionPool if destination.scheme == "https" else MirrorHTTPConnectionPool
         self.pool = pool_class(destination.host, destination.port, maxsize=settings_max, block=False, retries=False)
         self.in_flight = 0
         self.streak = 0  # consecutive failures

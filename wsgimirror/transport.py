@@ -14,18 +14,19 @@ connection; every other failure raises :class:`MirrorSendError` with a short rea
 
 from __future__ import annotations
 
+import queue
+import select
 import socket
 import time
 import typing as t
 
 import httptools
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, NewConnectionError
 
 from .errors import MirrorSendError
 
 if t.TYPE_CHECKING:
-    from urllib3 import HTTPConnectionPool
-
     from .capture import BodyBuffer
 
 DRAIN_LIMIT = 1 << 20  # response body bytes read to keep the connection; past it, close instead
@@ -33,31 +34,93 @@ RECV_SIZE = 64 * 1024
 SMALL_BODY = 64 * 1024  # bodies up to this size go out in the same send as the head
 
 
+def _original_poll() -> t.Callable[[], t.Any]:
+    """The OS's poll, even under gevent: a zero-timeout poll never blocks, and skips the hub."""
+    try:
+        from gevent.monkey import get_original
+    except ImportError:
+        return select.poll
+    return t.cast(t.Callable[[], t.Any], get_original("select", "poll"))
+
+
+_poll = _original_poll()
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """An idle pooled connection that is readable was closed by the peer (or sent junk): don't reuse it."""
+    poller = _poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _MirrorPoolMixin:
+    """urllib3's pool, with the idle-connection check done by one non-blocking poll.
+
+    urllib3 checks with ``wait_for_read``, which under gevent goes through the hub
+    (a timer, a watcher and a switch) for every request: a large share of a mirror's CPU.
+    """
+
+    pool: t.Any
+
+    def _get_conn(self, timeout: float | None = None) -> t.Any:
+        conn = None
+        try:
+            conn = self.pool.get(block=False)
+        except AttributeError:  # self.pool is None: the pool was closed
+            raise ClosedPoolError(t.cast(t.Any, self), "Pool is closed.") from None
+        except queue.Empty:
+            pass
+        if conn is not None and conn.sock is not None and _dropped(conn.sock):
+            conn.close()
+        return conn or self._new_conn()  # type: ignore[attr-defined]
+
+
+class MirrorHTTPConnectionPool(_MirrorPoolMixin, HTTPConnectionPool):
+    pass
+
+
+class MirrorHTTPSConnectionPool(_MirrorPoolMixin, HTTPSConnectionPool):
+    pass
+
+
 class _StaleConnection(Exception):
     """A reused connection gave nothing back: the destination closed it while it was idle."""
 
 
 class _Response:
-    """The httptools protocol object: notes where the response ends."""
+    """The httptools protocol object: notes the status, where the response ends, and keep-alive.
 
-    __slots__ = ("head_request", "headers_done", "done", "body_bytes")
+    llhttp resets its state once a message is complete, so status and keep-alive are read
+    inside the callbacks, not afterwards.
+    """
+
+    __slots__ = ("parser", "head_request", "headers_done", "done", "body_bytes", "status", "keep_alive")
 
     def __init__(self, head_request: bool) -> None:
+        self.parser: t.Any = None
         self.head_request = head_request
         self.headers_done = False
         self.done = False
         self.body_bytes = 0
+        self.status = 0
+        self.keep_alive = False
 
     def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if self.status < 200:
+            return  # an interim answer (100 Continue): the final one follows
         self.headers_done = True
         if self.head_request:
+            self.keep_alive = self.parser.should_keep_alive()
             self.done = True
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
 
     def on_message_complete(self) -> None:
-        self.done = True
+        if self.status >= 200:
+            self.keep_alive = self.parser.should_keep_alive()
+            self.done = True
 
 
 def exchange(
@@ -113,7 +176,7 @@ def _roundtrip(
     try:
         _write(sock, head, body, deadline)
         response = _Response(head_request)
-        parser = httptools.HttpResponseParser(response)
+        response.parser = parser = httptools.HttpResponseParser(response)
         received = _read(sock, parser, response, deadline)
     except socket.timeout as err:
         raise MirrorSendError("timeout", "no complete answer in time") from err
@@ -133,8 +196,8 @@ def _roundtrip(
         raise MirrorSendError("closed", "the destination closed the connection without answering")
     if not response.headers_done:
         raise MirrorSendError("closed", "the connection closed in the middle of the response head")
-    keep = response.done and response.body_bytes <= DRAIN_LIMIT and parser.should_keep_alive()
-    return parser.get_status_code(), keep
+    keep = response.done and response.keep_alive and response.body_bytes <= DRAIN_LIMIT
+    return response.status, keep
 
 
 def _write(sock: socket.socket, head: bytes, body: BodyBuffer | None, deadline: float) -> None:
@@ -166,8 +229,6 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
             break  # close-delimited body, or the connection dropped: the caller decides
         received += len(data)
         parser.feed_data(data)
-        if response.done and parser.get_status_code() < 200:
-            response.done = False  # an interim 1xx answer: the final one follows
     return received
 
 

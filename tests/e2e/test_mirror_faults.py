@@ -1,0 +1,169 @@
+"""Mirror destinations that misbehave: the real responses stay correct and on time, failures are counted.
+
+Each destination is a raw TCP server with a scripted answer, so every framing and fault is exact.
+"""
+
+import logging
+import socket
+import struct
+import time
+
+import gevent
+import pytest
+
+from tests.helpers import Client, ScriptedServer, free_port, mirror_config, wait_until
+from wsgimirror import MirrorMiddleware
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def app(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"real:" + body]
+
+
+def answer(data: bytes, keep: bool = True):
+    def behaviour(sock, head, body):
+        sock.sendall(data)
+        return keep
+
+    return behaviour
+
+
+def never_answers(sock, head, body):
+    gevent.sleep(30)
+    return False
+
+
+def resets_mid_response(sock, head, body):
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Le")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return False  # closing with linger 0 sends RST
+
+
+def drips(sock, head, body):
+    for byte in OK:
+        sock.sendall(bytes([byte]))
+        gevent.sleep(0.1)
+    return True
+
+
+def closes_after_answering(sock, head, body):
+    sock.sendall(OK)  # claims keep-alive, then closes while the connection is idle in the pool
+    return False
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def factory(behaviour):
+        srv = ScriptedServer(behaviour)
+        servers.append(srv)
+        return srv
+
+    yield factory
+    for srv in servers:
+        srv.stop()
+
+
+def drive(server, mw, count=10, one_by_one=False):
+    """Send ``count`` requests on one keep-alive connection; every answer must be right and prompt.
+
+    ``one_by_one`` waits for each mirror to end before the next request, so that mirrors
+    never overlap and a reusable mirror connection is always free.
+    """
+    timings = []
+    with Client(server(mw)) as client:
+        for i in range(count):
+            start = time.monotonic()
+            response = client.request("POST", f"/r{i}", body=b"body%d" % i)
+            timings.append(time.monotonic() - start)
+            assert (response.status, response.body) == (200, b"real:body%d" % i)
+            if one_by_one:
+                wait_until(lambda i=i: mw.stats()["succeeded"] + mw.stats()["failed"] == i + 1)
+    assert max(timings) < 0.5, timings
+
+
+FAULTS = [
+    ("refused", None, {}),
+    ("timeout", never_answers, {"Timeout": 0.3}),
+    ("reset", resets_mid_response, {}),
+    ("bad_response", answer(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", keep=False), {}),
+    ("timeout", drips, {"Timeout": 0.3}),
+    ("closed", answer(b"", keep=False), {}),
+]
+
+
+@pytest.mark.parametrize("reason, behaviour, knobs", FAULTS, ids=[f[0] + "-" + str(i) for i, f in enumerate(FAULTS)])
+def test_faulty_mirrors_never_reach_the_client(server, scripted, caplog, hub_errors, reason, behaviour, knobs):
+    address = scripted(behaviour).address if behaviour else f"http://127.0.0.1:{free_port()}"
+    mw = MirrorMiddleware(app, mirror_config(address, **knobs))
+    with caplog.at_level(logging.WARNING, logger="wsgimirror"):
+        drive(server, mw)
+        wait_until(lambda: mw.stats()["failed"] == 10)
+    stats = mw.stats()
+    assert stats["failures"] == {reason: 10} and stats["in_flight"] == 0
+    assert len([r for r in caplog.records if r.name.startswith("wsgimirror")]) == 1
+    assert hub_errors.getvalue() == ""
+
+
+def test_a_500_is_an_answer_and_keeps_the_connection(server, scripted):
+    dest = scripted(answer(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops"))
+    mw = MirrorMiddleware(app, mirror_config(dest.address))
+    drive(server, mw, one_by_one=True)
+    assert mw.stats()["statuses"] == {"5xx": 10}
+    assert dest.connections == 1
+
+
+@pytest.mark.parametrize(
+    "response, connections",
+    [
+        (OK, 1),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n", 1),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", 1),
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", 1),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx", 1),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", 10),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 10),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (3 << 20, b"z" * (3 << 20)), 10),
+    ],
+    ids=["length", "chunked", "204", "304", "100-then-201", "connection-close", "http10", "3MiB-body"],
+)
+def test_response_framings_are_read_and_the_connection_reused_when_allowed(server, scripted, response, connections):
+    dest = scripted(answer(response))  # the server would keep every connection: closing is our decision
+    mw = MirrorMiddleware(app, mirror_config(dest.address))
+    drive(server, mw, one_by_one=True)
+    assert mw.stats()["failed"] == 0
+    assert dest.connections == connections
+
+
+def test_a_close_delimited_response_is_an_answer(server, scripted):
+    dest = scripted(answer(b"HTTP/1.1 200 OK\r\n\r\nbody until close", keep=False))
+    mw = MirrorMiddleware(app, mirror_config(dest.address))
+    drive(server, mw, count=3)
+    wait_until(lambda: mw.stats()["succeeded"] == 3)
+
+
+def test_head_mirrors_do_not_wait_for_a_body(server, scripted):
+    dest = scripted(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"))
+    mw = MirrorMiddleware(app, mirror_config(dest.address, Timeout=2))
+    with Client(server(mw)) as client:
+        for i in range(3):
+            assert client.request("HEAD", "/").status == 200
+            wait_until(lambda i=i: mw.stats()["succeeded"] == i + 1)
+    assert dest.connections == 1 and mw.stats()["failed"] == 0
+
+
+def test_a_connection_the_destination_closed_while_idle_is_replaced(server, scripted):
+    dest = scripted(closes_after_answering)
+    mw = MirrorMiddleware(app, mirror_config(dest.address))
+    with Client(server(mw)) as client:
+        for i in range(5):
+            client.request("POST", f"/{i}", body=b"x")
+            wait_until(lambda i=i: mw.stats()["succeeded"] == i + 1)
+            wait_until(lambda i=i: dest.connections == i + 1)
+            gevent.sleep(0.02)  # let the close reach us while the connection is idle
+    assert mw.stats()["failed"] == 0
+    assert len(dest.requests) == 5  # each mirror was sent exactly once
