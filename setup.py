@@ -13,6 +13,7 @@ setup(
     install_requires=["gevent>=23.9", "urllib3>=2.0,<3", "httptools>=0.6"],
     extras_require={
         "test": ["pytest>=7", "flask>=2.3", "werkzeug>=2.3", "gunicorn>=21", "pytest-timeout>=2"],
+        "demo": ["flask>=2.3"],
     },
     entry_points={"console_scripts": ["wsgimirror = wsgimirror.cli:main"]},
     classifiers=[

@@ -7,6 +7,7 @@ import socket
 import time
 import typing as t
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
@@ -282,3 +283,66 @@ class ScriptedServer:
         finally:
             reader.close()
             sock.close()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Process:
+    """A child process we started (by pid), with its stderr read up to a readiness marker."""
+
+    def __init__(
+        self, args: list[str], ready: str, env: dict[str, str] | None = None, timeout: float = 20, on_stdout=False
+    ) -> None:
+        from gevent import subprocess
+
+        self.popen = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        )
+        self.err_lines: list[str] = []
+        if on_stdout:
+            with gevent.Timeout(timeout, AssertionError(f"{args} did not print {ready!r}")):
+                assert ready in self.popen.stdout.readline()
+        else:
+            self.wait_for_line(ready, timeout)
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.popen.pid, signum)
+
+    def wait_for_line(self, marker: str, timeout: float = 10) -> str:
+        with gevent.Timeout(timeout, AssertionError(f"no line with {marker!r} in {self.err_lines}")):
+            while True:
+                line = self.popen.stderr.readline()
+                self.err_lines.append(line)
+                if marker in line:
+                    return line
+                if not line:
+                    raise AssertionError(f"exited before printing {marker!r}: {''.join(self.err_lines)}")
+
+    def stop(self, timeout: float = 15) -> tuple[int, str, str]:
+        """SIGTERM, then wait; returns (exit status, stdout, all of stderr)."""
+        if self.popen.poll() is None:
+            self.signal(15)
+        try:
+            out, err = self.popen.communicate(timeout=timeout)
+        except Exception:
+            self.popen.kill()
+            out, err = self.popen.communicate()
+            raise
+        return self.popen.returncode, out, "".join(self.err_lines) + err
+
+
+def example_config(tmp_path: Path, *sink_addresses: str) -> str:
+    """examples/mirror.json with its mirror destinations pointed at the test's sinks."""
+    import json
+
+    config = json.loads((ROOT / "examples" / "mirror.json").read_text())
+    config["ReverseProxy"]["Clusters"]["shadow"]["Destinations"] = [{"Address": a} for a in sink_addresses]
+    path = tmp_path / "mirror.json"
+    path.write_text(json.dumps(config))
+    return str(path)

@@ -16,6 +16,7 @@ Nothing here raises into the app: failures are counted and logged.
 from __future__ import annotations
 
 import logging
+import time
 import typing as t
 
 from .capture import BodyBuffer, TeeInput
@@ -52,6 +53,7 @@ class MirrorMiddleware:
         self.app = app
         self._stats = Stats()
         self._generation = _Generation(load_config(config), self._stats)
+        self._retired: list[Dispatcher] = []
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
         self._stats.request()
@@ -96,9 +98,29 @@ class MirrorMiddleware:
         snapshot["executor"] = self._generation.dispatcher.executor_name
         return snapshot
 
+    @property
+    def config(self) -> Config:
+        """The configuration new requests are matched against."""
+        return self._generation.config
+
+    def reload(self, config: ConfigSource) -> None:
+        """Swap the configuration atomically; an invalid one raises ``ConfigError`` and changes nothing.
+
+        Requests already captured finish under the configuration they started with;
+        new requests use the new one.
+        """
+        generation = _Generation(load_config(config), self._stats)
+        previous, self._generation = self._generation, generation
+        previous.dispatcher.retire()
+        self._retired = [d for d in self._retired if d.active] + [previous.dispatcher]
+
     def close(self, timeout: float = 5.0) -> bool:
         """Stop starting mirrors and wait up to ``timeout`` s for those in flight; True if none is left."""
-        return self._generation.dispatcher.close(timeout)
+        deadline = time.monotonic() + timeout
+        done = True
+        for dispatcher in [*self._retired, self._generation.dispatcher]:
+            done = dispatcher.close(max(0.0, deadline - time.monotonic())) and done
+        return done
 
 
 def _refusal(environ: WSGIEnvironment, max_body: int, closed: bool) -> tuple[int | None, str | None]:

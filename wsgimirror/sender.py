@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 import typing as t
@@ -124,6 +125,20 @@ class DestinationState:
         self.in_flight = 0
         self.streak = 0  # consecutive failures
         self._last_log = 0.0
+
+    def close_idle(self) -> None:
+        """Close the connections resting in the pool; the pool stays usable and reconnects on demand."""
+        idle = self.pool.pool
+        if idle is None:
+            return
+        for _ in range(idle.qsize()):
+            try:
+                conn = idle.get(block=False)
+            except queue.Empty:
+                return
+            if conn is not None:
+                conn.close()
+            idle.put(conn, block=False)
 
     def failure(self, cluster_id: str, route_id: str, err: MirrorSendError) -> None:
         self.streak += 1
@@ -254,7 +269,9 @@ class Dispatcher:
         self._executor: _GeventExecutor | _ThreadExecutor | None = None
         self._clusters: dict[str, ClusterState] = {}
         self._lock = threading.Lock()
+        self._active = 0  # mirrors of this dispatcher submitted and not yet ended
         self.closed = False
+        self.retiring = False
 
     def _runtime(self) -> tuple[_GeventExecutor | _ThreadExecutor, dict[str, ClusterState]]:
         """Executor and pools, created on first use in each process (gunicorn forks after import)."""
@@ -268,6 +285,11 @@ class Dispatcher:
                     }
                     self._pid = os.getpid()
         return t.cast("_GeventExecutor | _ThreadExecutor", self._executor), self._clusters
+
+    @property
+    def active(self) -> int:
+        """Mirrors of this dispatcher submitted and not yet ended."""
+        return self._count_active(0)
 
     @property
     def executor_name(self) -> str | None:
@@ -298,11 +320,18 @@ class Dispatcher:
     ) -> None:
         body.retain()
         target.in_flight += 1
+        self._count_active(+1)
         self._stats.started()
         if not executor.try_submit(self._send, state, target, route, environ, body):
             target.in_flight -= 1
+            self._count_active(-1)
             self._stats.unstart("backlog_full")
             body.release()
+
+    def _count_active(self, delta: int) -> int:
+        with self._lock:
+            self._active += delta
+            return self._active
 
     def _send(
         self, state: ClusterState, target: DestinationState, route: Route, environ: WSGIEnvironment, body: BodyBuffer
@@ -331,6 +360,23 @@ class Dispatcher:
         finally:
             target.in_flight -= 1
             body.release()
+            if self._count_active(-1) == 0 and self.retiring:
+                self._close_idle_connections()
+
+    def retire(self) -> None:
+        """A newer configuration took over: close idle connections whenever no mirror of ours runs.
+
+        Requests captured under this configuration still dispatch here and are sent;
+        a connection they open is closed again when they end.
+        """
+        self.retiring = True
+        if self._count_active(0) == 0:
+            self._close_idle_connections()
+
+    def _close_idle_connections(self) -> None:
+        for state in self._clusters.values():
+            for dest in state.destinations:
+                dest.close_idle()
 
     def close(self, timeout: float) -> bool:
         """Start no more mirrors; wait up to ``timeout`` s for those in flight. True if all ended."""

@@ -1,0 +1,137 @@
+"""The ``wsgimirror`` command: serve an app with mirroring, check a config, receive mirrors, run a demo.
+
+``serve``, ``sink`` and ``demo`` monkey-patch with gevent before anything else is
+imported (the package itself imports lazily for this reason); ``check`` does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import typing as t
+
+from .errors import ConfigError
+
+log = logging.getLogger("wsgimirror.cli")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "check":
+        from gevent import monkey
+
+        monkey.patch_all()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, getattr(args, "log_level", "info").upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except ConfigError as err:
+        print(f"wsgimirror: invalid config: {err}", file=sys.stderr)
+        return 2
+    except CommandError as err:
+        print(f"wsgimirror: {err}", file=sys.stderr)
+        return 2
+
+
+class CommandError(Exception):
+    """A problem with the command's arguments, reported in one line with exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsgimirror", description="Mirror WSGI traffic to other HTTP services.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve a WSGI app with gevent, mirroring its traffic")
+    serve.add_argument("app", metavar="MODULE:APP", help="the app, or a factory called as MODULE:create_app()")
+    serve.add_argument("--config", required=True, metavar="FILE", help="the mirroring config (JSON)")
+    serve.add_argument("--bind", default="127.0.0.1:8000", metavar="HOST:PORT", help="default: %(default)s")
+    serve.add_argument(
+        "--drain-timeout", type=float, default=5.0, metavar="SECONDS", help="on SIGTERM/SIGINT (default: %(default)s)"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.set_defaults(handler=_serve)
+
+    check = commands.add_parser("check", help="validate a config and print its routing table")
+    check.add_argument("config", metavar="FILE")
+    check.set_defaults(handler=_check)
+
+    sink = commands.add_parser("sink", help="receive mirrored requests and show or record them")
+    sink.add_argument("--bind", default="127.0.0.1:9000", metavar="HOST:PORT", help="default: %(default)s")
+    sink.add_argument("--out", metavar="FILE.jsonl", help="append one JSON line per request")
+    sink.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="answer after this long")
+    sink.add_argument("--status", type=int, default=200, metavar="CODE", help="answer with this status")
+    sink.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    sink.set_defaults(handler=_sink)
+
+    demo = commands.add_parser("demo", help="watch mirroring happen on 127.0.0.1, then exit")
+    demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise CommandError(f"--bind must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def import_app(spec: str) -> t.Callable[..., t.Any]:
+    """``module:app`` or ``module:factory()``, importing from the current directory first."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise CommandError(f"the app must be MODULE:APP or MODULE:FACTORY(), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise CommandError(f"cannot import {module_name!r}: {err}") from err
+    call = attribute.endswith("()")
+    name = attribute[:-2] if call else attribute
+    try:
+        target = getattr(module, name)
+    except AttributeError:
+        raise CommandError(f"module {module_name!r} has no attribute {name!r}") from None
+    app = target() if call else target
+    if not callable(app):
+        raise CommandError(f"{spec!r} is not a WSGI callable")
+    return t.cast(t.Callable[..., t.Any], app)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serving import serve
+
+    return serve(
+        import_app(args.app), args.config, parse_bind(args.bind), args.drain_timeout, access_log=args.access_log
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .report import routing_table
+
+    config = load_config(args.config)
+    print(routing_table(config, args.config))
+    return 0
+
+
+def _sink(args: argparse.Namespace) -> int:
+    from .sink import run_sink
+
+    return run_sink(parse_bind(args.bind), args.out, args.delay, args.status)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
