@@ -14,6 +14,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "flask>=2.3", "werkzeug>=2.3", "gunicorn>=21", "pytest-timeout>=2"],
         "demo": ["flask>=2.3"],
+        "bench": ["flask>=2.3", "matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["wsgimirror = wsgimirror.cli:main"]},
     classifiers=[

@@ -1,7 +1,7 @@
 """A cheap mirror destination for the benchmarks: gevent.pywsgi answering 204 (optionally after a delay).
 
-Usage: python bench/sink_server.py PORT [DELAY_SECONDS]. Prints "ready" when listening, counts requests,
-and writes the count to stdout when it receives SIGTERM.
+Usage: python bench/sink_server.py PORT [DELAY_SECONDS]. Prints "ready" when listening and counts the
+requests it receives; GET /_count answers the count so far; on SIGTERM it prints the count and exits.
 """
 
 from gevent import monkey
@@ -20,6 +20,10 @@ count = 0
 
 def app(environ, start_response):
     global count
+    if environ["PATH_INFO"] == "/_count":
+        answer = str(count).encode()
+        start_response("200 OK", [("Content-Length", str(len(answer)))])
+        return [answer]
     stream = environ["wsgi.input"]
     while stream.read(65536):
         pass

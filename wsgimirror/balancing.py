@@ -106,6 +106,24 @@ def _score(name: str, key: bytes) -> bytes:
     return hashlib.blake2b(name.encode() + b"\x00" + key, digest_size=8).digest()
 
 
+def sampled_in(cluster: Cluster, environ: WSGIEnvironment) -> bool:
+    """Whether this cluster takes a copy of the request, per its ``MirrorPercent`` and ``MirrorSampleBy``.
+
+    ``key`` sampling hashes the cluster's hash key (stable across processes and restarts),
+    so the same user is always in or always out.
+    """
+    percent = cluster.percent
+    if percent >= 100.0:
+        return True
+    if percent <= 0.0:
+        return False
+    if cluster.sample_by == "key":
+        key = hash_key(cluster, environ).encode("utf-8", "surrogateescape")
+        digest = hashlib.blake2b(key, digest_size=8, person=b"wsgimirror-smpl").digest()
+        return int.from_bytes(digest, "big") < percent / 100.0 * 2**64
+    return random.random() * 100.0 < percent
+
+
 def hash_key(cluster: Cluster, environ: WSGIEnvironment) -> str:
     """The value a request is hashed by: header, cookie or query value, else the client address."""
     value = None

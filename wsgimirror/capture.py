@@ -15,8 +15,9 @@ body too large. It is shared by the mirrors of one request and closed by the las
 from __future__ import annotations
 
 import tempfile
-import threading
 import typing as t
+
+from .stats import new_lock
 
 DRAIN_CHUNK = 64 * 1024
 SEND_CHUNK = 256 * 1024
@@ -40,7 +41,7 @@ class BodyBuffer:
         self._memory_limit = memory_limit
         self._max_size = max_size
         self._refs = 1
-        self._lock = threading.Lock()
+        self._lock = new_lock()
 
     def write(self, data: bytes) -> None:
         if self.too_large or not data:

@@ -28,7 +28,8 @@ KNOWN_MIRROR_KEYS = (
     "Timeout",
     "Executor",
 )
-KNOWN_MIRROR_METADATA = ("MirrorCluster",)
+KNOWN_MIRROR_METADATA = ("MirrorCluster", "MirrorPercent", "MirrorSampleBy")
+SAMPLE_BY = ("random", "key")
 EXECUTORS = ("auto", "gevent", "thread")
 HASH_SOURCES = ("header", "cookie", "query")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -74,6 +75,8 @@ class Cluster:
     destinations: tuple[Destination, ...]
     hash_by: str | None = None
     hash_key: str | None = None
+    percent: float = 100.0
+    sample_by: str = "random"
 
 
 @dataclass(frozen=True)
@@ -196,13 +199,34 @@ def _cluster(cid: str, raw: t.Any, path: str) -> Cluster:
     metadata = _object(body.get("Metadata", {}), f"{path}.Metadata")
     _warn_unknown_mirror_keys(metadata, f"{path}.Metadata")
     hash_by, hash_key = _hash_source(metadata, f"{path}.Metadata")
+    sample_by = _optional_str(metadata.get("MirrorSampleBy"), f"{path}.Metadata.MirrorSampleBy") or "random"
+    if sample_by.lower() not in SAMPLE_BY:
+        raise ConfigError(
+            f"{path}.Metadata.MirrorSampleBy", f"must be one of {', '.join(SAMPLE_BY)}, got {sample_by!r}"
+        )
     return Cluster(
         id=cid,
         policy=policy.name,
         destinations=_destinations(body.get("Destinations"), f"{path}.Destinations"),
         hash_by=hash_by,
         hash_key=hash_key,
+        percent=_percent(metadata.get("MirrorPercent", 100), f"{path}.Metadata.MirrorPercent"),
+        sample_by=sample_by.lower(),
     )
+
+
+def _percent(value: t.Any, path: str) -> float:
+    """A share from 0 to 100; strings are accepted too, as the seed proxy's Metadata values are strings."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().rstrip("%"))
+        except ValueError:
+            raise ConfigError(path, f"must be a number from 0 to 100, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, f"must be a number from 0 to 100, got {_json_type(value)} {value!r}")
+    if not 0 <= value <= 100:
+        raise ConfigError(path, f"must be a number from 0 to 100, got {value}")
+    return float(value)
 
 
 def _hash_source(metadata: t.Mapping[str, t.Any], path: str) -> tuple[str | None, str | None]:

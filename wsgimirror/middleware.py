@@ -19,8 +19,9 @@ import logging
 import time
 import typing as t
 
+from .balancing import sampled_in
 from .capture import BodyBuffer, TeeInput
-from .config import Config, ConfigSource, load_config
+from .config import Config, ConfigSource, Route, load_config
 from .routing import Router
 from .sender import Dispatcher
 from .stats import Stats
@@ -34,12 +35,13 @@ log = logging.getLogger(__name__)
 class _Generation:
     """One configuration with its router and dispatcher; swapped whole on reload."""
 
-    __slots__ = ("config", "router", "dispatcher")
+    __slots__ = ("config", "router", "dispatcher", "mirrors")
 
     def __init__(self, config: Config, stats: Stats) -> None:
         self.config = config
         self.router = Router(config.routes)
         self.dispatcher = Dispatcher(config, stats)
+        self.mirrors = {r.id: tuple(config.clusters[c] for c in r.mirror_clusters) for r in config.routes}
 
 
 class MirrorMiddleware:
@@ -77,20 +79,25 @@ class MirrorMiddleware:
         route = generation.router.match(environ)
         if route is None:
             return None
-        copies = len(route.mirror_clusters)
-        self._stats.matched_route(copies)
-        if not copies:
+        clusters = generation.mirrors[route.id]
+        self._stats.matched_route(len(clusters))
+        if not clusters:
             return None
         settings = generation.config.mirror
         length, reason = _refusal(environ, settings.max_body_bytes, generation.dispatcher.closed)
         if reason is not None:
-            self._stats.drop(reason, copies)
+            self._stats.drop(reason, len(clusters))
             return None
+        selected = [cluster.id for cluster in clusters if sampled_in(cluster, environ)]
+        if len(selected) < len(clusters):
+            self._stats.drop("sampled_out", len(clusters) - len(selected))
+            if not selected:
+                return None  # no capture at all when no cluster takes the request
         snapshot = environ.copy()  # apps and middleware rewrite environ in place
         buffer = BodyBuffer(settings.memory_body_bytes, settings.max_body_bytes)
         tee = TeeInput(environ["wsgi.input"], length, bool(environ.get("wsgi.input_terminated")), buffer)
         environ["wsgi.input"] = tee
-        return _Capture(self._stats, generation.dispatcher, route, snapshot, tee)
+        return _Capture(self._stats, generation.dispatcher, route, selected, snapshot, tee)
 
     def stats(self) -> dict[str, t.Any]:
         """Counters since start: requests, matched, copies, mirrored, succeeded, failed, in_flight, dropped."""
@@ -148,12 +155,21 @@ def _refusal(environ: WSGIEnvironment, max_body: int, closed: bool) -> tuple[int
 class _Capture:
     """What one mirrored request needs when its response is closed."""
 
-    __slots__ = ("stats", "dispatcher", "route", "environ", "tee", "done")
+    __slots__ = ("stats", "dispatcher", "route", "clusters", "environ", "tee", "done")
 
-    def __init__(self, stats: Stats, dispatcher: Dispatcher, route: t.Any, environ: WSGIEnvironment, tee: TeeInput):
+    def __init__(
+        self,
+        stats: Stats,
+        dispatcher: Dispatcher,
+        route: Route,
+        clusters: list[str],
+        environ: WSGIEnvironment,
+        tee: TeeInput,
+    ) -> None:
         self.stats = stats
         self.dispatcher = dispatcher
         self.route = route
+        self.clusters = clusters
         self.environ = environ
         self.tee = tee
         self.done = False
@@ -168,13 +184,13 @@ class _Capture:
             expect = self.environ.get("HTTP_EXPECT", "").lower() == "100-continue"
             reason = self.tee.outcome(expect)
             if reason is not None:
-                self.stats.drop(reason, len(self.route.mirror_clusters))
+                self.stats.drop(reason, len(self.clusters))
                 buffer.release()
                 return
-            self.dispatcher.dispatch(self.route, self.environ, buffer)
+            self.dispatcher.dispatch(self.route, self.clusters, self.environ, buffer)
         except Exception:
             log.warning("wsgimirror failed to dispatch a mirror of route %r", self.route.id, exc_info=True)
-            self.stats.drop("internal_error", len(self.route.mirror_clusters))
+            self.stats.drop("internal_error", len(self.clusters))
 
 
 class _ClosingIterable:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from .balancing import POLICIES, Policy
 from .errors import MirrorSendError
+from .stats import new_lock
 from .transport import MirrorHTTPConnectionPool, MirrorHTTPSConnectionPool, exchange
 
 if t.TYPE_CHECKING:
@@ -268,8 +269,9 @@ class Dispatcher:
         self._pid = -1
         self._executor: _GeventExecutor | _ThreadExecutor | None = None
         self._clusters: dict[str, ClusterState] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._active = 0  # mirrors of this dispatcher submitted and not yet ended
+        self._cooperative = False  # gevent with patched sockets: one gevent.Timeout per mirror
         self.closed = False
         self.retiring = False
 
@@ -280,6 +282,7 @@ class Dispatcher:
                 if self._pid != os.getpid():
                     settings = self.config.mirror
                     self._executor = make_executor(settings.executor, settings.max_in_flight)
+                    self._cooperative = self._executor.name == "gevent" and sockets_patched_by_gevent()
                     self._clusters = {
                         cid: ClusterState(c, settings.max_in_flight) for cid, c in self.config.clusters.items()
                     }
@@ -295,11 +298,11 @@ class Dispatcher:
     def executor_name(self) -> str | None:
         return self._executor.name if self._executor is not None and self._pid == os.getpid() else None
 
-    def dispatch(self, route: Route, environ: WSGIEnvironment, body: BodyBuffer) -> None:
-        """Start one mirror per cluster of ``route``, never waiting; ``body`` is released here."""
+    def dispatch(self, route: Route, cluster_ids: t.Iterable[str], environ: WSGIEnvironment, body: BodyBuffer) -> None:
+        """Start one mirror per cluster, never waiting; ``body`` is released here."""
         try:
             executor, clusters = self._runtime()
-            for cluster_id in route.mirror_clusters:
+            for cluster_id in cluster_ids:
                 if self.closed:
                     self._stats.drop("closed")
                     continue
@@ -347,6 +350,7 @@ class Dispatcher:
                 environ.get("REQUEST_METHOD") == "HEAD",
                 settings.connect_timeout,
                 settings.timeout,
+                self._cooperative,
             )
         except MirrorSendError as err:
             self._stats.failed_with(err.reason)

@@ -130,15 +130,37 @@ def exchange(
     head_request: bool,
     connect_timeout: float,
     timeout: float,
+    cooperative: bool = False,
 ) -> int:
-    """Send one request on a pooled connection and return the response status."""
+    """Send one request on a pooled connection and return the response status.
+
+    ``cooperative`` (gevent with patched sockets): one ``gevent.Timeout`` bounds the whole
+    exchange, instead of a timer armed for every socket operation.
+    """
+    if not cooperative:
+        return _exchange(pool, head, body, head_request, connect_timeout, timeout)
+    import gevent
+
+    with gevent.Timeout(timeout, MirrorSendError("timeout", "no complete answer in time")):
+        return _exchange(pool, head, body, head_request, connect_timeout, None)
+
+
+def _exchange(
+    pool: HTTPConnectionPool,
+    head: bytes,
+    body: BodyBuffer | None,
+    head_request: bool,
+    connect_timeout: float,
+    timeout: float | None,
+) -> int:
     for attempt in (1, 2):
         conn = pool._get_conn()
         try:
             reused = conn.sock is not None
             if not reused:
                 _connect(conn, connect_timeout)
-            status, keep = _roundtrip(conn.sock, head, body, head_request, time.monotonic() + timeout, reused)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            status, keep = _roundtrip(conn.sock, head, body, head_request, deadline, reused)
         except _StaleConnection:
             conn.close()
             pool._put_conn(conn)
@@ -170,9 +192,19 @@ def _connect(conn: t.Any, connect_timeout: float) -> None:
 
 
 def _roundtrip(
-    sock: socket.socket, head: bytes, body: BodyBuffer | None, head_request: bool, deadline: float, reused: bool
+    sock: socket.socket,
+    head: bytes,
+    body: BodyBuffer | None,
+    head_request: bool,
+    deadline: float | None,
+    reused: bool,
 ) -> tuple[int, bool]:
-    """Write the request, read the response; returns (status, connection reusable)."""
+    """Write the request, read the response; returns (status, connection reusable).
+
+    With no ``deadline`` the socket blocks and the caller bounds the time.
+    """
+    if deadline is None:
+        sock.settimeout(None)
     try:
         _write(sock, head, body, deadline)
         response = _Response(head_request)
@@ -200,8 +232,8 @@ def _roundtrip(
     return response.status, keep
 
 
-def _write(sock: socket.socket, head: bytes, body: BodyBuffer | None, deadline: float) -> None:
-    sock.settimeout(_left(deadline))
+def _write(sock: socket.socket, head: bytes, body: BodyBuffer | None, deadline: float | None) -> None:
+    _arm(sock, deadline)
     if body is None or body.size == 0:
         sock.sendall(head)
         return
@@ -211,15 +243,15 @@ def _write(sock: socket.socket, head: bytes, body: BodyBuffer | None, deadline: 
         return
     sock.sendall(head)
     for piece in body.chunks():
-        sock.settimeout(_left(deadline))
+        _arm(sock, deadline)
         sock.sendall(piece)
 
 
-def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: float) -> int:
+def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: float | None) -> int:
     """Feed the parser until the response ends; returns the bytes received (0: nothing came)."""
     received = 0
     while not response.done and response.body_bytes <= DRAIN_LIMIT:
-        sock.settimeout(_left(deadline))
+        _arm(sock, deadline)
         try:
             data = sock.recv(RECV_SIZE)
         except (ConnectionResetError, BrokenPipeError) as err:
@@ -232,8 +264,11 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
     return received
 
 
-def _left(deadline: float) -> float:
+def _arm(sock: socket.socket, deadline: float | None) -> None:
+    """Give the next socket operation what is left of the deadline (nothing to do without one)."""
+    if deadline is None:
+        return
     left = deadline - time.monotonic()
     if left <= 0:
         raise socket.timeout("deadline passed")
-    return left
+    sock.settimeout(left)

@@ -1,0 +1,111 @@
+"""Client faults and a soak: the server keeps serving, nothing truncated is mirrored, nothing leaks."""
+
+import gc
+import os
+import time
+
+import gevent
+from gevent.pywsgi import WSGIServer
+
+from tests.helpers import Client, mirror_config, one_request, open_files, request_bytes, serve, wait_until
+from wsgimirror import MirrorMiddleware
+
+
+def reading_app(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%d" % len(body)]
+
+
+def test_malformed_chunked_encoding_is_not_mirrored(server, sink):
+    mw = MirrorMiddleware(reading_app, mirror_config(sink.address, MemoryBodyBytes=100))
+    address = server(mw)
+    head = request_bytes("POST", "/bad", {"Transfer-Encoding": "chunked"})
+    with Client(address) as client:
+        client.send(head + b"a0\r\n" + b"x" * 160 + b"\r\nzz-not-hex\r\n\r\n")
+        try:
+            response = client.read_response()
+            assert response.status >= 400
+        except ConnectionError:
+            pass  # gevent may close the connection instead of answering
+    wait_until(lambda: mw.stats()["dropped"].get("incomplete_body") == 1)
+    assert one_request(address, method="POST", target="/after", body=b"fine").body == b"4"
+    assert [r.target for r in sink.wait_for(1)] == ["/after"]
+
+
+def test_content_length_larger_than_the_body_is_not_mirrored(server, sink):
+    mw = MirrorMiddleware(reading_app, mirror_config(sink.address))
+    address = server(mw)
+    with Client(address) as client:
+        client.send(request_bytes("POST", "/short", {"Content-Length": "1000"}) + b"only this")
+        client.sock.shutdown(1)  # the client says it is done: the body ends 991 bytes early
+        gevent.sleep(0.1)
+    wait_until(lambda: mw.stats()["dropped"].get("incomplete_body") == 1)
+    assert one_request(address, target="/after").status == 200
+    assert [r.target for r in sink.wait_for(1)] == ["/after"]
+
+
+class CountingSink:
+    """A mirror destination that only counts, so the soak measures the app's memory, not the sink's."""
+
+    def __init__(self):
+        self.count = 0
+        self.bytes = 0
+
+    def __call__(self, environ, start_response):
+        stream = environ["wsgi.input"]
+        while piece := stream.read(65536):
+            self.bytes += len(piece)
+        self.count += 1
+        start_response("204 No Content", [])
+        return []
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+
+def live_greenlets() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet) and not o.dead)
+
+
+def test_soak_stays_flat_and_accounts_for_every_mirror(server):
+    counting = CountingSink()
+    sink_server: WSGIServer = serve(counting)
+    try:
+        destination = f"http://127.0.0.1:{sink_server.server_port}"
+        mw = MirrorMiddleware(reading_app, mirror_config(destination, MemoryBodyBytes=4096, MaxInFlight=256))
+        address = server(mw)
+        bodies = [os.urandom(size) for size in (0, 100, 3000, 9000)]  # 9000 spills to a temp file
+
+        def client_loop(count):
+            with Client(address) as client:
+                for i in range(count):
+                    body = bodies[i % len(bodies)]
+                    assert client.request("POST", f"/soak/{i}", body=body).body == b"%d" % len(body)
+
+        def run(total):
+            workers = [gevent.spawn(client_loop, total // 8) for _ in range(8)]
+            gevent.joinall(workers, raise_error=True)
+            wait_until(lambda: mw.stats()["in_flight"] == 0, timeout=30)
+
+        start = time.monotonic()
+        run(4000)  # warm up: pools, buffers, allocator arenas
+        gc.collect()
+        rss, files, greenlets = rss_kib(), len(open_files()), live_greenlets()
+        run(20000)
+        gc.collect()
+        elapsed = time.monotonic() - start
+        stats = mw.stats()
+        assert stats["copies"] == 24000
+        assert stats["copies"] == stats["mirrored"] + sum(stats["dropped"].values())
+        assert stats["mirrored"] == stats["succeeded"] + stats["failed"] + stats["in_flight"]
+        assert stats["failed"] == 0 and stats["in_flight"] == 0
+        wait_until(lambda: counting.count == stats["succeeded"])
+        assert rss_kib() - rss < 8 * 1024, (rss, rss_kib())
+        assert len(open_files()) <= files
+        assert live_greenlets() <= greenlets
+        assert elapsed < 120
+    finally:
+        sink_server.stop(timeout=1)
