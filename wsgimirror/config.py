@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from .balancing import POLICIES, resolve_policy
 from .errors import ConfigError
+from .transforms import PROTECTED_HEADERS, Transform, compile_transforms
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ KNOWN_MIRROR_KEYS = (
     "ConnectTimeout",
     "Timeout",
     "Executor",
+    "RemoveHeaders",
 )
 KNOWN_MIRROR_METADATA = ("MirrorCluster", "MirrorPercent", "MirrorSampleBy")
 SAMPLE_BY = ("random", "key")
@@ -45,6 +47,7 @@ class MirrorSettings:
     connect_timeout: float = 1.0
     timeout: float = 5.0
     executor: str = "auto"
+    remove_headers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Route:
     methods: tuple[str, ...] = ()
     cluster_id: str | None = None
     mirror_clusters: tuple[str, ...] = ()
+    transforms: tuple[Transform, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -
         methods=tuple(m.upper() for m in _str_list(match, "Methods", path)),
         cluster_id=cluster_id,
         mirror_clusters=_mirror_clusters(metadata.get("MirrorCluster"), f"{path}.Metadata.MirrorCluster", clusters),
+        transforms=compile_transforms(body.get("Transforms"), f"{path}.Transforms"),
     )
 
 
@@ -309,7 +314,21 @@ def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
         connect_timeout=_seconds(body.get("ConnectTimeout", defaults.connect_timeout), f"{path}.ConnectTimeout"),
         timeout=_seconds(body.get("Timeout", defaults.timeout), f"{path}.Timeout"),
         executor=executor.lower(),
+        remove_headers=_remove_headers(body.get("RemoveHeaders", []), f"{path}.RemoveHeaders"),
     )
+
+
+def _remove_headers(raw: t.Any, path: str) -> frozenset[str]:
+    if not isinstance(raw, list):
+        raise ConfigError(path, f"must be an array of header names, got {_json_type(raw)}")
+    names = set()
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{path}[{i}]", f"must be a header name, got {_json_type(name)} {name!r}")
+        if name.strip().lower() in PROTECTED_HEADERS:
+            raise ConfigError(f"{path}[{i}]", f"{name!r} is set by wsgimirror and cannot be removed")
+        names.add(name.strip().lower())
+    return frozenset(names)
 
 
 def _warn_unknown_mirror_keys(metadata: t.Mapping[str, t.Any], path: str) -> None:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from .balancing import POLICIES, Policy
 from .errors import MirrorSendError
 from .stats import new_lock
+from .transforms import MirrorRequest
 from .transport import MirrorHTTPConnectionPool, MirrorHTTPSConnectionPool, exchange
 
 if t.TYPE_CHECKING:
@@ -30,6 +31,7 @@ if t.TYPE_CHECKING:
     from .capture import BodyBuffer
     from .config import Cluster, Config, Destination, Route
     from .stats import Stats
+    from .transforms import Transform
 
 log = logging.getLogger(__name__)
 
@@ -59,32 +61,55 @@ FAILURE_LOG_INTERVAL = 60.0  # while a destination keeps failing, one summary li
 # -- the mirrored request -------------------------------------------------------------------------
 
 
-def build_head(environ: WSGIEnvironment, destination: Destination, body_length: int) -> bytes:
-    """The request line and headers of the mirror of the request described by ``environ``."""
+def build_head(
+    environ: WSGIEnvironment,
+    destination: Destination,
+    body_length: int,
+    transforms: t.Sequence[Transform] = (),
+    remove: t.AbstractSet[str] = frozenset(),
+) -> bytes:
+    """The request line and headers of the mirror of the request described by ``environ``.
+
+    End-to-end headers are copied, forwarding headers added, then the route's transforms
+    applied; ``X-Mirrored-By`` and ``Content-Length`` are set last and ``remove`` (the
+    global ``Mirror.RemoveHeaders``, lower case) wins over everything else.
+    """
+    path, _, query = request_target(environ).partition("?")
+    request = MirrorRequest(environ.get("REQUEST_METHOD", "GET"), path, query, _end_to_end_headers(environ))
+    for transform in transforms:
+        transform.apply(request)
+    host = original_host(environ) if request.original_host else destination.host_header
+    target = f"{destination.base_path}{request.path}{'?' if request.query else ''}{request.query}"
+    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {host}"]
+    lines.extend(f"{name}: {value}" for name, value in request.headers if name.lower() not in remove)
+    if body_length or environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ:
+        lines.append(f"Content-Length: {body_length}")
+    lines.append(f"X-Mirrored-By: {MIRROR_MARK}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+def _end_to_end_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
+    """The request's headers minus hop-by-hop ones, plus X-Forwarded-For/-Host/-Proto."""
     named_by_connection = {
         token.strip().upper().replace("-", "_") for token in environ.get("HTTP_CONNECTION", "").split(",")
     }
-    lines = [
-        f"{environ.get('REQUEST_METHOD', 'GET')} {destination.base_path}{request_target(environ)} HTTP/1.1",
-        f"Host: {destination.host_header}",
+    headers = [
+        (header_name(key[5:]), value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+        and key[5:] not in SKIPPED_HEADERS
+        and key[5:] not in named_by_connection
+        and not key.startswith("HTTP_PROXY_")
     ]
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:]
-            if name not in SKIPPED_HEADERS and name not in named_by_connection and not name.startswith("PROXY_"):
-                lines.append(f"{header_name(name)}: {value}")
     if environ.get("CONTENT_TYPE"):
-        lines.append(f"Content-Type: {environ['CONTENT_TYPE']}")
-    if body_length or environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ:
-        lines.append(f"Content-Length: {body_length}")
+        headers.append(("Content-Type", environ["CONTENT_TYPE"]))
     client = environ.get("REMOTE_ADDR")
     forwarded = environ.get("HTTP_X_FORWARDED_FOR")
     if client or forwarded:
-        lines.append(f"X-Forwarded-For: {', '.join(v for v in (forwarded, client) if v)}")
-    lines.append(f"X-Forwarded-Host: {original_host(environ)}")
-    lines.append(f"X-Forwarded-Proto: {environ.get('wsgi.url_scheme', 'http')}")
-    lines.append(f"X-Mirrored-By: {MIRROR_MARK}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        headers.append(("X-Forwarded-For", ", ".join(v for v in (forwarded, client) if v)))
+    headers.append(("X-Forwarded-Host", original_host(environ)))
+    headers.append(("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http")))
+    return headers
 
 
 def request_target(environ: WSGIEnvironment) -> str:
@@ -342,7 +367,7 @@ class Dispatcher:
         """The body of every mirror greenlet or thread: never raises."""
         settings = self.config.mirror
         try:
-            head = build_head(environ, target.destination, body.size)
+            head = build_head(environ, target.destination, body.size, route.transforms, settings.remove_headers)
             status = exchange(
                 target.pool,
                 head,

@@ -431,3 +431,31 @@ def test_temporary_files_and_sockets_are_not_leaked(server, sink):
     after = open_files()
     assert len(after) <= len(before) + 1  # at most one more pooled connection
     assert {f for f in after if "(deleted)" in f} <= set(before)  # no temp file of ours is open
+
+
+def test_transforms_shape_the_mirror_only(server, sink):
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(path=environ["PATH_INFO"], query=environ["QUERY_STRING"], cookie=environ.get("HTTP_COOKIE"))
+        return digest_app(environ, start_response)
+
+    route = {
+        "Match": {"Paths": ["/api/*"]},
+        "Metadata": {"MirrorCluster": "m"},
+        "Transforms": [
+            {"PathRemovePrefix": "/api"},
+            {"PathPrefix": "/v2"},
+            {"RequestHeader": "X-Env", "Set": "shadow"},
+            {"QueryRemoveParameter": "token"},
+        ],
+    }
+    config = mirror_config(sink.address, route=route, RemoveHeaders=["Cookie", "Authorization"])
+    address = server(MirrorMiddleware(app, config))
+    headers = {"Cookie": "sid=secret", "Authorization": "Bearer t", "X-Env": "prod"}
+    one_request(address, method="POST", target="/api/orders?token=abc&id=7", headers=headers, body=b"{}")
+    got = sink.wait_for(1)[0]
+    assert (got.target, got.body) == ("/v2/orders?id=7", b"{}")
+    assert got.headers["x-env"] == "shadow"
+    assert "cookie" not in got.headers and "authorization" not in got.headers
+    assert seen == {"path": "/api/orders", "query": "token=abc&id=7", "cookie": "sid=secret"}
