@@ -22,8 +22,8 @@ class RawPathHandler(WSGIHandler):
         return env
 
 
-def serve(app, handler_class=WSGIHandler) -> WSGIServer:
-    srv = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None, handler_class=handler_class)
+def serve(app, handler_class=WSGIHandler, port: int = 0) -> WSGIServer:
+    srv = WSGIServer(("127.0.0.1", port), app, log=None, error_log=None, handler_class=handler_class)
     srv.init_socket()
     srv.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     srv.start()
@@ -49,8 +49,8 @@ class Sink:
         self.requests: list[Recorded] = []
         self._server: WSGIServer | None = None
 
-    def start(self) -> Sink:
-        self._server = serve(self._app, handler_class=RawPathHandler)
+    def start(self, port: int = 0) -> Sink:
+        self._server = serve(self._app, handler_class=RawPathHandler, port=port)
         return self
 
     def stop(self) -> None:

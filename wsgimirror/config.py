@@ -29,6 +29,8 @@ KNOWN_MIRROR_KEYS = (
     "Timeout",
     "Executor",
     "RemoveHeaders",
+    "BreakerFailures",
+    "BreakerSeconds",
 )
 KNOWN_MIRROR_METADATA = ("MirrorCluster", "MirrorPercent", "MirrorSampleBy")
 SAMPLE_BY = ("random", "key")
@@ -48,6 +50,8 @@ class MirrorSettings:
     timeout: float = 5.0
     executor: str = "auto"
     remove_headers: frozenset[str] = frozenset()
+    breaker_failures: int = 5
+    breaker_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,10 @@ def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
         timeout=_seconds(body.get("Timeout", defaults.timeout), f"{path}.Timeout"),
         executor=executor.lower(),
         remove_headers=_remove_headers(body.get("RemoveHeaders", []), f"{path}.RemoveHeaders"),
+        breaker_failures=_integer(
+            body.get("BreakerFailures", defaults.breaker_failures), f"{path}.BreakerFailures", minimum=0
+        ),
+        breaker_seconds=_seconds(body.get("BreakerSeconds", defaults.breaker_seconds), f"{path}.BreakerSeconds"),
     )
 
 

@@ -91,8 +91,13 @@ class MirrorMiddleware:
         selected = [cluster.id for cluster in clusters if sampled_in(cluster, environ)]
         if len(selected) < len(clusters):
             self._stats.drop("sampled_out", len(clusters) - len(selected))
-            if not selected:
-                return None  # no capture at all when no cluster takes the request
+        if selected:
+            broken = generation.dispatcher.open_circuits(selected)
+            if broken:
+                self._stats.drop("circuit_open", len(broken))
+                selected = [cid for cid in selected if cid not in broken]
+        if not selected:
+            return None  # no capture at all when no cluster takes the request
         snapshot = environ.copy()  # apps and middleware rewrite environ in place
         buffer = BodyBuffer(settings.memory_body_bytes, settings.max_body_bytes)
         tee = TeeInput(environ["wsgi.input"], length, bool(environ.get("wsgi.input_terminated")), buffer)

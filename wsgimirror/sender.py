@@ -29,7 +29,7 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
     from .capture import BodyBuffer
-    from .config import Cluster, Config, Destination, Route
+    from .config import Cluster, Config, Destination, MirrorSettings, Route
     from .stats import Stats
     from .transforms import Transform
 
@@ -55,7 +55,6 @@ SKIPPED_HEADERS = frozenset(
     }
 )
 PATH_SAFE = "/:@!$&'()*+,;=~"
-FAILURE_LOG_INTERVAL = 60.0  # while a destination keeps failing, one summary line this often
 
 
 # -- the mirrored request -------------------------------------------------------------------------
@@ -139,18 +138,42 @@ def header_name(environ_name: str) -> str:
 
 
 class DestinationState:
-    """One destination in one process: its connection pool, load and failure streak."""
+    """One destination in one process: its connection pool, load, and circuit breaker.
 
-    __slots__ = ("destination", "name", "pool", "in_flight", "streak", "_last_log")
+    After ``BreakerFailures`` failures in a row the circuit opens: the destination is
+    skipped for ``BreakerSeconds``, then one trial mirror is let through (half-open);
+    its success closes the circuit, its failure opens it again. ``BreakerFailures`` 0
+    never opens it. The first failure of a streak and the recovery are logged, nothing
+    in between.
+    """
 
-    def __init__(self, destination: Destination, settings_max: int) -> None:
+    __slots__ = ("destination", "name", "pool", "in_flight", "streak", "open_until", "trial", "_settings")
+
+    def __init__(self, destination: Destination, settings: MirrorSettings) -> None:
         self.destination = destination
         self.name = destination.name
         pool_class = MirrorHTTPSConnectionPool if destination.scheme == "https" else MirrorHTTPConnectionPool
-        self.pool = pool_class(destination.host, destination.port, maxsize=settings_max, block=False, retries=False)
+        self.pool = pool_class(
+            destination.host, destination.port, maxsize=settings.max_in_flight, block=False, retries=False
+        )
         self.in_flight = 0
         self.streak = 0  # consecutive failures
-        self._last_log = 0.0
+        self.open_until = 0.0  # monotonic time the open circuit half-opens; 0: closed
+        self.trial = False  # a half-open trial mirror is in flight
+        self._settings = settings
+
+    @property
+    def state(self) -> str:
+        if not self.open_until:
+            return "closed"
+        return "open" if time.monotonic() < self.open_until else "half_open"
+
+    def available(self, now: float) -> bool:
+        return not self.open_until or (now >= self.open_until and not self.trial)
+
+    def picked(self, now: float) -> None:
+        if self.open_until and now >= self.open_until:
+            self.trial = True
 
     def close_idle(self) -> None:
         """Close the connections resting in the pool; the pool stays usable and reconnects on demand."""
@@ -168,21 +191,16 @@ class DestinationState:
 
     def failure(self, cluster_id: str, route_id: str, err: MirrorSendError) -> None:
         self.streak += 1
-        now = time.monotonic()
         if self.streak == 1:
             log.warning(
-                "mirror of route %r to %s (cluster %r) failed: %s; "
-                "further failures of this destination are summarised every %ds",
-                route_id, self.destination.address, cluster_id, err, FAILURE_LOG_INTERVAL,
+                "mirror destination %s (cluster %r, route %r) is failing: %s",
+                self.destination.address, cluster_id, route_id, err,
             )  # fmt: skip
-        elif now - self._last_log < FAILURE_LOG_INTERVAL:
-            return
-        else:
-            log.warning(
-                "mirror destination %s (cluster %r) is still failing: %d failures in a row, the last: %s",
-                self.destination.address, cluster_id, self.streak, err,
-            )  # fmt: skip
-        self._last_log = now
+        threshold = self._settings.breaker_failures
+        if self.trial or (threshold and self.streak >= threshold and not self.open_until):
+            self.trial = False
+            self.open_until = time.monotonic() + self._settings.breaker_seconds
+            log.debug("circuit of %s open for %gs", self.destination.address, self._settings.breaker_seconds)
 
     def success(self, cluster_id: str) -> None:
         if self.streak:
@@ -190,16 +208,24 @@ class DestinationState:
                 "mirror destination %s (cluster %r) recovered after %d failures",
                 self.destination.address, cluster_id, self.streak,
             )  # fmt: skip
-            self.streak = 0
+        self.streak = 0
+        self.open_until = 0.0
+        self.trial = False
 
 
 class ClusterState:
     __slots__ = ("cluster", "policy", "destinations")
 
-    def __init__(self, cluster: Cluster, max_in_flight: int) -> None:
+    def __init__(self, cluster: Cluster, settings: MirrorSettings) -> None:
         self.cluster = cluster
         self.policy: Policy = POLICIES[cluster.policy.lower()](cluster)
-        self.destinations = tuple(DestinationState(d, max_in_flight) for d in cluster.destinations)
+        self.destinations = tuple(DestinationState(d, settings) for d in cluster.destinations)
+
+    def candidates(self, now: float) -> t.Sequence[DestinationState]:
+        """The destinations whose circuit lets a mirror through (usually all of them)."""
+        if not any(d.open_until for d in self.destinations):
+            return self.destinations
+        return [d for d in self.destinations if d.available(now)]
 
 
 # -- executors ---------------------------------------------------------------------------------------
@@ -308,11 +334,15 @@ class Dispatcher:
                     settings = self.config.mirror
                     self._executor = make_executor(settings.executor, settings.max_in_flight)
                     self._cooperative = self._executor.name == "gevent" and sockets_patched_by_gevent()
-                    self._clusters = {
-                        cid: ClusterState(c, settings.max_in_flight) for cid, c in self.config.clusters.items()
-                    }
+                    self._clusters = {cid: ClusterState(c, settings) for cid, c in self.config.clusters.items()}
                     self._pid = os.getpid()
         return t.cast("_GeventExecutor | _ThreadExecutor", self._executor), self._clusters
+
+    def open_circuits(self, cluster_ids: t.Iterable[str]) -> list[str]:
+        """The clusters among ``cluster_ids`` with no destination to send to right now."""
+        _, clusters = self._runtime()
+        now = time.monotonic()
+        return [cid for cid in cluster_ids if not clusters[cid].candidates(now)]
 
     @property
     def active(self) -> int:
@@ -327,12 +357,18 @@ class Dispatcher:
         """Start one mirror per cluster, never waiting; ``body`` is released here."""
         try:
             executor, clusters = self._runtime()
+            now = time.monotonic()
             for cluster_id in cluster_ids:
                 if self.closed:
                     self._stats.drop("closed")
                     continue
                 state = clusters[cluster_id]
-                target = state.policy.pick(state.destinations, environ)
+                candidates = state.candidates(now)
+                if not candidates:
+                    self._stats.drop("circuit_open")
+                    continue
+                target = state.policy.pick(candidates, environ)
+                target.picked(now)
                 self._start(executor, state, target, route, environ, body)
         finally:
             body.release()

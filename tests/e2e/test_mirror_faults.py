@@ -99,7 +99,7 @@ FAULTS = [
 @pytest.mark.parametrize("reason, behaviour, knobs", FAULTS, ids=[f[0] + "-" + str(i) for i, f in enumerate(FAULTS)])
 def test_faulty_mirrors_never_reach_the_client(server, scripted, caplog, hub_errors, reason, behaviour, knobs):
     address = scripted(behaviour).address if behaviour else f"http://127.0.0.1:{free_port()}"
-    mw = MirrorMiddleware(app, mirror_config(address, **knobs))
+    mw = MirrorMiddleware(app, mirror_config(address, BreakerFailures=0, **knobs))  # every mirror is tried
     with caplog.at_level(logging.WARNING, logger="wsgimirror"):
         drive(server, mw)
         wait_until(lambda: mw.stats()["failed"] == 10)

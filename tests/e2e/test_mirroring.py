@@ -270,7 +270,7 @@ def test_an_unmatched_request_reaches_the_app_untouched(server, sink):
 
 
 def test_a_dead_mirror_costs_the_client_nothing(server, caplog, hub_errors):
-    mw = MirrorMiddleware(digest_app, mirror_config(f"http://127.0.0.1:{free_port()}"))
+    mw = MirrorMiddleware(digest_app, mirror_config(f"http://127.0.0.1:{free_port()}", BreakerFailures=0))
     address = server(mw)
     with caplog.at_level(logging.WARNING, logger="wsgimirror"), Client(address) as client:
         for i in range(20):
