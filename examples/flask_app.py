@@ -45,9 +45,14 @@ def create_app() -> Flask:
 
 
 def create_mirrored_app(config: str = CONFIG) -> Flask:
-    """The app with mirroring: Flask's WSGI callable wrapped in MirrorMiddleware."""
+    """The app with mirroring: Flask's WSGI callable wrapped in MirrorMiddleware.
+
+    With WSGIMIRROR_METRICS_BIND set (see gunicorn.conf.py), mirrors are also counted
+    as Prometheus metrics.
+    """
     app = create_app()
-    app.wsgi_app = MirrorMiddleware(app.wsgi_app, config)  # type: ignore[method-assign]
+    prometheus = bool(os.environ.get("WSGIMIRROR_METRICS_BIND"))
+    app.wsgi_app = MirrorMiddleware(app.wsgi_app, config, prometheus=prometheus)  # type: ignore[method-assign]
     return app
 
 

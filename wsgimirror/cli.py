@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "--drain-timeout", type=float, default=5.0, metavar="SECONDS", help="on SIGTERM/SIGINT (default: %(default)s)"
     )
     serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    serve.add_argument(
+        "--metrics-bind", metavar="HOST:PORT", help="expose Prometheus metrics there (needs wsgimirror[prometheus])"
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.set_defaults(handler=_serve)
 
@@ -111,8 +114,14 @@ def import_app(spec: str) -> t.Callable[..., t.Any]:
 def _serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
+    metrics_bind = parse_bind(args.metrics_bind) if args.metrics_bind else None
     return serve(
-        import_app(args.app), args.config, parse_bind(args.bind), args.drain_timeout, access_log=args.access_log
+        import_app(args.app),
+        args.config,
+        parse_bind(args.bind),
+        args.drain_timeout,
+        access_log=args.access_log,
+        metrics_bind=metrics_bind,
     )
 
 

@@ -41,7 +41,7 @@ class _Generation:
         self.config = config
         self.router = Router(config.routes)
         self.dispatcher = Dispatcher(config, stats)
-        self.mirrors = {r.id: tuple(config.clusters[c] for c in r.mirror_clusters) for r in config.routes}
+        self.mirrors = {r.id: r.mirror_clusters for r in config.routes}
 
 
 class MirrorMiddleware:
@@ -49,11 +49,13 @@ class MirrorMiddleware:
 
     ``config`` is a path to a JSON file, a dict of the same shape, or a :class:`Config`
     from :func:`load_config`. It is validated here; a bad one raises ``ConfigError``.
+    ``prometheus``: True to export metrics on prometheus_client's default registry, or
+    the ``CollectorRegistry`` to register them on.
     """
 
-    def __init__(self, app: WSGIApplication, config: ConfigSource) -> None:
+    def __init__(self, app: WSGIApplication, config: ConfigSource, *, prometheus: t.Any = None) -> None:
         self.app = app
-        self._stats = Stats()
+        self._stats = Stats(_metrics(prometheus))
         self._generation = _Generation(load_config(config), self._stats)
         self._retired: list[Dispatcher] = []
 
@@ -80,21 +82,21 @@ class MirrorMiddleware:
         if route is None:
             return None
         clusters = generation.mirrors[route.id]
-        self._stats.matched_route(len(clusters))
+        self._stats.matched(route.id, clusters)
         if not clusters:
             return None
         settings = generation.config.mirror
         length, reason = _refusal(environ, settings.max_body_bytes, generation.dispatcher.closed)
         if reason is not None:
-            self._stats.drop(reason, len(clusters))
+            self._stats.drop(reason, route.id, clusters)
             return None
-        selected = [cluster.id for cluster in clusters if sampled_in(cluster, environ)]
+        selected = [cid for cid in clusters if sampled_in(generation.config.clusters[cid], environ)]
         if len(selected) < len(clusters):
-            self._stats.drop("sampled_out", len(clusters) - len(selected))
+            self._stats.drop("sampled_out", route.id, [c for c in clusters if c not in selected])
         if selected:
             broken = generation.dispatcher.open_circuits(selected)
             if broken:
-                self._stats.drop("circuit_open", len(broken))
+                self._stats.drop("circuit_open", route.id, broken)
                 selected = [cid for cid in selected if cid not in broken]
         if not selected:
             return None  # no capture at all when no cluster takes the request
@@ -105,9 +107,12 @@ class MirrorMiddleware:
         return _Capture(self._stats, generation.dispatcher, route, selected, snapshot, tee)
 
     def stats(self) -> dict[str, t.Any]:
-        """Counters since start: requests, matched, copies, mirrored, succeeded, failed, in_flight, dropped."""
+        """Counters since start, in total and by route, cluster and destination (see the README)."""
         snapshot = self._stats.snapshot()
         snapshot["executor"] = self._generation.dispatcher.executor_name
+        for key, state in self._generation.dispatcher.circuits().items():
+            if key in snapshot["by_destination"]:
+                snapshot["by_destination"][key]["circuit"] = state
         return snapshot
 
     @property
@@ -133,6 +138,14 @@ class MirrorMiddleware:
         for dispatcher in [*self._retired, self._generation.dispatcher]:
             done = dispatcher.close(max(0.0, deadline - time.monotonic())) and done
         return done
+
+
+def _metrics(prometheus: t.Any) -> t.Any:
+    if prometheus is None or prometheus is False:
+        return None
+    from .metrics import PrometheusMetrics
+
+    return PrometheusMetrics.for_registry(None if prometheus is True else prometheus)
 
 
 def _refusal(environ: WSGIEnvironment, max_body: int, closed: bool) -> tuple[int | None, str | None]:
@@ -189,13 +202,13 @@ class _Capture:
             expect = self.environ.get("HTTP_EXPECT", "").lower() == "100-continue"
             reason = self.tee.outcome(expect)
             if reason is not None:
-                self.stats.drop(reason, len(self.clusters))
+                self.stats.drop(reason, self.route.id, self.clusters)
                 buffer.release()
                 return
             self.dispatcher.dispatch(self.route, self.clusters, self.environ, buffer)
         except Exception:
             log.warning("wsgimirror failed to dispatch a mirror of route %r", self.route.id, exc_info=True)
-            self.stats.drop("internal_error", len(self.clusters))
+            self.stats.drop("internal_error", self.route.id, self.clusters)
 
 
 class _ClosingIterable:

@@ -147,11 +147,12 @@ class DestinationState:
     in between.
     """
 
-    __slots__ = ("destination", "name", "pool", "in_flight", "streak", "open_until", "trial", "_settings")
+    __slots__ = ("destination", "name", "key", "pool", "in_flight", "streak", "open_until", "trial", "_settings")
 
-    def __init__(self, destination: Destination, settings: MirrorSettings) -> None:
+    def __init__(self, cluster_id: str, destination: Destination, settings: MirrorSettings) -> None:
         self.destination = destination
         self.name = destination.name
+        self.key = f"{cluster_id}/{destination.name}"  # how stats and metrics name it
         pool_class = MirrorHTTPSConnectionPool if destination.scheme == "https" else MirrorHTTPConnectionPool
         self.pool = pool_class(
             destination.host, destination.port, maxsize=settings.max_in_flight, block=False, retries=False
@@ -219,7 +220,7 @@ class ClusterState:
     def __init__(self, cluster: Cluster, settings: MirrorSettings) -> None:
         self.cluster = cluster
         self.policy: Policy = POLICIES[cluster.policy.lower()](cluster)
-        self.destinations = tuple(DestinationState(d, settings) for d in cluster.destinations)
+        self.destinations = tuple(DestinationState(cluster.id, d, settings) for d in cluster.destinations)
 
     def candidates(self, now: float) -> t.Sequence[DestinationState]:
         """The destinations whose circuit lets a mirror through (usually all of them)."""
@@ -344,6 +345,12 @@ class Dispatcher:
         now = time.monotonic()
         return [cid for cid in cluster_ids if not clusters[cid].candidates(now)]
 
+    def circuits(self) -> dict[str, str]:
+        """The circuit state of each destination in this process: closed, open or half_open."""
+        if self._pid != os.getpid():
+            return {}
+        return {d.key: d.state for state in self._clusters.values() for d in state.destinations}
+
     @property
     def active(self) -> int:
         """Mirrors of this dispatcher submitted and not yet ended."""
@@ -360,12 +367,12 @@ class Dispatcher:
             now = time.monotonic()
             for cluster_id in cluster_ids:
                 if self.closed:
-                    self._stats.drop("closed")
+                    self._stats.drop("closed", route.id, (cluster_id,))
                     continue
                 state = clusters[cluster_id]
                 candidates = state.candidates(now)
                 if not candidates:
-                    self._stats.drop("circuit_open")
+                    self._stats.drop("circuit_open", route.id, (cluster_id,))
                     continue
                 target = state.policy.pick(candidates, environ)
                 target.picked(now)
@@ -385,11 +392,11 @@ class Dispatcher:
         body.retain()
         target.in_flight += 1
         self._count_active(+1)
-        self._stats.started()
-        if not executor.try_submit(self._send, state, target, route, environ, body):
+        self._stats.started(route.id, state.cluster.id, target.key)
+        if not executor.try_submit(self._send, state, target, route, environ, body, time.monotonic()):
             target.in_flight -= 1
             self._count_active(-1)
-            self._stats.unstart("backlog_full")
+            self._stats.unstart("backlog_full", route.id, state.cluster.id, target.key)
             body.release()
 
     def _count_active(self, delta: int) -> int:
@@ -398,7 +405,13 @@ class Dispatcher:
             return self._active
 
     def _send(
-        self, state: ClusterState, target: DestinationState, route: Route, environ: WSGIEnvironment, body: BodyBuffer
+        self,
+        state: ClusterState,
+        target: DestinationState,
+        route: Route,
+        environ: WSGIEnvironment,
+        body: BodyBuffer,
+        started: float,
     ) -> None:
         """The body of every mirror greenlet or thread: never raises."""
         settings = self.config.mirror
@@ -413,14 +426,13 @@ class Dispatcher:
                 settings.timeout,
                 self._cooperative,
             )
-        except MirrorSendError as err:
-            self._stats.failed_with(err.reason)
-            target.failure(state.cluster.id, route.id, err)
         except Exception as err:  # a bug here must not reach the hub or the app
-            self._stats.failed_with("internal_error")
-            target.failure(state.cluster.id, route.id, MirrorSendError("internal_error", repr(err)))
+            failure = err if isinstance(err, MirrorSendError) else MirrorSendError("internal_error", repr(err))
+            seconds = time.monotonic() - started
+            self._stats.failed(route.id, state.cluster.id, target.key, failure.reason, seconds)
+            target.failure(state.cluster.id, route.id, failure)
         else:
-            self._stats.succeeded_with(status)
+            self._stats.succeeded(route.id, state.cluster.id, target.key, status, time.monotonic() - started)
             target.success(state.cluster.id)
         finally:
             target.in_flight -= 1

@@ -36,6 +36,7 @@ def serve(
     bind: tuple[str, int],
     drain_timeout: float,
     access_log: bool = False,
+    metrics_bind: tuple[str, int] | None = None,
 ) -> int:
     import gevent
     from gevent.event import Event
@@ -44,7 +45,8 @@ def serve(
     from .errors import ConfigError
     from .middleware import MirrorMiddleware
 
-    mirrored = MirrorMiddleware(app, config_path)
+    mirrored = MirrorMiddleware(app, config_path, prometheus=metrics_bind is not None)
+    servers = [] if metrics_bind is None else [_metrics_server(metrics_bind)]
     server = WSGIServer(
         make_listener(bind),
         mirrored,
@@ -64,8 +66,12 @@ def serve(
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
     gevent.signal_handler(signal.SIGHUP, reload)
-    server.start()
+    servers.append(server)
+    for each in servers:
+        each.start()
     host, port = server.address[:2]
+    if metrics_bind is not None:
+        log.info("metrics on http://%s:%d/metrics", *servers[0].address[:2])
     log.info("serving on http://%s:%d, mirroring per %s", host, port, config_path)
     stop.wait()
     log.info("stopping: draining requests and mirrors for up to %gs", drain_timeout)
@@ -77,4 +83,15 @@ def serve(
         "" if drained else " with mirrors still in flight",
         stats["requests"], stats["mirrored"], stats["succeeded"], stats["failed"], stats["dropped"],
     )  # fmt: skip
+    for each in servers[:-1]:
+        each.stop(timeout=1)
     return 0
+
+
+def _metrics_server(bind: tuple[str, int]) -> t.Any:
+    from gevent.pywsgi import WSGIServer
+    from prometheus_client import make_wsgi_app
+
+    from .metrics import exposition_registry
+
+    return WSGIServer(make_listener(bind), make_wsgi_app(exposition_registry()), log=None)
