@@ -181,11 +181,13 @@ class DestinationState:
         idle = self.pool.pool
         if idle is None:
             return
-        for _ in range(idle.qsize()):
+        taken = []
+        while True:  # take them all first: the queue is LIFO, a put would come straight back
             try:
-                conn = idle.get(block=False)
+                taken.append(idle.get(block=False))
             except queue.Empty:
-                return
+                break
+        for conn in taken:
             if conn is not None:
                 conn.close()
             idle.put(conn, block=False)

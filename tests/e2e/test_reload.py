@@ -1,0 +1,83 @@
+"""reload(): an atomic swap under load, and several clusters sharing one capture by percentage."""
+
+import time
+
+import gevent
+import pytest
+
+from tests.helpers import Client, mirror_config, wait_until
+from wsgimirror import ConfigError, MirrorMiddleware
+
+
+def slow_reader(environ, start_response):
+    """Reads the body in two halves with a pause between, so captures straddle the reload."""
+    stream = environ["wsgi.input"]
+    first = stream.read(8)
+    gevent.sleep(0.002)
+    rest = stream.read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [first + rest]
+
+
+def test_reload_under_load_loses_and_duplicates_nothing(server, make_sink):
+    before, after = make_sink(), make_sink()
+    mw = MirrorMiddleware(slow_reader, mirror_config(before.address))
+    address = server(mw)
+    spans = {}
+
+    def client_loop(worker):
+        with Client(address) as client:
+            for i in range(150):
+                key = f"{worker}-{i}"
+                start = time.monotonic()
+                assert client.request("POST", f"/r/{key}", body=key.encode() * 4).body == key.encode() * 4
+                spans[key] = (start, time.monotonic())
+
+    workers = [gevent.spawn(client_loop, w) for w in range(8)]
+    wait_until(lambda: len(spans) >= 400)
+    old = mw._generation.dispatcher
+    swapped_at = time.monotonic()
+    mw.reload(mirror_config(after.address))
+    with pytest.raises(ConfigError, match="^Mirror.MaxInFlight: must be at least 1"):
+        mw.reload(mirror_config(before.address, MaxInFlight=0))  # changes nothing
+    gevent.joinall(workers, raise_error=True)
+    wait_until(lambda: mw.stats()["in_flight"] == 0)
+    stats = mw.stats()
+    assert stats["copies"] == 1200 == stats["mirrored"] == stats["succeeded"]
+    got_before = [r.target.rsplit("/", 1)[1] for r in before.wait_for(1)]
+    got_after = [r.target.rsplit("/", 1)[1] for r in after.requests]
+    assert sorted(got_before + got_after) == sorted(spans)  # every request mirrored exactly once
+    assert all(spans[k][0] < swapped_at for k in got_before)  # the old config only for requests already in
+    assert all(spans[k][1] > swapped_at for k in got_after)
+    assert {k for k, (start, _) in spans.items() if start > swapped_at} <= set(got_after)
+    assert {k for k, (_, end) in spans.items() if end < swapped_at} <= set(got_before)
+    wait_until(lambda: old.active == 0)
+    idle = [c for s in old._clusters.values() for d in s.destinations for c in d.pool.pool.queue if c]
+    assert len(idle) > 1 and all(c.sock is None for c in idle)  # the retired config closed its connections
+
+
+def test_several_clusters_each_take_their_share_of_one_capture(server, make_sink):
+    thirty, seventy, everything = make_sink(), make_sink(), make_sink()
+    config = mirror_config(everything.address)
+    clusters = config["ReverseProxy"]["Clusters"]
+    clusters["thirty"] = {"Metadata": {"MirrorPercent": 30}, "Destinations": [{"Address": thirty.address}]}
+    clusters["seventy"] = {"Metadata": {"MirrorPercent": "70"}, "Destinations": [{"Address": seventy.address}]}
+    config["ReverseProxy"]["Routes"]["all"]["Metadata"]["MirrorCluster"] = "m, thirty, seventy"
+    mw = MirrorMiddleware(slow_reader, config)
+    n = 3000
+
+    def client_loop(worker):
+        with Client(server_address) as client:
+            for i in range(n // 6):
+                client.request("POST", f"/{worker}/{i}", body=b"0123456789")
+
+    server_address = server(mw)
+    gevent.joinall([gevent.spawn(client_loop, w) for w in range(6)], raise_error=True)
+    wait_until(lambda: mw.stats()["in_flight"] == 0)
+    by_cluster = mw.stats()["by_cluster"]
+    bound = 5 * (0.3 * 0.7 / n) ** 0.5 * n  # five standard deviations
+    assert by_cluster["m"]["succeeded"] == n
+    assert abs(by_cluster["thirty"]["succeeded"] - 0.3 * n) < bound
+    assert abs(by_cluster["seventy"]["succeeded"] - 0.7 * n) < bound
+    assert by_cluster["thirty"]["dropped"] == {"sampled_out": n - by_cluster["thirty"]["succeeded"]}
+    assert all(r.body == b"0123456789" for r in thirty.requests + seventy.requests)
