@@ -83,6 +83,22 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def server_stats(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/_stats")
+    stats = json.loads(conn.getresponse().read())
+    conn.close()
+    return stats
+
+
+def mirrored_share(before: dict, after: dict) -> float | None:
+    """The share of copies made between two stats snapshots that were sent (not shed)."""
+    copies = after.get("copies", 0) - before.get("copies", 0)
+    if not copies:
+        return None
+    return (after["mirrored"] - before["mirrored"]) / copies
+
+
 def sink_count(port: int) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     conn.request("GET", "/_count")
@@ -134,7 +150,10 @@ def run_case(app: str, case: str, ports: dict[str, int], args: argparse.Namespac
     url = f"http://127.0.0.1:{port}{PATHS[app]}"
     try:
         wrk(url, 32, 1, files["lua"])  # warm up
+        time.sleep(0.5)
+        stats_before = server_stats(port)
         saturated = wrk(url, 32, args.duration, files["lua"])
+        saturated["mirrored_share"] = mirrored_share(stats_before, server_stats(port))
         single = wrk(url, 1, args.duration, files["lua"])
         time.sleep(0.5)  # let mirrors of the load above end
         arrived_before, cpu_before = sink_count(ports["fast"]), cpu_seconds(server.pid)
@@ -162,6 +181,11 @@ def median_of(runs: list[dict], *keys: str) -> float:
     return statistics.median(values)
 
 
+def _median_or_none(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
 def summarise(raw: dict) -> dict:
     summary: dict = {}
     for app, cases in raw.items():
@@ -175,6 +199,7 @@ def summarise(raw: dict) -> dict:
                 "label": CASE_LABELS[case],
                 "rps": median_of(runs, "saturated", "rps"),
                 "rps_ratio": median_of(runs, "saturated", "rps") / bare_rps,
+                "sent_share": _median_or_none([r["saturated"]["mirrored_share"] for r in runs]),
                 "p50_ms": median_of(runs, "saturated", "p50_ms"),
                 "p99_ms": median_of(runs, "saturated", "p99_ms"),
                 "single_p50_ms": median_of(runs, "single", "p50_ms"),
@@ -197,16 +222,17 @@ def markdown(summary: dict, extra: dict) -> str:
             f"**{app}** endpoint (1 KiB JSON POST); saturated = 32 keep-alive connections; single = 1 connection; "
             f"fixed = {FIXED_RATE} requests/s",
             "",
-            "| case | saturated req/s | vs bare | p50 ms | p99 ms | single p50 ms | vs bare | CPU µs/req at fixed rate "
-            "| implied throughput | mirrors arrived / answered |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| case | saturated req/s | vs bare | p50 ms | p99 ms | copies sent when saturated | single p50 ms "
+            "| vs bare | CPU µs/req at fixed rate | implied throughput | mirrors arrived / answered at fixed rate |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for case, r in rows.items():
             arrived = f"{r['arrived']:.0f} / {r['answered']:.0f}" if case in ("fast", "sample10") else "-"
+            share = "-" if r["sent_share"] is None else f"{r['sent_share']:.0%}"
             lines.append(
                 f"| {r['label']} | {r['rps']:.0f} | {r['rps_ratio']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                f"| {r['single_p50_ms']:.3f} | {r['single_ratio']:.2f} | {r['cpu_us']:.0f} | {r['implied_ratio']:.2f} "
-                f"| {arrived} |"
+                f"| {share} | {r['single_p50_ms']:.3f} | {r['single_ratio']:.2f} | {r['cpu_us']:.0f} "
+                f"| {r['implied_ratio']:.2f} | {arrived} |"
             )
         lines.append("")
     if "inprocess" in extra:

@@ -29,7 +29,16 @@ def main() -> None:
     port, fast, slow, dead = (int(a) for a in sys.argv[3:7])
     mirror = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
     app = build(app_name, case, fast, slow, dead, **mirror)
-    server = WSGIServer(make_listener(("127.0.0.1", port)), app, log=None, error_log=None)
+
+    def with_stats(environ, start_response):
+        """GET /_stats answers the middleware's counters, outside the measured path."""
+        if environ["PATH_INFO"] == "/_stats":
+            body = json.dumps(app.stats() if hasattr(app, "stats") else {}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return app(environ, start_response)
+
+    server = WSGIServer(make_listener(("127.0.0.1", port)), with_stats, log=None, error_log=None)
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     server.start()

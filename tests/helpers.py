@@ -136,16 +136,9 @@ class Client:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def request(
-        self,
-        method: str = "GET",
-        target: str = "/",
-        headers: dict[str, str] | None = None,
-        body: bytes | None = None,
-        host: str = "app.test",
-        chunked: bool = False,
-    ) -> Response:
-        self.send(request_bytes(method, target, headers, body, host, chunked))
+    def request(self, method: str = "GET", *args: t.Any, **kwargs: t.Any) -> Response:
+        """Send one request (the arguments of :func:`request_bytes`) and read its response."""
+        self.send(request_bytes(method, *args, **kwargs))
         return self.read_response(head=method == "HEAD")
 
     def read_response(self, head: bool = False) -> Response:

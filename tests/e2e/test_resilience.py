@@ -1,7 +1,9 @@
 """Client faults and a soak: the server keeps serving, nothing truncated is mirrored, nothing leaks."""
 
 import gc
+import glob
 import os
+import tempfile
 import time
 
 import gevent
@@ -105,6 +107,7 @@ def test_soak_stays_flat_and_accounts_for_every_mirror(server):
         wait_until(lambda: counting.count == stats["succeeded"])
         assert rss_kib() - rss < 8 * 1024, (rss, rss_kib())
         assert len(open_files()) <= files
+        assert not glob.glob(os.path.join(tempfile.gettempdir(), "wsgimirror-*"))
         assert live_greenlets() <= greenlets
         assert elapsed < 120
     finally:

@@ -1,0 +1,60 @@
+"""The README is the project's front door: its commands are the ones that run, its reference is complete."""
+
+import re
+from pathlib import Path
+
+from wsgimirror.config import KNOWN_MIRROR_KEYS, KNOWN_MIRROR_METADATA
+from wsgimirror.transforms import _APPLY
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def shell_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", README, re.S)
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    test_command = shell_blocks()[1].strip()
+    assert test_command == 'python3 -m pip install -e ".[test]" && python3 -m pytest -q'
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci
+
+
+def test_the_first_command_runs_the_demo():
+    assert shell_blocks()[0].strip() == 'python3 -m pip install -e ".[demo]" && wsgimirror demo'
+
+
+def test_every_config_key_and_transform_is_documented():
+    for key in (*KNOWN_MIRROR_KEYS, *KNOWN_MIRROR_METADATA, "HashBy", "Key", "LoadBalancingPolicy", "Destinations"):
+        assert f"`{key}`" in README or f"`Metadata.{key}`" in README, key
+    for transform in _APPLY:
+        assert f'{{"{transform}"' in README, transform
+
+
+def test_every_drop_and_failure_reason_is_documented():
+    reasons = (
+        "loop sampled_out circuit_open body_too_large incomplete_body expect_continue backlog_full upgrade "
+        "bad_request closed internal_error refused connect_timeout connect_error timeout reset bad_response "
+        "socket_error"
+    )
+    for reason in reasons.split():
+        assert f"`{reason}`" in README, reason
+
+
+def test_the_cost_section_holds_measured_figures():
+    section = README.split("## What mirroring costs", 1)[1].split("\n## ", 1)[0]
+    assert "COST_SECTION" not in section
+    assert re.search(r"\| 100 % to a sink answering after 200 ms \| \d+", section)
+
+
+def test_the_configuration_example_is_valid():
+    from wsgimirror import load_config
+
+    example = re.search(r"```json\n(.*?)```", README, re.S).group(1)
+    import json
+
+    config = load_config(json.loads(example))
+    (route,) = config.routes
+    assert route.mirror_clusters == ("candidate", "audit") and len(route.transforms) == 2
+    assert config.clusters["candidate"].percent == 10
