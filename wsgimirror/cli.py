@@ -115,6 +115,11 @@ def _serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
     metrics_bind = parse_bind(args.metrics_bind) if args.metrics_bind else None
+    if metrics_bind is not None:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise CommandError("--metrics-bind needs prometheus_client: pip install 'wsgimirror[prometheus]'") from None
     return serve(
         import_app(args.app),
         args.config,

@@ -43,100 +43,104 @@ class StatsListener(t.Protocol):
 
 
 class Stats:
-    """Thread-safe counters; under gevent the lock is never contended."""
+    """Thread-safe counters; under gevent the lock is never contended.
+
+    Each event bumps one or two cells keyed by (route, cluster, destination, counter);
+    totals and breakdowns are summed from the cells when a snapshot is taken, so the
+    request path pays for a few dict updates, not one per breakdown.
+    """
 
     def __init__(self, listener: StatsListener | None = None) -> None:
         self.listener = listener
         self._lock = new_lock()
-        self._totals: Counter[str] = Counter()
-        self._routes: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self._clusters: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self._destinations: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._requests = 0
+        self._matched = 0
+        self._cells: dict[tuple[str, str, str, str], int] = {}
         self._latency: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=LATENCY_SAMPLES))
 
     # -- events ---------------------------------------------------------------------------------
 
     def request(self) -> None:
         with self._lock:
-            self._totals["requests"] += 1
+            self._requests += 1
         if self.listener is not None:
             self.listener.request()
 
     def matched(self, route: str, clusters: t.Sequence[str]) -> None:
         with self._lock:
-            self._totals["matched"] += 1
-            self._totals["copies"] += len(clusters)
-            self._routes[route]["copies"] += len(clusters)
-            for cluster in clusters:
-                self._clusters[cluster]["copies"] += 1
+            self._matched += 1
+            self._bump([(route, cluster, "", "copies") for cluster in clusters], 1)
         if self.listener is not None:
             self.listener.matched(route, clusters)
 
     def drop(self, reason: str, route: str, clusters: t.Sequence[str]) -> None:
         key = "dropped." + reason
         with self._lock:
-            self._totals[key] += len(clusters)
-            self._routes[route][key] += len(clusters)
-            for cluster in clusters:
-                self._clusters[cluster][key] += 1
+            self._bump([(route, cluster, "", key) for cluster in clusters], 1)
         if self.listener is not None:
             self.listener.drop(reason, route, clusters)
 
     def started(self, route: str, cluster: str, destination: str) -> None:
-        self._add(route, cluster, destination, ("mirrored", "in_flight"), 1)
+        with self._lock:
+            self._bump([(route, cluster, destination, "mirrored"), (route, cluster, destination, "in_flight")], 1)
         if self.listener is not None:
             self.listener.started(route, cluster, destination)
 
     def unstart(self, reason: str, route: str, cluster: str, destination: str) -> None:
         """Undo ``started`` for a copy the executor refused, counting it as dropped."""
-        self._add(route, cluster, destination, ("mirrored", "in_flight"), -1)
+        with self._lock:
+            self._bump([(route, cluster, destination, "mirrored"), (route, cluster, destination, "in_flight")], -1)
         self.drop(reason, route, (cluster,))
         if self.listener is not None:
             self.listener.unstart(reason, route, cluster, destination)
 
     def succeeded(self, route: str, cluster: str, destination: str, status: int, seconds: float) -> None:
-        status_class = f"{status // 100}xx"
-        self._add(route, cluster, destination, ("in_flight",), -1, ("succeeded", "status." + status_class), seconds)
+        self._ended(route, cluster, destination, ("succeeded", f"status.{status // 100}xx"), seconds)
         if self.listener is not None:
             self.listener.succeeded(route, cluster, destination, status, seconds)
 
     def failed(self, route: str, cluster: str, destination: str, reason: str, seconds: float) -> None:
         keys = ("failed", "failure." + reason) + (("timed_out",) if reason in TIMEOUTS else ())
-        self._add(route, cluster, destination, ("in_flight",), -1, keys, seconds)
+        self._ended(route, cluster, destination, keys, seconds)
         if self.listener is not None:
             self.listener.failed(route, cluster, destination, reason, seconds)
 
-    def _add(
-        self,
-        route: str,
-        cluster: str,
-        destination: str,
-        keys: tuple[str, ...],
-        delta: int,
-        more: tuple[str, ...] = (),
-        seconds: float | None = None,
-    ) -> None:
-        counters = (self._totals, self._routes[route], self._clusters[cluster], self._destinations[destination])
+    def _ended(self, route: str, cluster: str, destination: str, keys: tuple[str, ...], seconds: float) -> None:
         with self._lock:
-            for counter in counters:
-                for key in keys:
-                    counter[key] += delta
-                for key in more:
-                    counter[key] += 1
-            if seconds is not None:
-                self._latency[cluster].append(seconds)
+            self._bump([(route, cluster, destination, "in_flight")], -1)
+            self._bump([(route, cluster, destination, key) for key in keys], 1)
+            self._latency[cluster].append(seconds)
+
+    def _bump(self, cells: list[tuple[str, str, str, str]], delta: int) -> None:
+        """Add ``delta`` to each cell; the caller holds the lock."""
+        counts = self._cells
+        for cell in cells:
+            counts[cell] = counts.get(cell, 0) + delta
 
     # -- the snapshot ---------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, t.Any]:
         with self._lock:
-            totals = _shape(self._totals)
-            totals["requests"] = self._totals["requests"]
-            totals["matched"] = self._totals["matched"]
-            totals["by_route"] = {name: _shape(c) for name, c in self._routes.items()}
-            totals["by_cluster"] = {name: _shape(c, self._latency.get(name)) for name, c in self._clusters.items()}
-            totals["by_destination"] = {name: _shape(c) for name, c in self._destinations.items()}
-        return totals
+            cells = dict(self._cells)
+            latency = {cluster: list(samples) for cluster, samples in self._latency.items()}
+            requests, matched = self._requests, self._matched
+        totals: Counter[str] = Counter()
+        routes: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        clusters: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        destinations: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        for (route, cluster, destination, key), count in cells.items():
+            totals[key] += count
+            routes[route][key] += count
+            clusters[cluster][key] += count
+            if destination:
+                destinations[destination][key] += count
+        snapshot = _shape(totals)
+        snapshot["requests"] = requests
+        snapshot["matched"] = matched
+        snapshot["by_route"] = {name: _shape(c) for name, c in routes.items()}
+        snapshot["by_cluster"] = {name: _shape(c, latency.get(name, [])) for name, c in clusters.items()}
+        snapshot["by_destination"] = {name: _shape(c) for name, c in destinations.items()}
+        return snapshot
 
 
 def _shape(counter: Counter[str], latency: t.Iterable[float] | None = None) -> dict[str, t.Any]:
