@@ -35,13 +35,12 @@ log = logging.getLogger(__name__)
 class _Generation:
     """One configuration with its router and dispatcher; swapped whole on reload."""
 
-    __slots__ = ("config", "router", "dispatcher", "mirrors")
+    __slots__ = ("config", "router", "dispatcher")
 
     def __init__(self, config: Config, stats: Stats) -> None:
         self.config = config
         self.router = Router(config.routes)
         self.dispatcher = Dispatcher(config, stats)
-        self.mirrors = {r.id: r.mirror_clusters for r in config.routes}
 
 
 class MirrorMiddleware:
@@ -81,7 +80,7 @@ class MirrorMiddleware:
         route = generation.router.match(environ)
         if route is None:
             return None
-        clusters = generation.mirrors[route.id]
+        clusters = route.mirror_clusters
         self._stats.matched(route.id, clusters)
         if not clusters:
             return None

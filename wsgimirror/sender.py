@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from urllib.parse import quote
 
+from ._gevent import sockets_patched
 from .balancing import POLICIES, Policy
 from .errors import MirrorSendError
 from .stats import new_lock
@@ -291,16 +292,8 @@ class _ThreadExecutor:
         return done
 
 
-def sockets_patched_by_gevent() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("socket"))
-
-
 def make_executor(kind: str, size: int) -> _GeventExecutor | _ThreadExecutor:
-    patched = sockets_patched_by_gevent()
+    patched = sockets_patched()
     if kind == "gevent" and not patched:
         log.warning(
             "Mirror.Executor is 'gevent' but sockets are not monkey-patched: every mirror will block "
@@ -336,7 +329,7 @@ class Dispatcher:
                 if self._pid != os.getpid():
                     settings = self.config.mirror
                     self._executor = make_executor(settings.executor, settings.max_in_flight)
-                    self._cooperative = self._executor.name == "gevent" and sockets_patched_by_gevent()
+                    self._cooperative = self._executor.name == "gevent" and sockets_patched()
                     self._clusters = {cid: ClusterState(c, settings) for cid, c in self.config.clusters.items()}
                     self._pid = os.getpid()
         return t.cast("_GeventExecutor | _ThreadExecutor", self._executor), self._clusters

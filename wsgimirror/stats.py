@@ -12,24 +12,16 @@ from __future__ import annotations
 import typing as t
 from collections import Counter, defaultdict, deque
 
+from ._gevent import original
+
 LATENCY_SAMPLES = 2048  # per cluster: the most recent mirror durations, for p50 / p99
 TIMEOUTS = ("timeout", "connect_timeout")
-
-
-def _original_allocate_lock() -> t.Callable[[], t.Any]:
-    try:
-        from gevent.monkey import get_original
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        import _thread
-
-        return _thread.allocate_lock
-    return t.cast(t.Callable[[], t.Any], get_original("_thread", "allocate_lock"))
 
 
 # A real OS-thread lock, even after gevent monkey-patching. The critical sections here are a
 # few increments with no I/O, so no greenlet can switch while one is held; gevent's patched
 # lock costs ten times as much.
-new_lock = _original_allocate_lock()
+new_lock: t.Callable[[], t.Any] = original("_thread", "allocate_lock")
 
 
 class StatsListener(t.Protocol):

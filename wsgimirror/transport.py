@@ -24,6 +24,7 @@ import httptools
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, NewConnectionError
 
+from ._gevent import original
 from .errors import MirrorSendError
 
 if t.TYPE_CHECKING:
@@ -34,16 +35,8 @@ RECV_SIZE = 64 * 1024
 SMALL_BODY = 64 * 1024  # bodies up to this size go out in the same send as the head
 
 
-def _original_poll() -> t.Callable[[], t.Any]:
-    """The OS's poll, even under gevent: a zero-timeout poll never blocks, and skips the hub."""
-    try:
-        from gevent.monkey import get_original
-    except ImportError:
-        return select.poll
-    return t.cast(t.Callable[[], t.Any], get_original("select", "poll"))
-
-
-_poll = _original_poll()
+# The OS's poll, even under gevent: a zero-timeout poll never blocks, and skips the hub.
+_poll = original("select", "poll")
 
 
 def _dropped(sock: socket.socket) -> bool:
