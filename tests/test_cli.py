@@ -84,3 +84,12 @@ def test_import_app_accepts_a_factory():
 def test_parse_bind():
     assert parse_bind("127.0.0.1:8000") == ("127.0.0.1", 8000)
     assert parse_bind("[::1]:9000") == ("::1", 9000)
+
+
+def test_serve_with_an_invalid_config_exits_2_with_the_key_path(tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text('{"ReverseProxy": {"Routes": {"a": {"Order": "x"}}}}')
+    assert main(["serve", "examples.legacy_app:application", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        "wsgimirror: invalid config: ReverseProxy.Routes.a.Order: must be an integer, got string 'x'\n"
+    )
