@@ -253,6 +253,7 @@ def _hash_source(metadata: t.Mapping[str, t.Any], path: str) -> tuple[str | None
 
 
 def _destinations(raw: t.Any, path: str) -> tuple[Destination, ...]:
+    items: list[tuple[str | None, t.Any, str]]
     if isinstance(raw, t.Mapping):
         items = [(str(name), body, f"{path}.{name}") for name, body in raw.items()]
     elif isinstance(raw, list):

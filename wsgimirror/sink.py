@@ -72,7 +72,7 @@ class SinkApp:
 
 
 def _read_all(stream: t.Any) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         piece = stream.read(65536)
         if not piece:

@@ -80,6 +80,14 @@ class _StaleConnection(Exception):
     """A reused connection gave nothing back: the destination closed it while it was idle."""
 
 
+class _ResetAfter(Exception):
+    """The destination reset the connection after ``received`` bytes of the answer."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
+
+
 class _Response:
     """The httptools protocol object: notes the status, where the response ends, and keep-alive.
 
@@ -147,7 +155,7 @@ def _exchange(
     timeout: float | None,
 ) -> int:
     for attempt in (1, 2):
-        conn = pool._get_conn()
+        conn: t.Any = pool._get_conn()
         try:
             reused = conn.sock is not None
             if not reused:
@@ -209,8 +217,12 @@ def _roundtrip(
         raise MirrorSendError("bad_response", "the destination switched protocols") from err
     except httptools.HttpParserError as err:
         raise MirrorSendError("bad_response", f"not a valid HTTP response: {err}") from err
-    except (ConnectionResetError, BrokenPipeError) as err:
-        if reused and not getattr(err, "received", 0):
+    except _ResetAfter as err:
+        if reused and not err.received:
+            raise _StaleConnection() from err
+        raise MirrorSendError("reset", str(err.__cause__)) from err
+    except (ConnectionResetError, BrokenPipeError) as err:  # while writing: nothing was received
+        if reused:
             raise _StaleConnection() from err
         raise MirrorSendError("reset", str(err)) from err
     except OSError as err:
@@ -248,8 +260,7 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
         try:
             data = sock.recv(RECV_SIZE)
         except (ConnectionResetError, BrokenPipeError) as err:
-            err.received = received  # type: ignore[attr-defined]
-            raise
+            raise _ResetAfter(received) from err
         if not data:
             break  # close-delimited body, or the connection dropped: the caller decides
         received += len(data)
