@@ -12,14 +12,7 @@ from pathlib import Path
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-
-class RawPathHandler(WSGIHandler):
-    """gevent's handler, keeping the request target exactly as the client sent it."""
-
-    def get_environ(self):
-        env = super().get_environ()
-        env["RAW_TARGET"] = self.path
-        return env
+from wsgimirror.sink import RawTargetHandler
 
 
 def serve(app, handler_class=WSGIHandler, port: int = 0) -> WSGIServer:
@@ -50,7 +43,7 @@ class Sink:
         self._server: WSGIServer | None = None
 
     def start(self, port: int = 0) -> Sink:
-        self._server = serve(self._app, handler_class=RawPathHandler, port=port)
+        self._server = serve(self._app, handler_class=RawTargetHandler, port=port)
         return self
 
     def stop(self) -> None:
@@ -79,7 +72,7 @@ class Sink:
             headers["content-type"] = environ["CONTENT_TYPE"]
         if environ.get("CONTENT_LENGTH"):
             headers["content-length"] = environ["CONTENT_LENGTH"]
-        self.requests.append(Recorded(environ["REQUEST_METHOD"], environ["RAW_TARGET"], headers, body))
+        self.requests.append(Recorded(environ["REQUEST_METHOD"], environ["RAW_URI"], headers, body))
         if self.delay:
             gevent.sleep(self.delay)
         start_response(f"{self.status} Sink", [("Content-Type", "text/plain")])

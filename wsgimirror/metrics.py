@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import typing as t
 
+from .stats import TIMEOUTS
+
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-TIMEOUTS = ("timeout", "connect_timeout")
 
 
 class PrometheusMetrics:

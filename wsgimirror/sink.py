@@ -18,6 +18,8 @@ import typing as t
 
 from gevent.pywsgi import WSGIHandler
 
+from .sender import header_name
+
 log = logging.getLogger("wsgimirror.sink")
 
 SHOWN_HEADERS = ("X-Forwarded-For", "X-Forwarded-Host", "Content-Type", "X-Mirrored-By")
@@ -83,10 +85,10 @@ def _read_all(stream: t.Any) -> bytes:
 def _record(environ: dict[str, t.Any], body: bytes) -> dict[str, t.Any]:
     target = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
     path, _, query = target.partition("?")
-    headers = {_header(k): v for k, v in environ.items() if k.startswith("HTTP_")}
+    headers = {header_name(k[5:]): v for k, v in environ.items() if k.startswith("HTTP_")}
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
-            headers[_header(key)] = environ[key]
+            headers[header_name(key)] = environ[key]
     return {
         "time": datetime.datetime.now().isoformat(timespec="milliseconds"),
         "method": environ["REQUEST_METHOD"],
@@ -98,10 +100,6 @@ def _record(environ: dict[str, t.Any], body: bytes) -> dict[str, t.Any]:
         "body": base64.b64encode(body).decode("ascii"),
         "body_bytes": body,
     }
-
-
-def _header(key: str) -> str:
-    return "-".join(p.capitalize() for p in key.removeprefix("HTTP_").split("_"))
 
 
 def _phrase(status: int) -> str:
