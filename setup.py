@@ -12,7 +12,7 @@ setup(
     package_data={"wsgimirror": ["py.typed"]},
     install_requires=["gevent>=23.9", "urllib3>=2.0,<3", "httptools>=0.6"],
     extras_require={
-        "test": ["pytest>=7", "flask>=2.3", "werkzeug>=2.3", "gunicorn>=21", "pytest-timeout>=2", "prometheus_client>=0.17"],
+        "test": ["pytest>=7", "hypothesis>=6", "flask>=2.3", "werkzeug>=2.3", "gunicorn>=21", "pytest-timeout>=2", "prometheus_client>=0.17"],
         "demo": ["flask>=2.3"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],
         "prometheus": ["prometheus_client>=0.17"],

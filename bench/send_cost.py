@@ -19,7 +19,7 @@ from urllib3 import HTTPConnectionPool, Timeout  # noqa: E402
 
 from wsgimirror.capture import BodyBuffer  # noqa: E402
 from wsgimirror.config import Destination  # noqa: E402
-from wsgimirror.sender import build_head  # noqa: E402
+from wsgimirror.head import build_head  # noqa: E402
 from wsgimirror.transport import MirrorHTTPConnectionPool, exchange  # noqa: E402
 
 PORT = 18931

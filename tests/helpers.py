@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import typing as t
 from dataclasses import dataclass, field
@@ -332,3 +333,59 @@ def example_config(tmp_path: Path, *sink_addresses: str) -> str:
     path = tmp_path / "mirror.json"
     path.write_text(json.dumps(config))
     return str(path)
+
+
+class ChildServer:
+    """``tests/e2e/child_server.py`` in a child process: the app, wrapped or bare, with its control paths."""
+
+    def __init__(self, config: str) -> None:
+        from gevent import subprocess
+
+        self.popen = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "e2e" / "child_server.py"), config],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        with gevent.Timeout(20, AssertionError("the child server did not start")):
+            line = self.popen.stdout.readline()
+        assert line.startswith("ready "), line + self.popen.stderr.read()
+        self.address = ("127.0.0.1", int(line.split()[1]))
+
+    def control(self, target: str) -> dict:
+        import json
+
+        return json.loads(one_request(self.address, target=target, host="127.0.0.1").body)
+
+    def stats(self) -> dict:
+        return self.control("/__stats")
+
+    def stop(self) -> str:
+        """Stop the child (SIGTERM, by its pid) and return what it wrote on stderr."""
+        if self.popen.returncode is None:
+            if self.popen.poll() is None:
+                self.popen.terminate()
+            _, self.err = self.popen.communicate(timeout=15)
+        return self.err
+
+    def __enter__(self) -> ChildServer:
+        return self
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.stop()
+
+
+def write_config(tmp_path: Path, config: dict, name: str = "mirror.json") -> str:
+    import json
+
+    path = tmp_path / name
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def assert_accounted(stats: dict) -> None:
+    """Every copy is pending, mirrored or dropped; every mirror succeeded, failed or is in flight."""
+    assert stats["copies"] == stats["pending"] + stats["mirrored"] + sum(stats["dropped"].values()), stats
+    assert stats["mirrored"] == stats["succeeded"] + stats["failed"] + stats["in_flight"], stats

@@ -170,6 +170,31 @@ M = "ReverseProxy.Clusters.apidemoMirror"
         (_with("Mirror.ConnectTimeout", 0), "Mirror.ConnectTimeout: must be more than 0"),
         (_with("Mirror.Executor", "process"), "Mirror.Executor: must be one of auto, gevent, thread, got 'process'"),
         (_with("Mirror", []), "Mirror: must be an object, got array"),
+        (
+            _with("Mirror.RemoveHeaders", ["Cookie", "X_Api_Key"]),
+            "Mirror.RemoveHeaders\\[1\\]: 'X_Api_Key' has '_': WSGI servers drop such headers or merge them with '-'; "
+            "write 'X-Api-Key'",
+        ),
+        (
+            _with("Mirror.RemoveHeaders", ["Authorization:"]),
+            "Mirror.RemoveHeaders\\[0\\]: 'Authorization:' is not a header name",
+        ),
+        (_with("Mirror.RemoveHeaders", ["X Api"]), "Mirror.RemoveHeaders\\[0\\]: 'X Api' is not a header name"),
+        (_with("Mirror.MaxInFlight", 10**9), "Mirror.MaxInFlight: must be at most 65536, got 1000000000"),
+        (_with("Mirror.LoopToken", "short"), "Mirror.LoopToken: must be a secret of at least 16 printable ASCII"),
+        (_with("Mirror.LoopToken", "x" * 16 + " y"), "Mirror.LoopToken: must be a secret of at least 16 printable"),
+        (_with("Mirror.CaptureMemoryBytes", -1), "Mirror.CaptureMemoryBytes: must be at least 0, got -1"),
+        (_with("Mirror.CaptureDiskBytes", "1G"), "Mirror.CaptureDiskBytes: must be an integer, got string '1G'"),
+        (_with(f"{R}.Match.Hosts", ["app.local:\u00b2"]), f"{R}.Match.Hosts\\[0\\]: the port must be a number"),
+        (_with(f"{R}.Match.Hosts", ["app local"]), f"{R}.Match.Hosts\\[0\\]: must not contain spaces"),
+        (
+            _with(f"{M}.Destinations.0", {"Address": "http://a_b!/"}),
+            f"{M}.Destinations\\[0\\].Address: the host has characters a host name cannot have",
+        ),
+        (
+            _with(f"{M}.Destinations.0", {"Address": "http://a/sh\radow"}),
+            f"{M}.Destinations\\[0\\].Address: must not contain spaces or control characters",
+        ),
     ],
 )
 def test_invalid_configs_name_the_key_path(config, message):

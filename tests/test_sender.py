@@ -1,5 +1,5 @@
 from wsgimirror.config import Destination
-from wsgimirror.sender import build_head, header_name, request_target
+from wsgimirror.head import build_head, header_name, request_target
 
 DEST = Destination("d", "http://mirror:8080/shadow", "http", "mirror", 8080, "/shadow")
 

@@ -2,7 +2,7 @@ import pytest
 
 from wsgimirror import ConfigError, load_config
 from wsgimirror.config import Destination
-from wsgimirror.sender import build_head
+from wsgimirror.head import build_head
 from wsgimirror.transforms import compile_transforms
 
 DEST = Destination("d", "http://mirror:81", "http", "mirror", 81, "")

@@ -3,21 +3,31 @@
 :class:`TeeInput` replaces ``wsgi.input``. It implements exactly the PEP 3333 input
 methods (``read``, ``readline``, ``readlines``, ``__iter__``) plus a capturing
 ``readinto``, and never forwards unknown attributes, so no read can bypass the copy.
-It never reads past ``CONTENT_LENGTH``; without one, it reads to the end only when
-the server sets ``wsgi.input_terminated`` (as werkzeug's ``get_input_stream`` does),
-and otherwise the body is empty.
+It follows werkzeug's ``get_input_stream``: when the server sets ``wsgi.input_terminated``
+the stream is read to its end and ``CONTENT_LENGTH`` is ignored; otherwise it never reads
+past ``CONTENT_LENGTH``, and without one the body is empty.
 
 :class:`BodyBuffer` keeps the first ``MemoryBodyBytes`` in memory and spills the rest
 to an anonymous temporary file; past ``MaxBodyBytes`` it stops copying and marks the
-body too large. It is shared by the mirrors of one request and closed by the last.
+body too large. Whatever happens to the copy (no space, no descriptor, an I/O error),
+the app's read returns its data: the copy is marked failed, never the request. It is
+shared by the mirrors of one request, each reading it independently, and freed by the last.
+
+:class:`CaptureBudget` bounds the bytes held by all captures of a process together
+(``CaptureMemoryBytes`` in memory, ``CaptureDiskBytes`` in temporary files), from the
+first byte copied until the last mirror of the request has been sent.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 import typing as t
 
 from .stats import new_lock
+
+log = logging.getLogger(__name__)
 
 DRAIN_CHUNK = 64 * 1024
 SEND_CHUNK = 256 * 1024
@@ -26,42 +36,132 @@ SEND_CHUNK = 256 * 1024
 TOO_LARGE = "body_too_large"
 INCOMPLETE = "incomplete_body"
 EXPECT_CONTINUE = "expect_continue"
+CAPTURE_ERROR = "capture_error"
+SPILL_BUDGET = "spill_budget"
+
+
+class CaptureBudget:
+    """The bytes all captures of a process hold, in memory and on disk, against their caps.
+
+    A capture that cannot have memory spills to its temporary file; one that cannot have
+    disk either is dropped (``spill_budget``). Failures to write a temporary file are
+    logged once per streak: the first of a streak, then nothing until a spilled body is
+    copied whole again.
+    """
+
+    __slots__ = ("memory_limit", "disk_limit", "memory", "disk", "_lock", "_failing")
+
+    def __init__(self, memory_limit: int = 1 << 62, disk_limit: int = 1 << 62) -> None:
+        self.memory_limit = memory_limit
+        self.disk_limit = disk_limit
+        self.memory = 0
+        self.disk = 0
+        self._lock = new_lock()
+        self._failing = False
+
+    def take_memory(self, size: int) -> bool:
+        with self._lock:
+            if self.memory + size > self.memory_limit:
+                return False
+            self.memory += size
+            return True
+
+    def take_disk(self, size: int) -> bool:
+        with self._lock:
+            if self.disk + size > self.disk_limit:
+                return False
+            self.disk += size
+            return True
+
+    def give_back(self, memory: int, disk: int) -> None:
+        with self._lock:
+            self.memory -= memory
+            self.disk -= disk
+
+    def spill_failed(self, err: OSError) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "wsgimirror cannot write a request body copy to a temporary file (%s); such copies are dropped "
+                "as capture_error, the requests themselves are served as usual", err
+            )  # fmt: skip
+
+    def spill_worked(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.warning("wsgimirror can write request body copies to temporary files again")
+
+
+UNLIMITED = CaptureBudget()
 
 
 class BodyBuffer:
-    """The captured body: memory up to ``memory_limit`` bytes, the rest in a temp file."""
+    """The captured body: memory up to ``memory_limit`` bytes, the rest in a temp file.
 
-    __slots__ = ("size", "too_large", "_memory", "_file", "_memory_limit", "_max_size", "_refs", "_lock")
+    ``failure`` is None while the copy is whole, else the reason it was given up
+    (``body_too_large``, ``capture_error``, ``spill_budget``); a failed buffer holds nothing.
+    """
 
-    def __init__(self, memory_limit: int, max_size: int) -> None:
+    __slots__ = ("size", "failure", "_memory", "_file", "_disk", "_memory_limit", "_max_size", "_budget", "_refs",
+                 "_lock")  # fmt: skip
+
+    def __init__(self, memory_limit: int, max_size: int, budget: CaptureBudget = UNLIMITED) -> None:
         self.size = 0
-        self.too_large = False
+        self.failure: str | None = None
         self._memory = bytearray()
         self._file: t.BinaryIO | None = None
+        self._disk = 0  # bytes in the temp file
         self._memory_limit = memory_limit
         self._max_size = max_size
+        self._budget = budget
         self._refs = 1
         self._lock = new_lock()
 
+    @property
+    def too_large(self) -> bool:
+        return self.failure == TOO_LARGE
+
     def write(self, data: bytes) -> None:
-        if self.too_large or not data:
+        """Copy ``data``; never raises, whatever happens to the copy."""
+        if self.failure is not None or not data:
             return
         size = self.size + len(data)
         if size > self._max_size:
-            self.too_large = True
-            self._discard()
+            self._fail(TOO_LARGE)
             return
-        room = self._memory_limit - len(self._memory)
-        if room >= len(data):
+        fits = self._file is None and len(self._memory) + len(data) <= self._memory_limit
+        if fits and self._budget.take_memory(len(data)):
             self._memory += data
-        else:
-            view = memoryview(data)
-            if room > 0:
-                self._memory += view[:room]
-            if self._file is None:
-                self._file = t.cast(t.BinaryIO, tempfile.TemporaryFile(prefix="wsgimirror-"))
-            self._file.write(view[max(room, 0) :])
+        elif not self._spill(data):
+            return
         self.size = size
+
+    def _spill(self, data: bytes) -> bool:
+        if not self._budget.take_disk(len(data)):
+            self._fail(SPILL_BUDGET)
+            return False
+        self._disk += len(data)
+        try:
+            if self._file is None:
+                self._file = t.cast(t.BinaryIO, tempfile.TemporaryFile(prefix="wsgimirror-", buffering=0))
+            fd = self._file.fileno()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as err:
+            self._budget.spill_failed(err)
+            self._fail(CAPTURE_ERROR)
+            return False
+        return True
+
+    def complete(self) -> None:
+        """The whole body was copied: a spilled one ends a streak of temp-file failures."""
+        if self._file is not None:
+            self._budget.spill_worked()
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        self._discard()
 
     @property
     def spilled(self) -> bool:
@@ -73,16 +173,22 @@ class BodyBuffer:
         return None if self._file is not None else bytes(self._memory)
 
     def chunks(self, size: int = SEND_CHUNK) -> t.Iterator[bytes]:
-        """The body from its start, in pieces of at most about ``size`` bytes; re-iterable."""
+        """The body from its start, in pieces of at most about ``size`` bytes.
+
+        Each call reads on its own (``os.pread`` at its own offset), so the mirrors of one
+        request, in greenlets or threads, never disturb each other's position.
+        """
         if self._memory:
             yield bytes(self._memory)
-        if self._file is not None:
-            self._file.seek(0)
-            while True:
-                piece = self._file.read(size)
-                if not piece:
-                    return
-                yield piece
+        if self._file is None:
+            return
+        fd, offset, end = self._file.fileno(), 0, self._disk
+        while offset < end:
+            piece = os.pread(fd, min(size, end - offset), offset)
+            if not piece:
+                raise OSError(f"the body copy ended at {offset} of {end} bytes")
+            offset += len(piece)
+            yield piece
 
     def retain(self) -> None:
         with self._lock:
@@ -97,10 +203,13 @@ class BodyBuffer:
             self._discard()
 
     def _discard(self) -> None:
+        memory, disk = len(self._memory), self._disk
         self._memory = bytearray()
+        self._disk = 0
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._budget.give_back(memory, disk)
 
 
 class TeeInput:
@@ -113,8 +222,9 @@ class TeeInput:
         self.read_called = False  # True once the inner stream was read (gevent sends 100 Continue then)
         self.failed = False  # True when the inner stream raised or ended before CONTENT_LENGTH
         self._stream = stream
-        # Bytes left to read; None means "read until the stream says EOF".
-        self._remaining: int | None = length if length is not None else (None if terminated else 0)
+        # Bytes left to read; None means "read until the stream says EOF" (werkzeug's rule: a
+        # terminated stream is read to its end whatever CONTENT_LENGTH says).
+        self._remaining: int | None = None if terminated else (length or 0)
         self._eof = self._remaining == 0
 
     # -- the PEP 3333 input interface -------------------------------------------------------
@@ -157,23 +267,31 @@ class TeeInput:
     # -- used by the middleware when the response is done ------------------------------------
 
     def drain(self) -> None:
-        """Read what the app left unread, stopping early when the buffer gave up (too large)."""
+        """Copy what the app left unread, stopping early when the buffer gave up.
+
+        A seekable input (a test client's BytesIO) is put back where the app left it, so
+        whoever reads it next (a redirect that re-sends it) sees what it would have seen.
+        """
+        position = _position(self._stream)
         try:
-            while not self._eof and not self.failed and not self.buffer.too_large:
+            while not self._eof and not self.failed and self.buffer.failure is None:
                 if not self.read(DRAIN_CHUNK):
-                    return
+                    break
         except Exception:  # the inner stream's own error (client gone, bad chunk): already marked
-            return
+            pass
+        if position is not None:
+            self._stream.seek(position)
 
     def outcome(self, expect_continue: bool) -> str | None:
         """None when the whole body was captured, else the drop reason."""
         if expect_continue and not self.read_called and not self._eof:
             return EXPECT_CONTINUE
         self.drain()
-        if self.buffer.too_large:
-            return TOO_LARGE
+        if self.buffer.failure is not None:
+            return self.buffer.failure
         if self.failed or not self._eof:
             return INCOMPLETE
+        self.buffer.complete()
         return None
 
     # -- internals ---------------------------------------------------------------------------
@@ -206,3 +324,11 @@ class TeeInput:
                 self.failed = True  # the stream ended before CONTENT_LENGTH: a truncated body
             self._eof = self._remaining <= 0
         return data
+
+
+def _position(stream: t.Any) -> int | None:
+    """Where a seekable stream stands, or None (sockets, servers' input objects)."""
+    try:
+        return int(stream.tell()) if stream.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None

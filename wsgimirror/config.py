@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from .balancing import POLICIES, resolve_policy
 from .errors import ConfigError
+from .syntax import has_control, shown, split_host_port, wsgi_header_name
 from .transforms import PROTECTED_HEADERS, Transform, compile_transforms
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,20 @@ KNOWN_MIRROR_KEYS = (
     "RemoveHeaders",
     "BreakerFailures",
     "BreakerSeconds",
+    "LoopToken",
+    "CaptureMemoryBytes",
+    "CaptureDiskBytes",
 )
 KNOWN_MIRROR_METADATA = ("MirrorCluster", "MirrorPercent", "MirrorSampleBy")
 SAMPLE_BY = ("random", "key")
 EXECUTORS = ("auto", "gevent", "thread")
 HASH_SOURCES = ("header", "cookie", "query")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_IN_FLIGHT = 65536
+LOOP_TOKEN_MIN = 16
+# A host name as a destination may spell it: letters, digits and the few marks a DNS name or an
+# IPv4 address uses. IPv6 literals are checked by urlsplit and come without brackets.
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:%")
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,9 @@ class MirrorSettings:
     remove_headers: frozenset[str] = frozenset()
     breaker_failures: int = 5
     breaker_seconds: float = 10.0
+    loop_token: str | None = None
+    capture_memory_bytes: int = 64 << 20
+    capture_disk_bytes: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,8 @@ def _read_json(path: str) -> t.Any:
         raise ConfigError(path, f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(path, f"the file is not UTF-8: {err.reason}") from err
+    except RecursionError:
+        raise ConfigError(path, "the JSON is nested too deeply") from None
 
 
 def config_from_dict(data: t.Mapping[str, t.Any]) -> Config:
@@ -184,9 +198,11 @@ def _host(value: str, path: str) -> str:
         raise ConfigError(path, "must not be empty")
     if "*" in host[1:]:
         raise ConfigError(path, f"'*' is only allowed at the start of a host, got {value!r}")
+    if has_control(host):
+        raise ConfigError(path, f"must not contain spaces or control characters, got {shown(value)}")
     port = host.rpartition("]")[2] if host.startswith("[") else host
-    if port.count(":") == 1 and not port.partition(":")[2].isdigit():
-        raise ConfigError(path, f"the port must be a number, got {value!r}")
+    if port.count(":") == 1 and split_host_port(host)[1] is None:
+        raise ConfigError(path, f"the port must be a number from 0 to 99999, got {shown(value)}")
     return host
 
 
@@ -232,7 +248,7 @@ def _percent(value: t.Any, path: str) -> float:
         except ValueError:
             raise ConfigError(path, f"must be a number from 0 to 100, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, f"must be a number from 0 to 100, got {_json_type(value)} {value!r}")
+        raise ConfigError(path, f"must be a number from 0 to 100, got {_json_type(value)} {shown(value)}")
     if not 0 <= value <= 100:
         raise ConfigError(path, f"must be a number from 0 to 100, got {value}")
     return float(value)
@@ -279,6 +295,8 @@ def _destination(name: str | None, raw: t.Any, path: str) -> Destination:
     address = _optional_str(body.get("Address"), f"{path}.Address")
     if not address:
         raise ConfigError(f"{path}.Address", "is required")
+    if has_control(address):  # urlsplit would silently drop tabs and line breaks
+        raise ConfigError(f"{path}.Address", f"must not contain spaces or control characters: {shown(address)}")
     try:
         parts = urlsplit(address)
         port = parts.port
@@ -291,6 +309,8 @@ def _destination(name: str | None, raw: t.Any, path: str) -> Destination:
         raise ConfigError(f"{path}.Address", f"has no host: {address!r}")
     if parts.query or parts.fragment or parts.username:
         raise ConfigError(f"{path}.Address", f"must not carry a query, fragment or user info: {address!r}")
+    if not set(parts.hostname) <= _HOST_CHARS:
+        raise ConfigError(f"{path}.Address", f"the host has characters a host name cannot have: {shown(address)}")
     return Destination(
         name=name if name is not None else address,
         address=address,
@@ -311,7 +331,9 @@ def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
     if executor.lower() not in EXECUTORS:
         raise ConfigError(f"{path}.Executor", f"must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     return MirrorSettings(
-        max_in_flight=_integer(body.get("MaxInFlight", defaults.max_in_flight), f"{path}.MaxInFlight", minimum=1),
+        max_in_flight=_integer(
+            body.get("MaxInFlight", defaults.max_in_flight), f"{path}.MaxInFlight", minimum=1, maximum=MAX_IN_FLIGHT
+        ),
         memory_body_bytes=_integer(
             body.get("MemoryBodyBytes", defaults.memory_body_bytes), f"{path}.MemoryBodyBytes", minimum=0
         ),
@@ -324,7 +346,26 @@ def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
             body.get("BreakerFailures", defaults.breaker_failures), f"{path}.BreakerFailures", minimum=0
         ),
         breaker_seconds=_seconds(body.get("BreakerSeconds", defaults.breaker_seconds), f"{path}.BreakerSeconds"),
+        loop_token=_loop_token(body.get("LoopToken"), f"{path}.LoopToken"),
+        capture_memory_bytes=_integer(
+            body.get("CaptureMemoryBytes", defaults.capture_memory_bytes), f"{path}.CaptureMemoryBytes", minimum=0
+        ),
+        capture_disk_bytes=_integer(
+            body.get("CaptureDiskBytes", defaults.capture_disk_bytes), f"{path}.CaptureDiskBytes", minimum=0
+        ),
     )
+
+
+def _loop_token(raw: t.Any, path: str) -> str | None:
+    """The shared secret that marks this deployment's mirrors; a header value of at least 16 characters."""
+    token = _optional_str(raw, path)
+    if token is None:
+        return None
+    if len(token) < LOOP_TOKEN_MIN or has_control(token) or not token.isascii():
+        raise ConfigError(
+            path, f"must be a secret of at least {LOOP_TOKEN_MIN} printable ASCII characters without spaces"
+        )
+    return token
 
 
 def _remove_headers(raw: t.Any, path: str) -> frozenset[str]:
@@ -333,7 +374,10 @@ def _remove_headers(raw: t.Any, path: str) -> frozenset[str]:
     names = set()
     for i, name in enumerate(raw):
         if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{path}[{i}]", f"must be a header name, got {_json_type(name)} {name!r}")
+            raise ConfigError(f"{path}[{i}]", f"must be a header name, got {_json_type(name)} {shown(name)}")
+        problem = wsgi_header_name(name.strip())
+        if problem is not None:
+            raise ConfigError(f"{path}[{i}]", problem)
         if name.strip().lower() in PROTECTED_HEADERS:
             raise ConfigError(f"{path}[{i}]", f"{name!r} is set by wsgimirror and cannot be removed")
         names.add(name.strip().lower())
@@ -370,6 +414,9 @@ def _json_type(value: t.Any) -> str:
 def _object(value: t.Any, path: str, what: str = "") -> t.Mapping[str, t.Any]:
     if not isinstance(value, t.Mapping):
         raise ConfigError(path or what, f"must be an object, got {_json_type(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(path or what, f"keys must be strings, got {_json_type(key)} {shown(key)}")
     return value
 
 
@@ -392,17 +439,19 @@ def _str_list(match: t.Mapping[str, t.Any], key: str, route_path: str) -> list[s
     return value
 
 
-def _integer(value: t.Any, path: str, minimum: int | None = None) -> int:
+def _integer(value: t.Any, path: str, minimum: int | None = None, maximum: int = 1 << 62) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(path, f"must be an integer, got {_json_type(value)} {value!r}")
+        raise ConfigError(path, f"must be an integer, got {_json_type(value)} {shown(value)}")
     if minimum is not None and value < minimum:
         raise ConfigError(path, f"must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(path, f"must be at most {maximum}, got {shown(value)}")
     return value
 
 
 def _seconds(value: t.Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, f"must be a number of seconds, got {_json_type(value)} {value!r}")
+        raise ConfigError(path, f"must be a number of seconds, got {_json_type(value)} {shown(value)}")
     if not 0 < value <= 3600:
         raise ConfigError(path, f"must be more than 0 and at most 3600 seconds, got {value}")
     return float(value)

@@ -7,29 +7,37 @@ The path of one request through the package:
 3. ``middleware`` (here) - call the app; when the server closes the response (it
    has been sent by then), read what the app left unread and hand off.
 4. ``balancing`` - pick: each mirror cluster's policy chooses a destination.
-5. ``sender`` / ``transport`` - send: a bounded pool writes the copy on a pooled connection.
-6. ``stats``    - count: every copy ends mirrored or dropped, every mirror succeeded or failed.
+5. ``head`` / ``sender`` / ``transport`` - build a valid HTTP/1.1 head; a bounded pool writes
+   the copy on a pooled connection.
+6. ``stats``    - count: every copy is pending until its response closes, then ends mirrored
+   or dropped; every mirror succeeded or failed.
 
-Nothing here raises into the app: failures are counted and logged.
+Nothing here raises into the app: failures are counted and logged (rate-limited).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
-import time
 import typing as t
 
+from ._logs import Throttled
 from .balancing import sampled_in
-from .capture import BodyBuffer, TeeInput
-from .config import Config, ConfigSource, Route, load_config
+from .capture import BodyBuffer, CaptureBudget, TeeInput
+from .config import Config, ConfigSource, MirrorSettings, Route, load_config
 from .routing import Router
-from .sender import Dispatcher
+from .sender import Dispatcher, Runtime, address_keys
 from .stats import Stats
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
+_unmatched = Throttled(log)
+_failed = Throttled(log)
+
+# Why a copy was given up because of the request itself (beside the capture's reasons).
+NOT_CLOSED = "not_closed"
 
 
 class _Generation:
@@ -37,10 +45,10 @@ class _Generation:
 
     __slots__ = ("config", "router", "dispatcher")
 
-    def __init__(self, config: Config, stats: Stats) -> None:
+    def __init__(self, config: Config, stats: Stats, runtime: Runtime) -> None:
         self.config = config
         self.router = Router(config.routes)
-        self.dispatcher = Dispatcher(config, stats)
+        self.dispatcher = Dispatcher(config, stats, runtime)
 
 
 class MirrorMiddleware:
@@ -55,17 +63,21 @@ class MirrorMiddleware:
     def __init__(self, app: WSGIApplication, config: ConfigSource, *, prometheus: t.Any = None) -> None:
         self.app = app
         self._stats = Stats(_metrics(prometheus))
-        self._generation = _Generation(load_config(config), self._stats)
+        self._runtime = Runtime()
+        loaded = load_config(config)
+        self._budget = CaptureBudget(loaded.mirror.capture_memory_bytes, loaded.mirror.capture_disk_bytes)
+        self._generation = _Generation(loaded, self._stats, self._runtime)
         self._retired: list[Dispatcher] = []
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
         self._stats.request()
         generation = self._generation
         try:
-            capture = self._prepare(generation, environ)
+            route = generation.router.match(environ)
         except Exception:
-            log.warning("wsgimirror could not prepare a mirror; the request is served without one", exc_info=True)
-            capture = None
+            _unmatched.warning("wsgimirror could not match a request; it is served without a mirror", exc_info=True)
+            route = None
+        capture = None if route is None else self._prepare(generation, route, environ)
         if capture is None:
             return self.app(environ, start_response)
         try:
@@ -73,19 +85,25 @@ class MirrorMiddleware:
         except BaseException:
             capture.finish()
             raise
-        return _wrap(result, capture.finish)
+        return _wrap(result, capture)
 
-    def _prepare(self, generation: _Generation, environ: WSGIEnvironment) -> _Capture | None:
-        """Match the request and, when it is to be mirrored, snapshot it and tee its input."""
-        route = generation.router.match(environ)
-        if route is None:
-            return None
+    def _prepare(self, generation: _Generation, route: Route, environ: WSGIEnvironment) -> _Capture | None:
+        """Count the copies of a matched request and, when one is to be sent, snapshot it and tee its input."""
         clusters = route.mirror_clusters
         self._stats.matched(route.id, clusters)
         if not clusters:
             return None
+        try:
+            return self._capture(generation, route, environ)
+        except Exception:
+            _failed.warning("wsgimirror could not prepare a mirror of route %r", route.id, exc_info=True)
+            self._stats.drop("internal_error", route.id, clusters)
+            return None
+
+    def _capture(self, generation: _Generation, route: Route, environ: WSGIEnvironment) -> _Capture | None:
+        clusters = route.mirror_clusters
         settings = generation.config.mirror
-        length, reason = _refusal(environ, settings.max_body_bytes, generation.dispatcher.closed)
+        length, reason = _refusal(environ, settings, generation.dispatcher.closed)
         if reason is not None:
             self._stats.drop(reason, route.id, clusters)
             return None
@@ -100,15 +118,17 @@ class MirrorMiddleware:
         if not selected:
             return None  # no capture at all when no cluster takes the request
         snapshot = environ.copy()  # apps and middleware rewrite environ in place
-        buffer = BodyBuffer(settings.memory_body_bytes, settings.max_body_bytes)
+        buffer = BodyBuffer(settings.memory_body_bytes, settings.max_body_bytes, self._budget)
         tee = TeeInput(environ["wsgi.input"], length, bool(environ.get("wsgi.input_terminated")), buffer)
         environ["wsgi.input"] = tee
+        self._stats.pending(route.id, selected, +1)
         return _Capture(self._stats, generation.dispatcher, route, selected, snapshot, tee)
 
     def stats(self) -> dict[str, t.Any]:
         """Counters since start, in total and by route, cluster and destination (see the README)."""
         snapshot = self._stats.snapshot()
-        snapshot["executor"] = self._generation.dispatcher.executor_name
+        snapshot["executor"] = self._runtime.executor_name
+        snapshot["capture"] = {"memory_bytes": self._budget.memory, "disk_bytes": self._budget.disk}
         for key, state in self._generation.dispatcher.circuits().items():
             if key in snapshot["by_destination"]:
                 snapshot["by_destination"][key]["circuit"] = state
@@ -125,18 +145,20 @@ class MirrorMiddleware:
         Requests already captured finish under the configuration they started with;
         new requests use the new one.
         """
-        generation = _Generation(load_config(config), self._stats)
+        loaded = load_config(config)
+        generation = _Generation(loaded, self._stats, self._runtime)
         previous, self._generation = self._generation, generation
-        previous.dispatcher.retire()
+        self._budget.memory_limit = loaded.mirror.capture_memory_bytes
+        self._budget.disk_limit = loaded.mirror.capture_disk_bytes
+        keep = address_keys(loaded)
+        previous.dispatcher.retire(lambda: self._runtime.close_idle(keep))
         self._retired = [d for d in self._retired if d.active] + [previous.dispatcher]
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop starting mirrors and wait up to ``timeout`` s for those in flight; True if none is left."""
-        deadline = time.monotonic() + timeout
-        done = True
         for dispatcher in [*self._retired, self._generation.dispatcher]:
-            done = dispatcher.close(max(0.0, deadline - time.monotonic())) and done
-        return done
+            dispatcher.closed = True
+        return self._runtime.join(timeout)
 
 
 def _metrics(prometheus: t.Any) -> t.Any:
@@ -147,14 +169,23 @@ def _metrics(prometheus: t.Any) -> t.Any:
     return PrometheusMetrics.for_registry(None if prometheus is True else prometheus)
 
 
-def _refusal(environ: WSGIEnvironment, max_body: int, closed: bool) -> tuple[int | None, str | None]:
-    """The body length from CONTENT_LENGTH, and why the request cannot be mirrored (None: it can)."""
-    if "HTTP_X_MIRRORED_BY" in environ:
+def _refusal(environ: WSGIEnvironment, settings: MirrorSettings, closed: bool) -> tuple[int | None, str | None]:
+    """The body length from CONTENT_LENGTH, and why the request cannot be mirrored (None: it can).
+
+    With ``wsgi.input_terminated`` the stream is read to its end and CONTENT_LENGTH is not
+    used at all (werkzeug's ``get_input_stream`` rule): the capture judges the body's size.
+    """
+    if _is_loop(environ, settings.loop_token):
         return None, "loop"
     if closed:
         return None, "closed"
-    if environ.get("HTTP_UPGRADE"):
+    if _is_upgrade(environ):
         return None, "upgrade"
+    if "wsgi.input" not in environ:
+        return None, "no_input"
+    if environ.get("wsgi.input_terminated"):
+        return None, None
+    max_body = settings.max_body_bytes
     raw = environ.get("CONTENT_LENGTH")
     if not raw:
         return None, None
@@ -167,6 +198,24 @@ def _refusal(environ: WSGIEnvironment, max_body: int, closed: bool) -> tuple[int
     if length > max_body:
         return None, "body_too_large"
     return length, None
+
+
+def _is_loop(environ: WSGIEnvironment, token: str | None) -> bool:
+    """A request wsgimirror itself sent. With a ``LoopToken``, only a mark carrying it counts:
+    a forged mark is stripped from the mirror like any X-Mirrored-By, and the request is mirrored."""
+    mark = environ.get("HTTP_X_MIRRORED_BY")
+    if mark is None:
+        return False
+    if token is None:
+        return True
+    return hmac.compare_digest(str(mark).encode("utf-8", "replace"), token.encode("ascii"))
+
+
+def _is_upgrade(environ: WSGIEnvironment) -> bool:
+    """A real protocol upgrade: an Upgrade header *and* the upgrade token in Connection."""
+    if not environ.get("HTTP_UPGRADE"):
+        return False
+    return "upgrade" in (token.strip().lower() for token in str(environ.get("HTTP_CONNECTION", "")).split(","))
 
 
 class _Capture:
@@ -196,6 +245,7 @@ class _Capture:
         if self.done:
             return
         self.done = True
+        self.stats.pending(self.route.id, self.clusters, -1)
         buffer = self.tee.buffer
         try:
             expect = self.environ.get("HTTP_EXPECT", "").lower() == "100-continue"
@@ -206,18 +256,34 @@ class _Capture:
                 return
             self.dispatcher.dispatch(self.route, self.clusters, self.environ, buffer)
         except Exception:
-            log.warning("wsgimirror failed to dispatch a mirror of route %r", self.route.id, exc_info=True)
+            _failed.warning("wsgimirror failed to dispatch a mirror of route %r", self.route.id, exc_info=True)
             self.stats.drop("internal_error", self.route.id, self.clusters)
+
+    def abandon(self) -> None:
+        """The response was discarded without ``close()``: free the copy and count it ``not_closed``.
+
+        Nothing is read or sent: the input may belong to a request long gone.
+        """
+        if self.done:
+            return
+        self.done = True
+        self.stats.pending(self.route.id, self.clusters, -1)
+        self.stats.drop(NOT_CLOSED, self.route.id, self.clusters)
+        self.tee.buffer.release()
 
 
 class _ClosingIterable:
-    """The app's response, unchanged, whose ``close()`` also hands the mirror off."""
+    """The app's response, unchanged, whose ``close()`` also hands the mirror off.
 
-    __slots__ = ("_result", "_on_close")
+    A server must call ``close()`` (PEP 3333); test clients often don't. When the object is
+    discarded without it, the capture is released and the copy counted ``not_closed``.
+    """
 
-    def __init__(self, result: t.Iterable[bytes], on_close: t.Callable[[], None]) -> None:
+    __slots__ = ("_result", "_capture")
+
+    def __init__(self, result: t.Iterable[bytes], capture: _Capture) -> None:
         self._result = result
-        self._on_close = on_close
+        self._capture = capture
 
     def __iter__(self) -> t.Iterator[bytes]:
         return iter(self._result)
@@ -228,7 +294,10 @@ class _ClosingIterable:
             if close is not None:
                 close()
         finally:
-            self._on_close()
+            self._capture.finish()
+
+    def __del__(self) -> None:
+        self._capture.abandon()
 
 
 class _ClosingSequence(_ClosingIterable):
@@ -240,6 +309,6 @@ class _ClosingSequence(_ClosingIterable):
         return len(self._result)  # type: ignore[arg-type]
 
 
-def _wrap(result: t.Iterable[bytes], on_close: t.Callable[[], None]) -> _ClosingIterable:
+def _wrap(result: t.Iterable[bytes], capture: _Capture) -> _ClosingIterable:
     cls = _ClosingSequence if hasattr(result, "__len__") else _ClosingIterable
-    return cls(result, on_close)
+    return cls(result, capture)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import typing as t
 
 from .config import DEFAULT_PORTS, Route
+from .syntax import ascii_digits, split_host_port
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -71,19 +72,6 @@ class Router:
         return None
 
 
-def split_host_port(host: str) -> tuple[str, int | None]:
-    """``"Api.com:8080"`` -> ``("api.com", 8080)``; IPv6 literals keep their brackets off."""
-    host = host.lower()
-    if host.startswith("["):
-        name, _, rest = host[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif host.count(":") == 1:
-        name, _, port = host.partition(":")
-    else:
-        name, port = host, ""
-    return name, int(port) if port.isdigit() else None
-
-
 def request_host(environ: WSGIEnvironment) -> tuple[str, int]:
     """The host and port the client addressed: the Host header, else the server's name and port."""
     header = environ.get("HTTP_HOST")
@@ -92,5 +80,5 @@ def request_host(environ: WSGIEnvironment) -> tuple[str, int]:
         if port is None:
             port = DEFAULT_PORTS.get(environ.get("wsgi.url_scheme", "http"), 80)
         return name, port
-    server_port = environ.get("SERVER_PORT", "")
-    return environ.get("SERVER_NAME", "").lower(), int(server_port) if server_port.isdigit() else 80
+    server_port = str(environ.get("SERVER_PORT", ""))
+    return str(environ.get("SERVER_NAME", "")).lower(), int(server_port) if ascii_digits(server_port) else 80

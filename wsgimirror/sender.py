@@ -1,10 +1,13 @@
 """Step 4 and 5, pick and send: run each mirror in a bounded pool, off the request path.
 
-The :class:`Dispatcher` owns, per process, the executor (a gevent pool when the
-server owner monkey-patched sockets, else a bounded thread pool), one urllib3
-connection pool per destination and each cluster's policy. ``dispatch`` never
-blocks: when ``MaxInFlight`` mirrors are already running, the copy is dropped
-(``backlog_full``). Under CPU saturation this sheds mirrors, never real traffic.
+The :class:`Runtime` of a middleware owns, per process and across every reload, the
+executor (a gevent group when the server owner monkey-patched sockets, else a bounded
+thread pool), one urllib3 connection pool per destination address and the count of
+mirrors in flight. ``MaxInFlight`` bounds that count for the whole process: however many
+configurations are still draining after reloads, no more mirrors run at once. Each
+configuration's :class:`Dispatcher` holds the clusters' policies and circuit breakers.
+``dispatch`` never blocks: when ``MaxInFlight`` mirrors are already running, the copy is
+dropped (``backlog_full``). Under CPU saturation this sheds mirrors, never real traffic.
 """
 
 from __future__ import annotations
@@ -16,123 +19,23 @@ import threading
 import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
-from urllib.parse import quote
 
 from ._gevent import sockets_patched
 from .balancing import POLICIES, Policy
 from .errors import MirrorSendError
+from .head import MIRROR_MARK, BadRequest, build_head
 from .stats import new_lock
-from .transforms import MirrorRequest
 from .transport import MirrorHTTPConnectionPool, MirrorHTTPSConnectionPool, exchange
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
+    from urllib3 import HTTPConnectionPool
 
     from .capture import BodyBuffer
     from .config import Cluster, Config, Destination, MirrorSettings, Route
     from .stats import Stats
-    from .transforms import Transform
 
 log = logging.getLogger(__name__)
-
-MIRROR_MARK = "wsgimirror"
-# Headers never copied to a mirror (environ names): hop-by-hop ones, Expect, and those we set.
-SKIPPED_HEADERS = frozenset(
-    {
-        "CONNECTION",
-        "KEEP_ALIVE",
-        "TE",
-        "TRAILER",
-        "TRANSFER_ENCODING",
-        "UPGRADE",
-        "EXPECT",
-        "HOST",
-        "CONTENT_LENGTH",
-        "X_FORWARDED_FOR",
-        "X_FORWARDED_HOST",
-        "X_FORWARDED_PROTO",
-        "X_MIRRORED_BY",
-    }
-)
-PATH_SAFE = "/:@!$&'()*+,;=~"
-
-
-# -- the mirrored request -------------------------------------------------------------------------
-
-
-def build_head(
-    environ: WSGIEnvironment,
-    destination: Destination,
-    body_length: int,
-    transforms: t.Sequence[Transform] = (),
-    remove: t.AbstractSet[str] = frozenset(),
-) -> bytes:
-    """The request line and headers of the mirror of the request described by ``environ``.
-
-    End-to-end headers are copied, forwarding headers added, then the route's transforms
-    applied; ``X-Mirrored-By`` and ``Content-Length`` are set last and ``remove`` (the
-    global ``Mirror.RemoveHeaders``, lower case) wins over everything else.
-    """
-    path, _, query = request_target(environ).partition("?")
-    request = MirrorRequest(environ.get("REQUEST_METHOD", "GET"), path, query, _end_to_end_headers(environ))
-    for transform in transforms:
-        transform.apply(request)
-    host = original_host(environ) if request.original_host else destination.host_header
-    target = f"{destination.base_path}{request.path}{'?' if request.query else ''}{request.query}"
-    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {host}"]
-    lines.extend(f"{name}: {value}" for name, value in request.headers if name.lower() not in remove)
-    if body_length or environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ:
-        lines.append(f"Content-Length: {body_length}")
-    lines.append(f"X-Mirrored-By: {MIRROR_MARK}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-
-
-def _end_to_end_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
-    """The request's headers minus hop-by-hop ones, plus X-Forwarded-For/-Host/-Proto."""
-    named_by_connection = {
-        token.strip().upper().replace("-", "_") for token in environ.get("HTTP_CONNECTION", "").split(",")
-    }
-    headers = [
-        (header_name(key[5:]), value)
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-        and key[5:] not in SKIPPED_HEADERS
-        and key[5:] not in named_by_connection
-        and not key.startswith("HTTP_PROXY_")
-    ]
-    if environ.get("CONTENT_TYPE"):
-        headers.append(("Content-Type", environ["CONTENT_TYPE"]))
-    client = environ.get("REMOTE_ADDR")
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
-    if client or forwarded:
-        headers.append(("X-Forwarded-For", ", ".join(v for v in (forwarded, client) if v)))
-    headers.append(("X-Forwarded-Host", original_host(environ)))
-    headers.append(("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http")))
-    return headers
-
-
-def request_target(environ: WSGIEnvironment) -> str:
-    """The path and query as the client sent them (``RAW_URI`` when the server keeps it)."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw and raw.startswith("/"):
-        return raw
-    path = quote((environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1"), PATH_SAFE)
-    query = environ.get("QUERY_STRING")
-    return f"{path or '/'}?{query}" if query else path or "/"
-
-
-def original_host(environ: WSGIEnvironment) -> str:
-    host = environ.get("HTTP_HOST")
-    if host:
-        return host
-    return f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}".rstrip(":")
-
-
-@lru_cache(maxsize=512)
-def header_name(environ_name: str) -> str:
-    """``X_FORWARDED_FOR`` -> ``X-Forwarded-For``."""
-    return "-".join(part.capitalize() for part in environ_name.split("_"))
 
 
 # -- per-destination state -------------------------------------------------------------------------
@@ -150,14 +53,13 @@ class DestinationState:
 
     __slots__ = ("destination", "name", "key", "pool", "in_flight", "streak", "open_until", "trial", "_settings")
 
-    def __init__(self, cluster_id: str, destination: Destination, settings: MirrorSettings) -> None:
+    def __init__(
+        self, cluster_id: str, destination: Destination, settings: MirrorSettings, pool: HTTPConnectionPool
+    ) -> None:
         self.destination = destination
         self.name = destination.name
         self.key = f"{cluster_id}/{destination.name}"  # how stats and metrics name it
-        pool_class = MirrorHTTPSConnectionPool if destination.scheme == "https" else MirrorHTTPConnectionPool
-        self.pool = pool_class(
-            destination.host, destination.port, maxsize=settings.max_in_flight, block=False, retries=False
-        )
+        self.pool = pool
         self.in_flight = 0
         self.streak = 0  # consecutive failures
         self.open_until = 0.0  # monotonic time the open circuit half-opens; 0: closed
@@ -173,25 +75,16 @@ class DestinationState:
     def available(self, now: float) -> bool:
         return not self.open_until or (now >= self.open_until and not self.trial)
 
-    def picked(self, now: float) -> None:
+    def picked(self, now: float) -> bool:
+        """Note that a mirror goes here; True when it is the half-open trial."""
         if self.open_until and now >= self.open_until:
             self.trial = True
+            return True
+        return False
 
-    def close_idle(self) -> None:
-        """Close the connections resting in the pool; the pool stays usable and reconnects on demand."""
-        idle = self.pool.pool
-        if idle is None:
-            return
-        taken = []
-        while True:  # take them all first: the queue is LIFO, a put would come straight back
-            try:
-                taken.append(idle.get(block=False))
-            except queue.Empty:
-                break
-        for conn in taken:
-            if conn is not None:
-                conn.close()
-            idle.put(conn, block=False)
+    def trial_not_run(self) -> None:
+        """The trial mirror was never sent (the pool was full, the head invalid): free the slot."""
+        self.trial = False
 
     def failure(self, cluster_id: str, route_id: str, err: MirrorSendError) -> None:
         self.streak += 1
@@ -220,10 +113,12 @@ class DestinationState:
 class ClusterState:
     __slots__ = ("cluster", "policy", "destinations")
 
-    def __init__(self, cluster: Cluster, settings: MirrorSettings) -> None:
+    def __init__(self, cluster: Cluster, settings: MirrorSettings, runtime: Runtime) -> None:
         self.cluster = cluster
         self.policy: Policy = POLICIES[cluster.policy.lower()](cluster)
-        self.destinations = tuple(DestinationState(cluster.id, d, settings) for d in cluster.destinations)
+        self.destinations = tuple(
+            DestinationState(cluster.id, d, settings, runtime.pool(d, settings)) for d in cluster.destinations
+        )
 
     def candidates(self, now: float) -> t.Sequence[DestinationState]:
         """The destinations whose circuit lets a mirror through (usually all of them)."""
@@ -236,24 +131,26 @@ class ClusterState:
 
 
 class _GeventExecutor:
+    """Greenlets in a group; the runtime's admission count bounds how many run."""
+
     name = "gevent"
 
     def __init__(self, size: int) -> None:
-        from gevent.pool import Pool
+        from gevent.pool import Group
 
-        self._pool = Pool(size)
+        self._group = Group()
 
     def try_submit(self, fn: t.Callable[..., None], *args: t.Any) -> bool:
-        if self._pool.full():
-            return False
-        self._pool.spawn(fn, *args)
+        self._group.spawn(fn, *args)
         return True
 
     def join(self, timeout: float) -> bool:
-        return bool(self._pool.join(timeout=timeout))
+        return bool(self._group.join(timeout=timeout))
 
 
 class _ThreadExecutor:
+    """A thread pool sized by ``MaxInFlight`` when it is created; a later, larger limit queues the excess."""
+
     name = "thread"
 
     def __init__(self, size: int) -> None:
@@ -304,35 +201,139 @@ def make_executor(kind: str, size: int) -> _GeventExecutor | _ThreadExecutor:
     return _ThreadExecutor(size)
 
 
+# -- what every configuration of a middleware shares in a process --------------------------------------
+
+
+class Runtime:
+    """The executor, connection pools and in-flight count of one middleware in one process.
+
+    Created again in a forked child (gunicorn forks after import). Every configuration,
+    including retired ones still draining, sends through it, so ``MaxInFlight`` and the
+    connections per destination hold process-wide whatever the number of reloads.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._lock = new_lock()
+        self._executor: _GeventExecutor | _ThreadExecutor | None = None
+        self._pools: dict[tuple[str, str, int], HTTPConnectionPool] = {}
+        self.in_flight = 0
+        self.cooperative = False  # gevent with patched sockets: one gevent.Timeout per mirror
+
+    def _fresh(self, settings: MirrorSettings) -> None:
+        """Start over in this process: the parent's executor and sockets are not ours."""
+        self._executor = make_executor(settings.executor, settings.max_in_flight)
+        self.cooperative = self._executor.name == "gevent" and sockets_patched()
+        self._pools = {}
+        self.in_flight = 0
+        self._pid = os.getpid()
+
+    def executor(self, settings: MirrorSettings) -> _GeventExecutor | _ThreadExecutor:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._fresh(settings)
+        return t.cast("_GeventExecutor | _ThreadExecutor", self._executor)
+
+    @property
+    def executor_name(self) -> str | None:
+        return self._executor.name if self._executor is not None and self._pid == os.getpid() else None
+
+    def pool(self, destination: Destination, settings: MirrorSettings) -> HTTPConnectionPool:
+        """The connection pool of a destination's address, shared by every configuration naming it."""
+        self.executor(settings)
+        key = (destination.scheme, destination.host, destination.port)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool_class = MirrorHTTPSConnectionPool if destination.scheme == "https" else MirrorHTTPConnectionPool
+                pool = self._pools[key] = pool_class(
+                    destination.host, destination.port, maxsize=settings.max_in_flight, block=False, retries=False
+                )
+            return pool
+
+    def admit(self, limit: int) -> bool:
+        """Count one more mirror in flight, unless ``limit`` are already running."""
+        with self._lock:
+            if self.in_flight >= limit:
+                return False
+            self.in_flight += 1
+            return True
+
+    def ended(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def close_idle(self, keep: t.Container[tuple[str, str, int]] = ()) -> None:
+        """Close the idle connections of every pool whose address is not in ``keep``; pools stay usable."""
+        for key, pool in list(self._pools.items()):
+            if key not in keep:
+                _close_idle(pool)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for every mirror in flight, then close all connections."""
+        if self._executor is None or self._pid != os.getpid():
+            return True
+        done = self._executor.join(timeout)
+        for pool in self._pools.values():
+            pool.close()
+        return done
+
+
+def _close_idle(pool: HTTPConnectionPool) -> None:
+    """Close the connections resting in a pool; it stays usable and reconnects on demand."""
+    idle = pool.pool
+    if idle is None:
+        return
+    taken = []
+    while True:  # take them all first: the queue is LIFO, a put would come straight back
+        try:
+            taken.append(idle.get(block=False))
+        except queue.Empty:
+            break
+    for conn in taken:
+        if conn is not None:
+            conn.close()
+        idle.put(conn, block=False)
+
+
+def address_keys(config: Config) -> frozenset[tuple[str, str, int]]:
+    return frozenset((d.scheme, d.host, d.port) for c in config.clusters.values() for d in c.destinations)
+
+
 # -- the dispatcher ------------------------------------------------------------------------------------
 
 
 class Dispatcher:
-    """Hands mirrors to the executor and sends them; one per configuration and process."""
+    """Hands mirrors of one configuration to the shared runtime and sends them."""
 
-    def __init__(self, config: Config, stats: Stats) -> None:
+    def __init__(self, config: Config, stats: Stats, runtime: Runtime) -> None:
         self.config = config
         self._stats = stats
+        self._runtime_shared = runtime
         self._pid = -1
-        self._executor: _GeventExecutor | _ThreadExecutor | None = None
         self._clusters: dict[str, ClusterState] = {}
         self._lock = new_lock()
         self._active = 0  # mirrors of this dispatcher submitted and not yet ended
-        self._cooperative = False  # gevent with patched sockets: one gevent.Timeout per mirror
+        self._mark = config.mirror.loop_token or MIRROR_MARK
         self.closed = False
         self.retiring = False
+        self.on_idle: t.Callable[[], None] | None = None  # called when retiring and the last mirror ended
 
     def _runtime(self) -> tuple[_GeventExecutor | _ThreadExecutor, dict[str, ClusterState]]:
-        """Executor and pools, created on first use in each process (gunicorn forks after import)."""
+        """Executor and cluster states, created on first use in each process."""
+        settings = self.config.mirror
+        executor = self._runtime_shared.executor(settings)
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    settings = self.config.mirror
-                    self._executor = make_executor(settings.executor, settings.max_in_flight)
-                    self._cooperative = self._executor.name == "gevent" and sockets_patched()
-                    self._clusters = {cid: ClusterState(c, settings) for cid, c in self.config.clusters.items()}
+                    runtime = self._runtime_shared
+                    self._clusters = {
+                        cid: ClusterState(c, settings, runtime) for cid, c in self.config.clusters.items()
+                    }
+                    self._active = 0
                     self._pid = os.getpid()
-        return t.cast("_GeventExecutor | _ThreadExecutor", self._executor), self._clusters
+        return executor, self._clusters
 
     def open_circuits(self, cluster_ids: t.Iterable[str]) -> list[str]:
         """The clusters among ``cluster_ids`` with no destination to send to right now."""
@@ -351,10 +352,6 @@ class Dispatcher:
         """Mirrors of this dispatcher submitted and not yet ended."""
         return self._count_active(0)
 
-    @property
-    def executor_name(self) -> str | None:
-        return self._executor.name if self._executor is not None and self._pid == os.getpid() else None
-
     def dispatch(self, route: Route, cluster_ids: t.Iterable[str], environ: WSGIEnvironment, body: BodyBuffer) -> None:
         """Start one mirror per cluster, never waiting; ``body`` is released here."""
         try:
@@ -370,8 +367,9 @@ class Dispatcher:
                     self._stats.drop("circuit_open", route.id, (cluster_id,))
                     continue
                 target = state.policy.pick(candidates, environ)
-                target.picked(now)
-                self._start(executor, state, target, route, environ, body)
+                trial = target.picked(now)
+                if not self._start(executor, state, target, route, environ, body) and trial:
+                    target.trial_not_run()
         finally:
             body.release()
 
@@ -383,16 +381,24 @@ class Dispatcher:
         route: Route,
         environ: WSGIEnvironment,
         body: BodyBuffer,
-    ) -> None:
+    ) -> bool:
+        """Submit one mirror; False (and the copy dropped as backlog_full) when it cannot run now."""
+        runtime = self._runtime_shared
+        if not runtime.admit(self.config.mirror.max_in_flight):
+            self._stats.drop("backlog_full", route.id, (state.cluster.id,))
+            return False
         body.retain()
         target.in_flight += 1
         self._count_active(+1)
         self._stats.started(route.id, state.cluster.id, target.key)
         if not executor.try_submit(self._send, state, target, route, environ, body, time.monotonic()):
+            runtime.ended()
             target.in_flight -= 1
             self._count_active(-1)
             self._stats.unstart("backlog_full", route.id, state.cluster.id, target.key)
             body.release()
+            return False
+        return True
 
     def _count_active(self, delta: int) -> int:
         with self._lock:
@@ -411,7 +417,8 @@ class Dispatcher:
         """The body of every mirror greenlet or thread: never raises."""
         settings = self.config.mirror
         try:
-            head = build_head(environ, target.destination, body.size, route.transforms, settings.remove_headers)
+            head = build_head(environ, target.destination, body.size, route.transforms, settings.remove_headers,
+                              self._mark)  # fmt: skip
             status = exchange(
                 target.pool,
                 head,
@@ -419,8 +426,13 @@ class Dispatcher:
                 environ.get("REQUEST_METHOD") == "HEAD",
                 settings.connect_timeout,
                 settings.timeout,
-                self._cooperative,
+                self._runtime_shared.cooperative,
             )
+        except BadRequest as err:
+            log.debug("not mirrored to %s: %s", target.destination.address, err)
+            if target.trial:
+                target.trial_not_run()
+            self._stats.unstart("bad_request", route.id, state.cluster.id, target.key)
         except Exception as err:  # a bug here must not reach the hub or the app
             failure = err if isinstance(err, MirrorSendError) else MirrorSendError("internal_error", repr(err))
             seconds = time.monotonic() - started
@@ -432,31 +444,16 @@ class Dispatcher:
         finally:
             target.in_flight -= 1
             body.release()
-            if self._count_active(-1) == 0 and self.retiring:
-                self._close_idle_connections()
+            self._runtime_shared.ended()
+            if self._count_active(-1) == 0 and self.retiring and self.on_idle is not None:
+                self.on_idle()
 
-    def retire(self) -> None:
-        """A newer configuration took over: close idle connections whenever no mirror of ours runs.
+    def retire(self, on_idle: t.Callable[[], None]) -> None:
+        """A newer configuration took over: call ``on_idle`` once no mirror of ours runs.
 
-        Requests captured under this configuration still dispatch here and are sent;
-        a connection they open is closed again when they end.
+        Requests captured under this configuration still dispatch here and are sent.
         """
+        self.on_idle = on_idle
         self.retiring = True
         if self._count_active(0) == 0:
-            self._close_idle_connections()
-
-    def _close_idle_connections(self) -> None:
-        for state in self._clusters.values():
-            for dest in state.destinations:
-                dest.close_idle()
-
-    def close(self, timeout: float) -> bool:
-        """Start no more mirrors; wait up to ``timeout`` s for those in flight. True if all ended."""
-        self.closed = True
-        if self._executor is None or self._pid != os.getpid():
-            return True
-        done = self._executor.join(timeout)
-        for state in self._clusters.values():
-            for dest in state.destinations:
-                dest.pool.close()
-        return done
+            on_idle()

@@ -1,18 +1,62 @@
 """``wsgimirror serve``: an app wrapped in MirrorMiddleware, served by gevent.pywsgi.
 
-SIGTERM or SIGINT stop accepting, let requests and mirrors in flight finish for up to
-the drain timeout, and exit 0. SIGHUP reloads the config file; an invalid new file
-keeps the old config and logs why.
+SIGTERM or SIGINT close the listener; requests in flight finish and are answered,
+idle keep-alive connections are closed, then the mirrors in flight are sent, all within
+the drain timeout, and the process exits 0 with a last line that accounts for every
+copy. SIGHUP reloads the config file; a file that fails to load for any reason keeps
+the old config and logs why: a reload never stops the server.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import socket
+import time
 import typing as t
+import weakref
+
+from gevent.pywsgi import WSGIHandler
 
 log = logging.getLogger("wsgimirror.serve")
+
+
+class RawTargetHandler(WSGIHandler):
+    """gevent's handler, keeping the request target exactly as it arrived in ``environ['RAW_URI']``."""
+
+    def get_environ(self) -> dict[str, t.Any]:
+        env = super().get_environ()
+        env["RAW_URI"] = self.path
+        return env
+
+
+class DrainingHandler(RawTargetHandler):
+    """Knows whether it waits for a request; once the server drains, asks for no more after the current one."""
+
+    def __init__(self, sock: t.Any, address: t.Any, server: t.Any) -> None:
+        super().__init__(sock, address, server)
+        self.idle = False
+        self.served = 0
+        server.handlers.add(self)
+
+    def read_requestline(self) -> str:
+        if self.served and self.server.draining:
+            return ""  # no next request on a kept-alive connection: close it
+        self.idle = True
+        try:
+            return str(super().read_requestline())
+        finally:
+            self.idle = False
+            self.served += 1
+
+    def hang_up_if_idle(self) -> None:
+        """Close a kept-alive connection waiting for its next request (no request is cut)."""
+        if self.idle and self.served and self.socket is not None:
+            try:
+                self.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def make_listener(bind: tuple[str, int]) -> socket.socket:
@@ -40,6 +84,7 @@ def serve(
 ) -> int:
     import gevent
     from gevent.event import Event
+    from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
 
     from .errors import ConfigError
@@ -52,7 +97,11 @@ def serve(
         mirrored,
         log=logging.getLogger("wsgimirror.access") if access_log else None,
         error_log=logging.getLogger("wsgimirror.server"),
+        handler_class=DrainingHandler,
+        spawn=Pool(),  # a pool, so that stopping can wait for the requests in flight
     )
+    server.handlers = weakref.WeakSet()
+    server.draining = False
     stop = Event()
 
     def reload() -> None:
@@ -60,6 +109,8 @@ def serve(
             mirrored.reload(config_path)
         except ConfigError as err:
             log.error("config reload failed, the previous config stays in force: %s", err)
+        except Exception:  # whatever the file holds, the server keeps running on the old config
+            log.exception("config reload failed, the previous config stays in force")
         else:
             log.info("config reloaded from %s: %d routes", config_path, len(mirrored.config.routes))
 
@@ -75,17 +126,42 @@ def serve(
     log.info("serving on http://%s:%d, mirroring per %s", host, port, config_path)
     stop.wait()
     log.info("stopping: draining requests and mirrors for up to %gs", drain_timeout)
-    server.stop(timeout=drain_timeout)
-    drained = mirrored.close(timeout=drain_timeout)
+    deadline = time.monotonic() + drain_timeout
+    drain_requests(server, drain_timeout)
+    drained = mirrored.close(timeout=max(0.0, deadline - time.monotonic()))
     stats = mirrored.stats()
     log.info(
-        "stopped%s: %d requests, %d mirrored, %d succeeded, %d failed, dropped %s",
+        "stopped%s: %d requests; %d copies = %d mirrored + %d dropped + %d pending; "
+        "mirrored: %d succeeded, %d failed, %d in flight; dropped: %s",
         "" if drained else " with mirrors still in flight",
-        stats["requests"], stats["mirrored"], stats["succeeded"], stats["failed"], stats["dropped"],
+        stats["requests"], stats["copies"], stats["mirrored"], sum(stats["dropped"].values()), stats["pending"],
+        stats["succeeded"], stats["failed"], stats["in_flight"], json.dumps(stats["dropped"], sort_keys=True),
     )  # fmt: skip
     for each in servers[:-1]:
         each.stop(timeout=1)
     return 0
+
+
+def drain_requests(server: t.Any, timeout: float) -> bool:
+    """Stop accepting, let the requests in flight finish, close idle keep-alive connections.
+
+    True when every connection ended within ``timeout``; those left are then cut.
+    """
+    import gevent
+
+    server.close()
+    server.draining = True
+    deadline = time.monotonic() + timeout
+    while server.pool and time.monotonic() < deadline:
+        for handler in list(server.handlers):
+            handler.hang_up_if_idle()
+        server.pool.join(timeout=min(0.05, max(0.0, deadline - time.monotonic())))
+    done = not server.pool
+    if not done:
+        log.warning("%d connections still open after %gs are cut", len(server.pool), timeout)
+        server.pool.kill(block=True, timeout=1)
+    gevent.sleep(0)  # let the closed responses hand their mirrors off
+    return done
 
 
 def _metrics_server(bind: tuple[str, int]) -> t.Any:

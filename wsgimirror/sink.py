@@ -16,22 +16,12 @@ import signal
 import sys
 import typing as t
 
-from gevent.pywsgi import WSGIHandler
-
-from .sender import header_name
+from .head import header_name
+from .serving import RawTargetHandler
 
 log = logging.getLogger("wsgimirror.sink")
 
 SHOWN_HEADERS = ("X-Forwarded-For", "X-Forwarded-Host", "Content-Type", "X-Mirrored-By")
-
-
-class RawTargetHandler(WSGIHandler):
-    """gevent's handler, keeping the request target exactly as it arrived in ``environ['RAW_URI']``."""
-
-    def get_environ(self) -> dict[str, t.Any]:
-        env = super().get_environ()
-        env["RAW_URI"] = self.path
-        return env
 
 
 class SinkApp:

@@ -1,8 +1,9 @@
 """Step 6, count: the counters behind ``MirrorMiddleware.stats()``, by route, cluster and destination.
 
 Every request that matches a route with mirror clusters yields one *copy* per cluster;
-each copy ends in exactly one of ``mirrored`` or a ``dropped`` reason, and each mirrored
-copy in exactly one of ``succeeded``, ``failed`` or ``in_flight``. The same identities
+each copy is ``pending`` while its response is open, then ends in exactly one of
+``mirrored`` or a ``dropped`` reason, and each mirrored copy in exactly one of
+``succeeded``, ``failed`` or ``in_flight``: copies = pending + mirrored + Σ dropped. The same identities
 hold per route and per cluster. An optional listener (the Prometheus exporter) hears
 every event after it is counted.
 """
@@ -28,6 +29,7 @@ class StatsListener(t.Protocol):
     def request(self) -> None: ...
     def matched(self, route: str, clusters: t.Sequence[str]) -> None: ...
     def drop(self, reason: str, route: str, clusters: t.Sequence[str]) -> None: ...
+    def pending(self, route: str, clusters: t.Sequence[str], delta: int) -> None: ...
     def started(self, route: str, cluster: str, destination: str) -> None: ...
     def unstart(self, reason: str, route: str, cluster: str, destination: str) -> None: ...
     def succeeded(self, route: str, cluster: str, destination: str, status: int, seconds: float) -> None: ...
@@ -71,6 +73,13 @@ class Stats:
             self._bump([(route, cluster, "", key) for cluster in clusters], 1)
         if self.listener is not None:
             self.listener.drop(reason, route, clusters)
+
+    def pending(self, route: str, clusters: t.Sequence[str], delta: int) -> None:
+        """Copies captured whose response is not closed yet (+1 at capture, -1 when it closes)."""
+        with self._lock:
+            self._bump([(route, cluster, "", "pending") for cluster in clusters], delta)
+        if self.listener is not None:
+            self.listener.pending(route, clusters, delta)
 
     def started(self, route: str, cluster: str, destination: str) -> None:
         with self._lock:
@@ -137,7 +146,7 @@ class Stats:
 
 def _shape(counter: Counter[str], latency: t.Iterable[float] | None = None) -> dict[str, t.Any]:
     shaped: dict[str, t.Any] = {
-        key: counter[key] for key in ("copies", "mirrored", "succeeded", "failed", "timed_out", "in_flight")
+        key: counter[key] for key in ("copies", "pending", "mirrored", "succeeded", "failed", "timed_out", "in_flight")
     }
     for prefix, name in (("dropped.", "dropped"), ("failure.", "failures"), ("status.", "statuses")):
         shaped[name] = {k[len(prefix) :]: v for k, v in counter.items() if k.startswith(prefix) and v}

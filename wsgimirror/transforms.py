@@ -14,12 +14,12 @@ Query transforms keep every other parameter byte for byte.
 
 from __future__ import annotations
 
-import json
 import typing as t
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus
 
 from .errors import ConfigError
+from .syntax import field_value, has_control, is_token, shown, wsgi_header_name
 
 
 class MirrorRequest:
@@ -126,21 +126,29 @@ def compile_transforms(raw: t.Any, path: str) -> tuple[Transform, ...]:
 
 def _compile_one(entry: t.Any, path: str) -> Transform:
     if not isinstance(entry, dict) or not entry:
-        raise ConfigError(path, f'must be an object such as {{"PathPrefix": "/v2"}}, got {json.dumps(entry)}')
+        raise ConfigError(path, f'must be an object such as {{"PathPrefix": "/v2"}}, got {shown(entry)}')
     kinds = [key for key in entry if key in _APPLY]
     if len(kinds) != 1:
         supported = ", ".join(_APPLY)
-        raise ConfigError(path, f"unknown transform {json.dumps(entry)}; supported: {supported}")
+        raise ConfigError(path, f"unknown transform {shown(entry)}; supported: {supported}")
     kind = kinds[0]
     name = entry[kind]
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{path}.{kind}", f"must be a non-empty string, got {json.dumps(name)}")
+        raise ConfigError(f"{path}.{kind}", f"must be a non-empty string, got {shown(name, as_json=True)}")
     allowed = _ARGUMENTS.get(kind, ())
     extra = sorted(set(entry) - {kind, *allowed})
     if extra:
         raise ConfigError(path, f"unexpected key {extra[0]!r} in {kind} transform")
     if kind.startswith("Path") and not name.startswith("/"):
         raise ConfigError(f"{path}.{kind}", f"must start with '/', got {name!r}")
+    if kind.startswith("Path") and has_control(name):
+        raise ConfigError(
+            f"{path}.{kind}", f"must not contain spaces or control characters, got {shown(name, as_json=True)}"
+        )
+    if kind == "RequestHeader" and not is_token(name):
+        raise ConfigError(f"{path}.{kind}", f"{shown(name)} is not a header name")
+    if kind == "RequestHeaderRemove" and wsgi_header_name(name) is not None:
+        raise ConfigError(f"{path}.{kind}", t.cast(str, wsgi_header_name(name)))
     if kind == "RequestHeaderOriginalHost" and name.lower() not in ("true", "false"):
         raise ConfigError(f"{path}.{kind}", f"must be 'true' or 'false', got {name!r}")
     if kind in ("RequestHeader", "RequestHeaderRemove") and name.lower() in PROTECTED_HEADERS:
@@ -152,5 +160,18 @@ def _compile_one(entry: t.Any, path: str) -> Transform:
         raise ConfigError(path, f"{kind} needs exactly one of {' or '.join(allowed)}")
     value = entry[given[0]]
     if not isinstance(value, str):
-        raise ConfigError(f"{path}.{given[0]}", f"must be a string, got {json.dumps(value)}")
+        raise ConfigError(f"{path}.{given[0]}", f"must be a string, got {shown(value, as_json=True)}")
+    if kind == "RequestHeader":
+        value = _wire_header_value(value, f"{path}.{given[0]}")
     return Transform(kind, name=name, value=value, append=given[0] == "Append")
+
+
+def _wire_header_value(value: str, path: str) -> str:
+    """A header value as the head builder encodes it (Latin-1): characters beyond it go out as UTF-8."""
+    if field_value(value) != value:
+        raise ConfigError(path, f"must not contain line breaks or control characters, got {shown(value)}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8").decode("latin-1")
+    return value

@@ -31,7 +31,7 @@ def test_serve_mirrors_a_legacy_app_and_stops_cleanly(tmp_path, sink):
     finally:
         status, _, err = proc.stop()
     assert status == 0, err
-    assert "stopped: 2 requests, 1 mirrored, 1 succeeded, 0 failed" in err
+    assert "stopped: 2 requests; 1 copies = 1 mirrored + 0 dropped + 0 pending; mirrored: 1 succeeded, 0 failed" in err
     assert "Traceback" not in err
 
 
@@ -71,7 +71,7 @@ def test_sigterm_lets_mirrors_in_flight_finish(tmp_path, make_sink):
     start = time.monotonic()
     status, _, err = proc.stop()
     assert status == 0 and time.monotonic() - start < 5
-    assert "stopped: 1 requests, 1 mirrored, 1 succeeded" in err, err
+    assert "stopped: 1 requests; 1 copies = 1 mirrored + 0 dropped + 0 pending; mirrored: 1 succeeded" in err, err
 
 
 def test_the_sink_command_prints_and_records_what_it_receives(tmp_path):

@@ -1,11 +1,15 @@
 """Run in a child process with no gevent patching: a threaded werkzeug server mirroring to a threaded sink.
 
-Prints one JSON line: what the client got, what the sink received, and the middleware's stats.
+``threaded_server.py N``: MaxInFlight N, three small requests, one of them slow to mirror.
+``threaded_server.py clusters``: three 6 MiB bodies (spilled to disk) mirrored to three clusters at once.
+Prints one JSON line: what the client got, what the sinks received, and the middleware's stats.
 """
 
+import hashlib
 import http.client
 import http.server
 import json
+import os
 import sys
 import threading
 import time
@@ -15,6 +19,7 @@ from werkzeug.serving import make_server
 from wsgimirror import MirrorMiddleware
 
 received = []
+hashes: dict[int, list[str]] = {}
 
 
 class SinkHandler(http.server.BaseHTTPRequestHandler):
@@ -24,7 +29,10 @@ class SinkHandler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/slow":
             time.sleep(1.0)
-        received.append({"path": self.path, "body": body.decode()})
+        if self.path == "/big":
+            hashes.setdefault(self.server.server_port, []).append(hashlib.sha256(body).hexdigest())
+        else:
+            received.append({"path": self.path, "body": body.decode()})
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -39,7 +47,58 @@ def app(environ, start_response):
     return [b"app got " + body]
 
 
+def start_sink() -> http.server.ThreadingHTTPServer:
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SinkHandler)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    return sink
+
+
+def digest_app(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [hashlib.sha256(body).hexdigest().encode()]
+
+
+def clusters() -> None:
+    sinks = [start_sink() for _ in range(3)]
+    names = [f"c{i}" for i in range(3)]
+    config = {
+        "ReverseProxy": {
+            "Routes": {"r": {"Metadata": {"MirrorCluster": ",".join(names)}}},
+            "Clusters": {
+                name: {"Destinations": [{"Address": f"http://127.0.0.1:{s.server_port}"}]}
+                for name, s in zip(names, sinks)
+            },
+        },
+        "Mirror": {"MemoryBodyBytes": 65536, "Timeout": 60},
+    }
+    mw = MirrorMiddleware(digest_app, config)
+    server = make_server("127.0.0.1", 0, mw, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bodies = [os.urandom(6 * 1024 * 1024 + i) for i in range(3)]
+
+    def post(body: bytes) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+        conn.request("POST", "/big", body=body)
+        assert conn.getresponse().read().decode() == hashlib.sha256(body).hexdigest()
+
+    clients = [threading.Thread(target=post, args=(b,)) for b in bodies]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    deadline = time.monotonic() + 60
+    while mw.stats()["succeeded"] + mw.stats()["failed"] < 9 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    mw.close(timeout=5)
+    sent = [hashlib.sha256(b).hexdigest() for b in bodies]
+    print(json.dumps({"sent": sent, "received": {str(k): v for k, v in hashes.items()}, "stats": mw.stats()}))
+
+
 def main() -> None:
+    if sys.argv[1] == "clusters":
+        clusters()
+        return
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SinkHandler)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     config = {
