@@ -55,14 +55,28 @@ def origin_form(target: str) -> str | None:
     """The request target reduced to origin form (path and query), or None when it is not one.
 
     ``http://evil.example/admin?x=1`` becomes ``/admin?x=1`` (absolute form, RFC 9112 3.2.2);
-    ``/a?b`` stays; anything else (``*``, ``-admin/x``, whitespace, control bytes) is None.
+    ``/a?b`` stays byte for byte; anything else (``*``, ``-admin/x``, whitespace, control bytes)
+    is None. Raw bytes past ASCII, which no valid target holds, are percent-encoded: the only
+    valid spelling of the same path (``/café`` becomes ``/caf%C3%A9``).
     """
     absolute = _ABSOLUTE_FORM.match(target)
     if absolute is not None:
         target = target[absolute.end() :] or "/"
         if target.startswith("?"):
             target = "/" + target
-    return target if _ORIGIN_FORM.match(target) else None
+    if not _ORIGIN_FORM.match(target):
+        return None
+    return target if target.isascii() else _NON_ASCII.sub(_percent, target)
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _percent(match: re.Match[str]) -> str:
+    """A WSGI string's character is a byte (Latin-1); anything past it goes out as UTF-8."""
+    char = match.group()
+    data = char.encode("latin-1") if char <= "\xff" else char.encode("utf-8")
+    return "".join(f"%{byte:02X}" for byte in data)
 
 
 def ascii_digits(value: str) -> bool:

@@ -5,7 +5,8 @@
 - ``/redirect``: 307 without reading the body;
 - anything else: reads the body in 64 KiB pieces as it arrives and answers its length and SHA-256.
 
-``wrapped`` is the same app inside a MirrorMiddleware configured by ``WSGIMIRROR_TEST_CONFIG``.
+``wrapped`` is the same app inside a MirrorMiddleware configured by ``WSGIMIRROR_TEST_CONFIG``,
+behind ``/__stats``, which answers the middleware's stats and is never mirrored.
 """
 
 from __future__ import annotations
@@ -36,13 +37,20 @@ def app(environ, start_response):
     return [answer]
 
 
-def _wrapped():
-    config = os.environ.get("WSGIMIRROR_TEST_CONFIG")
-    if not config:
-        return app
+def with_stats(config):
+    """``app`` in a MirrorMiddleware, behind a ``/__stats`` path that answers its stats."""
     from wsgimirror import MirrorMiddleware
 
-    return MirrorMiddleware(app, config)
+    mirrored = MirrorMiddleware(app, config)
+
+    def control(environ, start_response):
+        if environ.get("PATH_INFO") != "/__stats":
+            return mirrored(environ, start_response)
+        data = json.dumps(mirrored.stats()).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    return control
 
 
-wrapped = _wrapped()
+wrapped = with_stats(os.environ["WSGIMIRROR_TEST_CONFIG"]) if os.environ.get("WSGIMIRROR_TEST_CONFIG") else app
