@@ -77,6 +77,8 @@ def request_host(environ: WSGIEnvironment) -> tuple[str, int]:
     header = environ.get("HTTP_HOST")
     if header:
         name, port = split_host_port(header)
+        if port == -1:
+            return "", -1  # a malformed Host matches no host pattern
         if port is None:
             port = DEFAULT_PORTS.get(environ.get("wsgi.url_scheme", "http"), 80)
         return name, port

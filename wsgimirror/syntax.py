@@ -87,8 +87,8 @@ def ascii_digits(value: str) -> bool:
 def split_host_port(host: str) -> tuple[str, int | None]:
     """``"Api.com:8080"`` -> ``("api.com", 8080)``; IPv6 literals lose their brackets.
 
-    The port is None when absent or not a decimal number: such a Host matches no pattern
-    that names a port, and never raises.
+    The port is None when absent, and -1 when present but not a decimal number of at most
+    five ASCII digits (``app.local:²``); this never raises.
     """
     host = host.lower()
     port: str
@@ -99,7 +99,9 @@ def split_host_port(host: str) -> tuple[str, int | None]:
         name, _, port = host.partition(":")
     else:
         name, port = host, ""
-    return name, int(port) if ascii_digits(port) and len(port) <= 5 else None
+    if not port and not host.endswith(":"):
+        return name, None
+    return name, int(port) if ascii_digits(port) and len(port) <= 5 else -1
 
 
 def shown(value: t.Any, limit: int = 80, as_json: bool = False) -> str:
