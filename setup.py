@@ -12,7 +12,18 @@ setup(
     package_data={"wsgimirror": ["py.typed"]},
     install_requires=["gevent>=23.9", "urllib3>=2.0,<3", "httptools>=0.6"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "flask>=2.3", "werkzeug>=2.3", "gunicorn>=21", "pytest-timeout>=2", "prometheus_client>=0.17"],
+        # pytest below 9.2: Flask's own tests (run by tests/e2e/test_upstream_suites.py) import what 9.2 removed.
+        # ephemeral-port-reserve: Werkzeug's own tests import it.
+        "test": [
+            "pytest>=7,<9.2",
+            "hypothesis>=6",
+            "flask>=2.3",
+            "werkzeug>=2.3",
+            "gunicorn>=21",
+            "pytest-timeout>=2",
+            "prometheus_client>=0.17",
+            "ephemeral-port-reserve>=1.1",
+        ],
         "demo": ["flask>=2.3"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],
         "prometheus": ["prometheus_client>=0.17"],
