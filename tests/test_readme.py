@@ -36,7 +36,7 @@ def test_every_drop_and_failure_reason_is_documented():
     reasons = (
         "loop sampled_out circuit_open body_too_large incomplete_body expect_continue backlog_full upgrade "
         "bad_request closed internal_error refused connect_timeout connect_error timeout reset bad_response "
-        "socket_error"
+        "socket_error no_input capture_error spill_budget not_closed"
     )
     for reason in reasons.split():
         assert f"`{reason}`" in README, reason
@@ -58,3 +58,17 @@ def test_the_configuration_example_is_valid():
     (route,) = config.routes
     assert route.mirror_clusters == ("candidate", "audit") and len(route.transforms) == 2
     assert config.clusters["candidate"].percent == 10
+
+
+def test_every_guarantee_names_tests_that_exist():
+    section = README.split("## What wsgimirror guarantees under faults", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`tests/" in line]
+    assert len(rows) >= 15
+    for row in rows:
+        current = None
+        for ref in re.findall(r"`((?:tests/[\w/]+\.py)?(?:::\w+)?)`", row.split(" | ")[-1]):
+            path, _, name = ref.partition("::")
+            current = path or current
+            source = (ROOT / current).read_text()
+            if name:
+                assert f"def {name}(" in source, ref
