@@ -58,13 +58,6 @@ class PrometheusMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        self._pending = Gauge(
-            "wsgimirror_pending",
-            "Copies captured whose response is not closed yet",
-            ("route", "cluster"),
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
         self._in_flight = Gauge(
             "wsgimirror_in_flight",
             "Mirrors handed off and not yet ended",
@@ -83,10 +76,6 @@ class PrometheusMetrics:
     def drop(self, reason: str, route: str, clusters: t.Sequence[str]) -> None:
         for cluster in clusters:
             self._dropped.labels(route, cluster, reason).inc()
-
-    def pending(self, route: str, clusters: t.Sequence[str], delta: int) -> None:
-        for cluster in clusters:
-            self._pending.labels(route, cluster).inc(delta)
 
     def started(self, route: str, cluster: str, destination: str) -> None:
         self._in_flight.labels(cluster, destination).inc()

@@ -121,7 +121,6 @@ class MirrorMiddleware:
         buffer = BodyBuffer(settings.memory_body_bytes, settings.max_body_bytes, self._budget)
         tee = TeeInput(environ["wsgi.input"], length, bool(environ.get("wsgi.input_terminated")), buffer)
         environ["wsgi.input"] = tee
-        self._stats.pending(route.id, selected, +1)
         return _Capture(self._stats, generation.dispatcher, route, selected, snapshot, tee)
 
     def stats(self) -> dict[str, t.Any]:
@@ -245,7 +244,6 @@ class _Capture:
         if self.done:
             return
         self.done = True
-        self.stats.pending(self.route.id, self.clusters, -1)
         buffer = self.tee.buffer
         try:
             expect = self.environ.get("HTTP_EXPECT", "").lower() == "100-continue"
@@ -267,7 +265,6 @@ class _Capture:
         if self.done:
             return
         self.done = True
-        self.stats.pending(self.route.id, self.clusters, -1)
         self.stats.drop(NOT_CLOSED, self.route.id, self.clusters)
         self.tee.buffer.release()
 

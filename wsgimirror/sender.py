@@ -311,6 +311,7 @@ class Dispatcher:
         self.config = config
         self._stats = stats
         self._runtime_shared = runtime
+        self._executor: _GeventExecutor | _ThreadExecutor | None = None
         self._pid = -1
         self._clusters: dict[str, ClusterState] = {}
         self._lock = new_lock()
@@ -321,19 +322,18 @@ class Dispatcher:
         self.on_idle: t.Callable[[], None] | None = None  # called when retiring and the last mirror ended
 
     def _runtime(self) -> tuple[_GeventExecutor | _ThreadExecutor, dict[str, ClusterState]]:
-        """Executor and cluster states, created on first use in each process."""
-        settings = self.config.mirror
-        executor = self._runtime_shared.executor(settings)
+        """Executor and cluster states, created on first use in each process (the runtime's too)."""
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    runtime = self._runtime_shared
+                    settings, runtime = self.config.mirror, self._runtime_shared
+                    self._executor = runtime.executor(settings)
                     self._clusters = {
                         cid: ClusterState(c, settings, runtime) for cid, c in self.config.clusters.items()
                     }
                     self._active = 0
                     self._pid = os.getpid()
-        return executor, self._clusters
+        return t.cast("_GeventExecutor | _ThreadExecutor", self._executor), self._clusters
 
     def open_circuits(self, cluster_ids: t.Iterable[str]) -> list[str]:
         """The clusters among ``cluster_ids`` with no destination to send to right now."""

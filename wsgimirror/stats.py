@@ -29,7 +29,6 @@ class StatsListener(t.Protocol):
     def request(self) -> None: ...
     def matched(self, route: str, clusters: t.Sequence[str]) -> None: ...
     def drop(self, reason: str, route: str, clusters: t.Sequence[str]) -> None: ...
-    def pending(self, route: str, clusters: t.Sequence[str], delta: int) -> None: ...
     def started(self, route: str, cluster: str, destination: str) -> None: ...
     def unstart(self, reason: str, route: str, cluster: str, destination: str) -> None: ...
     def succeeded(self, route: str, cluster: str, destination: str, status: int, seconds: float) -> None: ...
@@ -73,13 +72,6 @@ class Stats:
             self._bump([(route, cluster, "", key) for cluster in clusters], 1)
         if self.listener is not None:
             self.listener.drop(reason, route, clusters)
-
-    def pending(self, route: str, clusters: t.Sequence[str], delta: int) -> None:
-        """Copies captured whose response is not closed yet (+1 at capture, -1 when it closes)."""
-        with self._lock:
-            self._bump([(route, cluster, "", "pending") for cluster in clusters], delta)
-        if self.listener is not None:
-            self.listener.pending(route, clusters, delta)
 
     def started(self, route: str, cluster: str, destination: str) -> None:
         with self._lock:
@@ -146,10 +138,12 @@ class Stats:
 
 def _shape(counter: Counter[str], latency: t.Iterable[float] | None = None) -> dict[str, t.Any]:
     shaped: dict[str, t.Any] = {
-        key: counter[key] for key in ("copies", "pending", "mirrored", "succeeded", "failed", "timed_out", "in_flight")
+        key: counter[key] for key in ("copies", "mirrored", "succeeded", "failed", "timed_out", "in_flight")
     }
     for prefix, name in (("dropped.", "dropped"), ("failure.", "failures"), ("status.", "statuses")):
         shaped[name] = {k[len(prefix) :]: v for k, v in counter.items() if k.startswith(prefix) and v}
+    # Every copy is counted when matched and again when it ends (mirrored or dropped): the rest wait.
+    shaped["pending"] = shaped["copies"] - shaped["mirrored"] - sum(shaped["dropped"].values())
     if latency is not None:
         samples = sorted(latency)
         shaped["latency_ms"] = {
