@@ -125,6 +125,15 @@ def test_hash_is_stable_across_processes_and_hash_seeds():
         ("header", "X-User", {"REMOTE_ADDR": "192.0.2.1"}, "192.0.2.1"),
         ("cookie", "sid", {"HTTP_COOKIE": "other=1", "REMOTE_ADDR": "192.0.2.2"}, "192.0.2.2"),
         (None, None, {"REMOTE_ADDR": "192.0.2.3"}, "192.0.2.3"),
+        ("header", "X-Forwarded-For", {"HTTP_X_FORWARDED_FOR": " 198.51.100.4 ,10.0.0.2, 10.0.0.1"}, "198.51.100.4"),
+        ("cookie", "sid", {"HTTP_COOKIE": "sid=YWJj/ZGVm+==; b=2"}, "YWJj/ZGVm+=="),
+        ("cookie", "sid", {"HTTP_COOKIE": 'a=1; sid="quoted value"'}, "quoted value"),
+        ("cookie", "sid", {"HTTP_COOKIE": "sidx=1; xsid=2; sid=3"}, "3"),
+        ("query", "id", {"QUERY_STRING": "id=YWJj==&x=1"}, "YWJj=="),
+        ("header", "X-User", {}, ""),
+        ("cookie", "sid", {}, ""),
+        ("query", "id", {}, ""),
+        ("header", "X-Forwarded-For", {"REMOTE_ADDR": "192.0.2.4"}, "192.0.2.4"),
     ],
 )
 def test_hash_keys(hash_by, key, env, expected):
@@ -141,3 +150,29 @@ def test_a_missing_key_hashes_the_client_address_not_one_shared_value():
 def test_registry_lookup_is_case_insensitive():
     assert resolve_policy("leastrequests").name == "LeastRequests"
     assert resolve_policy("nope") is None
+
+
+def test_hash_picks_are_pinned_so_an_upgrade_never_reshards_users():
+    """A change of digest, separator or comparison would move users between destinations: this fails first."""
+    h = policy("Hash", hash_by="header", key="X-User")
+    dests = [Dest("mirror-a"), Dest("mirror-b"), Dest("mirror-c")]
+    picks = "".join(h.pick(dests, {"HTTP_X_USER": f"user{i}"}).name[-1] for i in range(16))
+    assert picks == "aaccabbaaaacaaba"
+
+
+@pytest.mark.parametrize("name", ["PowerOfTwoChoices", "LeastRequests", "RoundRobin", "Random", "Hash", "First"])
+def test_every_policy_works_with_a_single_destination(name):
+    only = Dest("only", in_flight=3)
+    assert {policy(name, hash_by="header", key="X-User").pick([only], {}).name for _ in range(10)} == {"only"}
+
+
+def test_power_of_two_choices_prefers_the_less_loaded_of_two():
+    busy, idle = Dest("busy", in_flight=5), Dest("idle", in_flight=0)
+    p2c = policy("PowerOfTwoChoices")
+    assert {p2c.pick([busy, idle], {}).name for _ in range(50)} == {"idle"}
+    assert {p2c.pick([idle, busy], {}).name for _ in range(50)} == {"idle"}
+
+
+def test_least_requests_takes_the_fewest_in_flight_and_the_first_on_ties():
+    lr = policy("LeastRequests")
+    assert lr.pick([Dest("a", 2), Dest("b", 1), Dest("c", 1)], {}).name == "b"

@@ -3,7 +3,16 @@ import os
 
 import pytest
 
-from wsgimirror.capture import EXPECT_CONTINUE, INCOMPLETE, TOO_LARGE, BodyBuffer, TeeInput
+from wsgimirror.capture import (
+    DRAIN_CHUNK,
+    EXPECT_CONTINUE,
+    INCOMPLETE,
+    SPILL_BUDGET,
+    TOO_LARGE,
+    BodyBuffer,
+    CaptureBudget,
+    TeeInput,
+)
 
 BODY = b"line one\nline two\n" + os.urandom(5000) + b"\nlast"
 
@@ -153,3 +162,101 @@ def test_the_last_release_removes_the_temporary_file():
 def test_read_size_must_be_an_integer():
     with pytest.raises(TypeError, match="size must be an integer, got str"):
         tee().read("10")
+
+
+# -- boundaries ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, whole", [(1000, True), (1001, False)])
+def test_a_body_of_exactly_max_body_bytes_is_mirrored_and_one_more_byte_is_not(size, whole):
+    body = os.urandom(size)
+    t = TeeInput(io.BytesIO(body), size, False, BodyBuffer(100, 1000))
+    assert t.read() == body
+    assert t.outcome(False) == (None if whole else TOO_LARGE)
+    assert captured(t) == (body if whole else b"")
+    t.buffer.release()
+
+
+@pytest.mark.parametrize("size", [99, 100, 101])
+def test_a_body_around_the_memory_limit_loses_nothing(size):
+    body = os.urandom(size)
+    t = TeeInput(io.BytesIO(body), size, False, BodyBuffer(100, 1000))
+    assert t.read(size - 1) + t.read() == body
+    assert t.outcome(False) is None and captured(t) == body
+    assert t.buffer.spilled == (size > 100)
+    assert (t.buffer.in_memory() == body) == (size <= 100)
+    t.buffer.release()
+
+
+def test_an_unread_body_just_over_one_drain_chunk_is_mirrored_whole():
+    body = os.urandom(DRAIN_CHUNK + 1)
+    t = TeeInput(io.BytesIO(body), len(body), False, BodyBuffer(1 << 20, 1 << 20))
+    assert t.outcome(False) is None
+    assert captured(t) == body
+
+
+def test_a_spilled_body_is_read_back_in_bounded_pieces():
+    body = os.urandom(10_000)
+    buffer = BodyBuffer(1000, 1 << 20)
+    for start in range(0, len(body), 700):
+        buffer.write(body[start : start + 700])
+    pieces = list(buffer.chunks(3000))
+    assert b"".join(pieces) == body
+    assert [len(p) for p in pieces] == [700, 3000, 3000, 3000, 300]  # memory first, then the file
+    buffer.release()
+
+
+def test_a_body_that_spills_then_grows_too_large_frees_memory_file_and_budget():
+    budget = CaptureBudget()
+    buffer = BodyBuffer(100, 1000, budget)
+    buffer.write(b"x" * 80)
+    buffer.write(b"y" * 500)
+    handle = buffer._file
+    assert buffer.spilled and (budget.memory, budget.disk) == (80, 500)
+    buffer.write(b"z" * 500)
+    assert buffer.failure == TOO_LARGE and handle.closed
+    assert (budget.memory, budget.disk) == (0, 0)
+    assert list(buffer.chunks()) == []
+    buffer.release()
+    assert (budget.memory, budget.disk) == (0, 0)
+
+
+def test_reading_zero_bytes_returns_nothing_and_consumes_nothing():
+    t = tee()
+    assert t.read(0) == b"" and t.readline(0) == b""
+    assert t.read() == BODY
+
+
+@pytest.mark.parametrize("hint, count", [(None, 3), (-1, 3), (0, 3), (1, 1), (9, 1), (10, 2), (18, 2), (19, 3)])
+def test_readlines_stops_at_the_line_that_reaches_the_hint(hint, count):
+    body = b"line one\nline two\nline three\n"
+    t = TeeInput(io.BytesIO(body), len(body), False, BodyBuffer(100, 1000))
+    assert t.readlines(hint) == body.splitlines(keepends=True)[:count]
+
+
+# -- the process's budget ---------------------------------------------------------------------------------
+
+
+def test_past_the_memory_budget_a_capture_spills_to_disk_and_everything_is_given_back():
+    budget = CaptureBudget(memory_limit=150)
+    first, second = BodyBuffer(100, 1000, budget), BodyBuffer(100, 1000, budget)
+    first.write(b"x" * 100)
+    second.write(b"y" * 100)
+    assert (first.spilled, second.spilled) == (False, True)
+    assert (budget.memory, budget.disk) == (100, 100)
+    assert b"".join(second.chunks()) == b"y" * 100
+    first.release()
+    second.release()
+    assert (budget.memory, budget.disk) == (0, 0)
+
+
+def test_past_the_disk_budget_the_copy_is_dropped_and_the_app_still_reads_its_body():
+    budget = CaptureBudget(memory_limit=0, disk_limit=150)
+    held = BodyBuffer(0, 1000, budget)
+    held.write(b"x" * 100)
+    t = TeeInput(io.BytesIO(BODY), len(BODY), False, BodyBuffer(0, 1 << 20, budget))
+    assert t.read() == BODY
+    assert t.outcome(False) == SPILL_BUDGET
+    assert (budget.memory, budget.disk) == (0, 100)
+    held.release()
+    assert budget.disk == 0

@@ -129,6 +129,11 @@ def test_a_port_of_non_ascii_digits_is_a_config_error(host):
         load_config(config)
 
 
+def test_a_path_with_a_nul_character_is_a_config_error():
+    with pytest.raises(ConfigError, match="a file path cannot contain a NUL character"):
+        load_config("config\x00.json")
+
+
 def test_non_string_keys_in_a_dict_config_are_a_config_error():
     with pytest.raises(ConfigError, match="^ReverseProxy.Routes: keys must be strings, got number 1"):
         load_config({"ReverseProxy": {"Routes": {1: {}}}})

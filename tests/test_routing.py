@@ -103,4 +103,19 @@ def test_split_host_port():
     assert split_host_port("[::1]:81") == ("::1", 81)
     assert split_host_port("[::1]") == ("::1", None)
     assert split_host_port("example.com") == ("example.com", None)
+    assert split_host_port("example.com:\u00b2") == ("example.com", -1)
+    assert split_host_port("example.com:") == ("example.com", -1)
+    assert split_host_port("[::1]:x") == ("::1", -1)
     assert request_host(environ(host="a.b", scheme="https")) == ("a.b", 443)
+
+
+def test_an_environ_without_script_name_or_path_info_matches_a_catch_all_route():
+    catch_all, api = Route("all", 1, paths=("*",)), Route("api", 0, paths=("/api/*",))
+    assert Router([api, catch_all]).match({"REQUEST_METHOD": "GET"}) is catch_all
+
+
+@pytest.mark.parametrize("host", ["app.local:\u00b2", "app.local:", "app.local:123456", "app.local:8o"])
+def test_a_malformed_host_matches_no_host_pattern(host):
+    for pattern in ("app.local", "*.local", "*local", "app.local:80"):
+        assert not match(Route("r", 0, hosts=(pattern,)), host=host)
+    assert match(Route("r", 0), host=host)  # a route without host patterns takes any Host

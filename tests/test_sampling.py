@@ -91,3 +91,19 @@ def test_percent_and_sample_by_load():
 def test_invalid_sampling(metadata, message):
     with pytest.raises(ConfigError, match="^ReverseProxy.Clusters.m.Metadata." + message):
         load_config(config_with(metadata))
+
+
+def test_key_sampling_decisions_are_pinned_so_an_upgrade_keeps_the_same_users_in():
+    c = cluster(30, "key")
+    decisions = "".join("1" if sampled_in(c, {"HTTP_X_USER": f"user{i}"}) else "0" for i in range(32))
+    assert decisions == "00000001000001000101001100000000"
+
+
+@pytest.mark.parametrize("sample_by", ["random", "key"])
+def test_sampling_is_accurate_enough_to_notice_one_percent_too_few(sample_by):
+    """200,000 decisions at 50 %: within 0.25 points, so 49.5 % (one percent too few) fails."""
+    import random
+
+    random.seed(20261126)  # the random sampler draws from the module's generator: a fixed draw
+    n = 200_000
+    assert abs(share(cluster(50, sample_by), n) - 0.5) < 0.0025

@@ -1,93 +1,60 @@
-from wsgimirror.config import Destination
-from wsgimirror.head import build_head, header_name, request_target
+"""The sender's per-destination state: circuits, candidates and the process-wide admission count."""
 
-DEST = Destination("d", "http://mirror:8080/shadow", "http", "mirror", 8080, "/shadow")
+import time
 
+from wsgimirror import load_config
+from wsgimirror.errors import MirrorSendError
+from wsgimirror.sender import ClusterState, Runtime
 
-def head_lines(environ, length=0, dest=DEST):
-    text = build_head(environ, dest, length).decode("latin-1")
-    assert text.endswith("\r\n\r\n")
-    request_line, *headers = text[:-4].split("\r\n")
-    return request_line, [tuple(h.split(": ", 1)) for h in headers]
-
-
-BASE = {
-    "REQUEST_METHOD": "POST",
-    "PATH_INFO": "/api/items",
-    "QUERY_STRING": "a=1&b=%20x",
-    "REMOTE_ADDR": "192.0.2.7",
-    "HTTP_HOST": "api.com",
-    "wsgi.url_scheme": "https",
+CONFIG = {
+    "ReverseProxy": {
+        "Routes": {},
+        "Clusters": {
+            "m": {
+                "LoadBalancingPolicy": "PowerOfTwoChoices",
+                "Destinations": {
+                    name: {"Address": f"http://127.0.0.1:{port}"}
+                    for name, port in (("a", 9001), ("b", 9002), ("c", 9003))
+                },  # fmt: skip
+            }
+        },
+    },
+    "Mirror": {"BreakerFailures": 1, "BreakerSeconds": 60, "MaxInFlight": 2},
 }
 
 
-def test_request_line_keeps_method_path_and_query_under_the_base_path():
-    line, _ = head_lines(BASE)
-    assert line == "POST /shadow/api/items?a=1&b=%20x HTTP/1.1"
+def cluster_state():
+    config = load_config(CONFIG)
+    return ClusterState(config.clusters["m"], config.mirror, Runtime()), config
 
 
-def test_the_path_is_quoted_again_as_the_client_sent_it():
-    env = {"PATH_INFO": "/caf\xc3\xa9/a b/%", "SCRIPT_NAME": "/app"}
-    assert request_target(env) == "/app/caf%C3%A9/a%20b/%25"
-    assert request_target({"PATH_INFO": "", "QUERY_STRING": "x=1"}) == "/?x=1"
-    assert request_target({"RAW_URI": "/a%2Fb?q", "PATH_INFO": "/a/b"}) == "/a%2Fb?q"
+def test_power_of_two_choices_uses_the_one_destination_whose_circuit_is_closed():
+    state, _ = cluster_state()
+    a, b, c = state.destinations
+    for dest in (a, c):
+        dest.failure("m", "r", MirrorSendError("refused"))
+    now = time.monotonic()
+    assert [d.name for d in state.candidates(now)] == ["b"]
+    assert {state.policy.pick(state.candidates(now), {}).name for _ in range(20)} == {"b"}
 
 
-def test_header_rules():
-    env = dict(
-        BASE,
-        CONTENT_TYPE="application/json",
-        CONTENT_LENGTH="999",
-        HTTP_X_TRACE="t1",
-        HTTP_CONNECTION="keep-alive, X-Private",
-        HTTP_X_PRIVATE="secret",
-        HTTP_KEEP_ALIVE="300",
-        HTTP_TE="trailers",
-        HTTP_TRAILER="X-Sum",
-        HTTP_TRANSFER_ENCODING="chunked",
-        HTTP_UPGRADE="h2c",
-        HTTP_PROXY_AUTHORIZATION="Basic x",
-        HTTP_EXPECT="100-continue",
-        HTTP_X_FORWARDED_FOR="203.0.113.1",
-    )
-    _, headers = head_lines(env, length=12)
-    names = [n for n, _ in headers]
-    assert len(names) == len(set(names))
-    got = dict(headers)
-    assert got["Host"] == "mirror:8080"
-    assert got["Content-Type"] == "application/json"
-    assert got["Content-Length"] == "12"
-    assert got["X-Trace"] == "t1"
-    assert got["X-Forwarded-For"] == "203.0.113.1, 192.0.2.7"
-    assert got["X-Forwarded-Host"] == "api.com"
-    assert got["X-Forwarded-Proto"] == "https"
-    assert got["X-Mirrored-By"] == "wsgimirror"
-    for hop in ("Connection", "X-Private", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade"):
-        assert hop not in got
-    assert "Proxy-Authorization" not in got and "Expect" not in got
+def test_a_half_open_destination_takes_one_trial_and_frees_it_when_the_trial_never_ran():
+    state, _ = cluster_state()
+    a = state.destinations[0]
+    a.failure("m", "r", MirrorSendError("refused"))
+    later = a.open_until + 0.001
+    assert a in state.candidates(later) and a.picked(later)  # the trial
+    assert a not in state.candidates(later)  # one at a time
+    a.trial_not_run()
+    assert a in state.candidates(later)
 
 
-def test_a_request_without_a_body_gets_no_content_length():
-    _, headers = head_lines(dict(BASE, REQUEST_METHOD="GET"))
-    assert "Content-Length" not in dict(headers)
-    _, headers = head_lines(dict(BASE, CONTENT_LENGTH="0"))
-    assert dict(headers)["Content-Length"] == "0"
-
-
-def test_without_a_host_header_the_server_name_is_the_original_host():
-    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_NAME": "internal", "SERVER_PORT": "8000"}
-    _, headers = head_lines(env)
-    got = dict(headers)
-    assert got["X-Forwarded-Host"] == "internal:8000"
-    assert "X-Forwarded-For" not in got
-
-
-def test_default_ports_are_left_out_of_host():
-    dest = Destination("d", "https://m", "https", "m", 443, "")
-    _, headers = head_lines(BASE, dest=dest)
-    assert dict(headers)["Host"] == "m"
-
-
-def test_header_names():
-    assert header_name("X_FORWARDED_FOR") == "X-Forwarded-For"
-    assert header_name("ACCEPT") == "Accept"
+def test_every_configuration_shares_one_admission_count_and_one_pool_per_address():
+    runtime = Runtime()
+    config = load_config(CONFIG)
+    first = ClusterState(config.clusters["m"], config.mirror, runtime)
+    second = ClusterState(config.clusters["m"], config.mirror, runtime)
+    assert [d.pool for d in first.destinations] == [d.pool for d in second.destinations]
+    assert runtime.admit(2) and runtime.admit(2) and not runtime.admit(2)
+    runtime.ended()
+    assert runtime.admit(2)

@@ -112,6 +112,13 @@ T = "ReverseProxy.Routes.a.Transforms"
         ([{"PathSet": "/x", "When": "always"}], f"{T}\\[0\\]: unexpected key 'When' in PathSet transform"),
         ([{"RequestHeaderOriginalHost": "yes"}], f"{T}\\[0\\].RequestHeaderOriginalHost: must be 'true' or 'false'"),
         ([{"QueryValueParameter": "a"}], f"{T}\\[0\\]: QueryValueParameter needs exactly one of Set or Append"),
+        ([{"RequestHeaderRemove": "Host"}], f"{T}\\[0\\].RequestHeaderRemove: 'Host' is set by wsgimirror"),
+        ([{"RequestHeaderRemove": "content-length"}], f"{T}\\[0\\].RequestHeaderRemove: 'content-length' is set by"),
+        ([{"RequestHeaderRemove": "X-Mirrored-By"}], f"{T}\\[0\\].RequestHeaderRemove: 'X-Mirrored-By' is set by"),
+        ([{"RequestHeaderRemove": "X_Api_Key"}], f"{T}\\[0\\].RequestHeaderRemove: 'X_Api_Key' has '_'"),
+        ([{"RequestHeader": "X Env", "Set": "a"}], f"{T}\\[0\\].RequestHeader: 'X Env' is not a header name"),
+        ([{"RequestHeader": "X-Env", "Set": "a\r\nX-Evil: 1"}], f"{T}\\[0\\].Set: must not contain line breaks"),
+        ([{"PathPrefix": "/v 2"}], f"{T}\\[0\\].PathPrefix: must not contain spaces or control characters"),
     ],
 )
 def test_invalid_transforms_name_their_index(transforms, message):
@@ -130,3 +137,35 @@ def test_invalid_transforms_name_their_index(transforms, message):
 def test_invalid_remove_headers(remove, message):
     with pytest.raises(ConfigError, match="^" + message):
         load_config(route_config([], {"RemoveHeaders": remove}))
+
+
+def test_a_valueless_query_parameter_is_removed():
+    env = dict(ENV, QUERY_STRING="debug&a=1&debugger=2")
+    head = build_head(env, DEST, 0, compile_transforms([{"QueryRemoveParameter": "debug"}], "T")).decode()
+    assert head.startswith("POST /api/users/7?a=1&debugger=2 HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize(
+    "prefix, path, expected",
+    [
+        ("/api", "/api", "/"),
+        ("/api", "/api/", "/"),
+        ("/api/", "/api/users", "/users"),
+        ("/api", "/apis/users", "/apis/users"),
+        ("/api", "/v1/api/users", "/v1/api/users"),
+    ],
+)
+def test_path_remove_prefix_takes_whole_segments_with_or_without_a_trailing_slash(prefix, path, expected):
+    env = dict(ENV, PATH_INFO=path, QUERY_STRING="")
+    head = build_head(env, DEST, 0, compile_transforms([{"PathRemovePrefix": prefix}], "T")).decode()
+    assert head.startswith(f"POST {expected} HTTP/1.1\r\n")
+
+
+def test_a_path_prefix_with_a_trailing_slash_adds_no_double_slash():
+    head = build_head(ENV, DEST, 0, compile_transforms([{"PathPrefix": "/v2/"}], "T")).decode()
+    assert head.startswith("POST /v2/api/users/7?")
+
+
+def test_a_header_value_beyond_latin_1_set_by_a_transform_goes_out_as_utf_8():
+    head = build_head(ENV, DEST, 0, compile_transforms([{"RequestHeader": "X-Team", "Set": "Zoë ☕"}], "T"))
+    assert b"\r\nX-Team: Zo\xc3\xab \xe2\x98\x95\r\n" in head

@@ -136,6 +136,8 @@ def load_config(source: ConfigSource) -> Config:
 
 
 def _read_json(path: str) -> t.Any:
+    if "\x00" in path:
+        raise ConfigError(repr(path), "a file path cannot contain a NUL character")
     try:
         with open(path, encoding="utf-8-sig") as fh:
             return json.load(fh)
