@@ -15,7 +15,7 @@ CONFIG = {
                 "Destinations": {
                     name: {"Address": f"http://127.0.0.1:{port}"}
                     for name, port in (("a", 9001), ("b", 9002), ("c", 9003))
-                },  # fmt: skip
+                },
             }
         },
     },
@@ -30,7 +30,7 @@ def cluster_state():
 
 def test_power_of_two_choices_uses_the_one_destination_whose_circuit_is_closed():
     state, _ = cluster_state()
-    a, b, c = state.destinations
+    a, _, c = state.destinations
     for dest in (a, c):
         dest.failure("m", "r", MirrorSendError("refused"))
     now = time.monotonic()
