@@ -9,6 +9,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import io  # noqa: E402
+import tempfile  # noqa: E402
 
 import gevent  # noqa: E402
 import pytest  # noqa: E402
@@ -62,3 +63,13 @@ def hub_errors():
     hub.exception_stream = stream
     yield stream
     hub.exception_stream = previous
+
+
+@pytest.fixture
+def private_tempdir(tmp_path, monkeypatch):
+    """A temporary directory of the test's own for everything ``tempfile`` creates, so a check for
+    leftovers sees only what the code under test made (not another program's files in /tmp)."""
+    directory = tmp_path / "tempdir"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return str(directory)

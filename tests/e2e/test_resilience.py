@@ -1,9 +1,7 @@
 """Client faults and a soak: the server keeps serving, nothing truncated is mirrored, nothing leaks."""
 
 import gc
-import glob
 import os
-import tempfile
 import time
 
 import gevent
@@ -72,7 +70,7 @@ def live_greenlets() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet) and not o.dead)
 
 
-def test_soak_stays_flat_and_accounts_for_every_mirror(server):
+def test_soak_stays_flat_and_accounts_for_every_mirror(server, private_tempdir):
     counting = CountingSink()
     sink_server: WSGIServer = serve(counting)
     try:
@@ -107,7 +105,7 @@ def test_soak_stays_flat_and_accounts_for_every_mirror(server):
         wait_until(lambda: counting.count == stats["succeeded"])
         assert rss_kib() - rss < 8 * 1024, (rss, rss_kib())
         assert len(open_files()) <= files
-        assert not glob.glob(os.path.join(tempfile.gettempdir(), "wsgimirror-*"))
+        assert os.listdir(private_tempdir) == []  # the suite's own directory: only what the code made
         assert live_greenlets() <= greenlets
         assert elapsed < 120
     finally:
