@@ -119,3 +119,38 @@ def test_a_malformed_host_matches_no_host_pattern(host):
     for pattern in ("app.local", "*.local", "*local", "app.local:80"):
         assert not match(Route("r", 0, hosts=(pattern,)), host=host)
     assert match(Route("r", 0), host=host)  # a route without host patterns takes any Host
+
+
+@pytest.mark.parametrize("methods, matched", [(("GET",), True), (("POST",), False), (("get", "head"), True)])
+def test_a_request_without_a_method_is_a_get(methods, matched):
+    route = Route("r", 0, methods=tuple(m.upper() for m in methods))
+    assert (Router([route]).match({"PATH_INFO": "/"}) is route) is matched
+
+
+def test_an_absent_script_name_or_path_info_is_empty():
+    exact = Route("r", 0, paths=("/app/x",))
+    assert Router([exact]).match({"PATH_INFO": "/app/x"}) is exact
+    assert Router([exact]).match({"SCRIPT_NAME": "/app/x"}) is exact
+
+
+@pytest.mark.parametrize(
+    "pattern, environ, matched",
+    [
+        ("api.com:80", {"HTTP_HOST": "api.com"}, True),  # no wsgi.url_scheme: http
+        ("api.com:443", {"HTTP_HOST": "api.com"}, False),
+        ("api.com:80", {"HTTP_HOST": "api.com", "wsgi.url_scheme": "ws"}, True),  # an unknown scheme: port 80
+        ("internal:80", {"SERVER_NAME": "internal"}, True),  # no Host, no SERVER_PORT: port 80
+        ("internal:81", {"SERVER_NAME": "internal"}, False),
+        ("internal:8000", {"SERVER_NAME": "Internal", "SERVER_PORT": "8000"}, True),
+        ("none", {}, False),  # neither Host nor SERVER_NAME: no host pattern matches
+        ("xxxx", {}, False),
+        ("*", {}, True),
+    ],
+)
+def test_the_host_of_a_request_with_parts_of_the_environ_missing(pattern, environ, matched):
+    route = Route("r", 0, hosts=(pattern,))
+    assert (Router([route]).match({"PATH_INFO": "/", **environ}) is route) is matched
+
+
+def test_a_malformed_host_has_no_host_and_port():
+    assert request_host(environ(host="app.local:\u00b2")) is None

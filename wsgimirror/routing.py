@@ -51,8 +51,8 @@ class _CompiledRoute:
         ):
             return False
         if self.hosts:
-            name, port = request_host(environ)
-            return any(pattern.matches(name, port) for pattern in self.hosts)
+            host = request_host(environ)
+            return host is not None and any(pattern.matches(*host) for pattern in self.hosts)
         return True
 
 
@@ -72,15 +72,18 @@ class Router:
         return None
 
 
-def request_host(environ: WSGIEnvironment) -> tuple[str, int]:
-    """The host and port the client addressed: the Host header, else the server's name and port."""
+def request_host(environ: WSGIEnvironment) -> tuple[str, int] | None:
+    """The host and port the client addressed: the Host header, else the server's name and port.
+
+    None when the Host header is malformed (``app.local:²``): it matches no host pattern.
+    """
     header = environ.get("HTTP_HOST")
     if header:
         name, port = split_host_port(header)
         if port == -1:
-            return "", -1  # a malformed Host matches no host pattern
+            return None
         if port is None:
             port = DEFAULT_PORTS.get(environ.get("wsgi.url_scheme", "http"), 80)
         return name, port
-    server_port = str(environ.get("SERVER_PORT", ""))
-    return str(environ.get("SERVER_NAME", "")).lower(), int(server_port) if ascii_digits(server_port) else 80
+    server_port = str(environ.get("SERVER_PORT") or "")
+    return str(environ.get("SERVER_NAME") or "").lower(), int(server_port) if ascii_digits(server_port) else 80

@@ -135,7 +135,7 @@ class _GeventExecutor:
 
     name = "gevent"
 
-    def __init__(self, size: int) -> None:
+    def __init__(self) -> None:
         from gevent.pool import Group
 
         self._group = Group()
@@ -149,20 +149,20 @@ class _GeventExecutor:
 
 
 class _ThreadExecutor:
-    """A thread pool sized by ``MaxInFlight`` when it is created; a later, larger limit queues the excess."""
+    """A thread pool of ``MaxInFlight`` threads; the runtime's admission count bounds what is submitted.
+
+    After a reload to a larger ``MaxInFlight`` the excess waits in the pool's queue, never beyond the new limit.
+    """
 
     name = "thread"
 
     def __init__(self, size: int) -> None:
         self._executor = ThreadPoolExecutor(size, thread_name_prefix="wsgimirror")
-        self._size = size
-        self._active = 0
+        self._active = 0  # submitted and not ended, for join()
         self._idle = threading.Condition()
 
     def try_submit(self, fn: t.Callable[..., None], *args: t.Any) -> bool:
         with self._idle:
-            if self._active >= self._size:
-                return False
             self._active += 1
         try:
             self._executor.submit(self._run, fn, args)
@@ -197,7 +197,7 @@ def make_executor(kind: str, size: int) -> _GeventExecutor | _ThreadExecutor:
             "the server while it is sent; call gevent.monkey.patch_all() first, or use Executor 'auto'"
         )
     if kind == "gevent" or (kind == "auto" and patched):
-        return _GeventExecutor(size)
+        return _GeventExecutor()
     return _ThreadExecutor(size)
 
 
