@@ -129,6 +129,7 @@ def test_hash_is_stable_across_processes_and_hash_seeds():
         ("cookie", "sid", {"HTTP_COOKIE": "sid=YWJj/ZGVm+==; b=2"}, "YWJj/ZGVm+=="),
         ("cookie", "sid", {"HTTP_COOKIE": 'a=1; sid="quoted value"'}, "quoted value"),
         ("cookie", "sid", {"HTTP_COOKIE": "sidx=1; xsid=2; sid=3"}, "3"),
+        ("cookie", "sid", {"HTTP_COOKIE": 'sid="X-token-X"'}, "X-token-X"),
         ("query", "id", {"QUERY_STRING": "id=YWJj==&x=1"}, "YWJj=="),
         ("header", "X-User", {}, ""),
         ("cookie", "sid", {}, ""),

@@ -1,9 +1,12 @@
 import io
+import logging
 import os
+import tempfile
 
 import pytest
 
 from wsgimirror.capture import (
+    CAPTURE_ERROR,
     DRAIN_CHUNK,
     EXPECT_CONTINUE,
     INCOMPLETE,
@@ -260,3 +263,28 @@ def test_past_the_disk_budget_the_copy_is_dropped_and_the_app_still_reads_its_bo
     assert (budget.memory, budget.disk) == (0, 100)
     held.release()
     assert budget.disk == 0
+
+
+def test_a_temp_file_that_cannot_be_created_drops_copies_logs_once_and_recovers(tmp_path, monkeypatch, caplog):
+    budget = CaptureBudget()
+
+    def capture() -> TeeInput:
+        t = TeeInput(io.BytesIO(BODY), len(BODY), False, BodyBuffer(100, 1 << 20, budget))
+        assert t.read() == BODY  # the app reads its body whatever happens to the copy
+        return t
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # the temp directory vanished
+    with caplog.at_level(logging.WARNING, logger="wsgimirror"):
+        for _ in range(3):
+            failed = capture()
+            assert failed.outcome(False) == CAPTURE_ERROR and list(failed.buffer.chunks()) == []
+        assert (budget.memory, budget.disk) == (0, 0)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        recovered = capture()
+        assert recovered.outcome(False) is None and captured(recovered) == BODY
+        recovered.buffer.release()
+        capture().buffer.release()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert "cannot write a request body copy to a temporary file" in messages[0] and "No such file" in messages[0]
+    assert "can write request body copies to temporary files again" in messages[1]

@@ -120,6 +120,25 @@ def test_a_target_in_neither_form_is_refused(raw):
         build_head({"RAW_URI": raw}, DEST, 0)
 
 
+def test_characters_past_latin_1_in_a_target_go_out_as_utf_8_percent_escapes():
+    # A WSGI string's characters are bytes (Latin-1): é is the byte E9. Past it, no server should
+    # produce one, but if one does, it is sent as its UTF-8 bytes, escaped.
+    assert request_target({"RAW_URI": "/\u00e9\u2615?q=\u2615"}) == "/%E9%E2%98%95?q=%E2%98%95"
+
+
+@pytest.mark.parametrize(
+    "software, raw, target",
+    [
+        ("Werkzeug/3.1.8 Python/3.11.7", "/caf\u00c3\u0083\u00c2\u00a9", "/caf%C3%A9"),  # its double encoding undone
+        ("Werkzeug/3.1.8", "/plain?x=1", "/plain?x=1"),
+        ("Werkzeug/3.1.8", "/caf\u00e9", "/caf%E9"),  # not valid UTF-8 once encoded: left as it is
+        ("gunicorn/23.0.0", "/caf\u00c3\u00a9", "/caf%C3%A9"),  # other servers keep the bytes
+    ],
+)
+def test_werkzeugs_double_encoding_of_the_target_is_undone_and_no_other_servers(software, raw, target):
+    assert request_target({"SERVER_SOFTWARE": software, "RAW_URI": raw}) == target
+
+
 def test_a_directly_connected_client_is_the_only_forwarded_address():
     _, headers = head_lines(dict(BASE))
     assert dict(headers)["X-Forwarded-For"] == "192.0.2.7"

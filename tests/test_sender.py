@@ -2,9 +2,10 @@
 
 import time
 
-from wsgimirror import load_config
+from tests.helpers import Client, mirror_config, wait_until
+from wsgimirror import MirrorMiddleware, load_config
 from wsgimirror.errors import MirrorSendError
-from wsgimirror.sender import ClusterState, Runtime
+from wsgimirror.sender import ClusterState, Runtime, make_executor
 
 CONFIG = {
     "ReverseProxy": {
@@ -58,3 +59,26 @@ def test_every_configuration_shares_one_admission_count_and_one_pool_per_address
     assert runtime.admit(2) and runtime.admit(2) and not runtime.admit(2)
     runtime.ended()
     assert runtime.admit(2)
+
+
+def test_the_thread_executor_runs_what_it_is_given_and_join_waits_for_it():
+    executor = make_executor("thread", 2)
+    done = []
+    for i in range(5):
+        assert executor.try_submit(lambda n: (time.sleep(0.05), done.append(n)), i)
+    assert executor.join(timeout=5)
+    assert sorted(done) == [0, 1, 2, 3, 4]
+
+
+def test_mirrors_go_out_through_the_thread_executor_when_it_is_chosen(server, sink):
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["wsgi.input"].read()]
+
+    mw = MirrorMiddleware(app, mirror_config(sink.address, Executor="thread"))
+    with Client(server(mw)) as client:
+        assert client.request("POST", "/t", body=b"by thread").body == b"by thread"
+    assert [r.body for r in sink.wait_for(1)] == [b"by thread"]
+    wait_until(lambda: mw.stats()["succeeded"] == 1)
+    assert mw.stats()["executor"] == "thread"
+    assert mw.close(timeout=5)

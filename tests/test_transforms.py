@@ -161,9 +161,18 @@ def test_path_remove_prefix_takes_whole_segments_with_or_without_a_trailing_slas
     assert head.startswith(f"POST {expected} HTTP/1.1\r\n")
 
 
-def test_a_path_prefix_with_a_trailing_slash_adds_no_double_slash():
-    head = build_head(ENV, DEST, 0, compile_transforms([{"PathPrefix": "/v2/"}], "T")).decode()
-    assert head.startswith("POST /v2/api/users/7?")
+@pytest.mark.parametrize(
+    "prefix, path", [("/v2/", "/v2/api/users/7"), ("/X/", "/X/api/users/7"), ("/X", "/X/api/users/7")]
+)
+def test_a_path_prefix_with_a_trailing_slash_adds_no_double_slash(prefix, path):
+    head = build_head(ENV, DEST, 0, compile_transforms([{"PathPrefix": prefix}], "T")).decode()
+    assert head.startswith(f"POST {path}?")
+
+
+def test_a_query_value_set_by_a_transform_is_percent_encoded_slashes_included():
+    transforms = compile_transforms([{"QueryValueParameter": "a/b", "Set": "c/d e&f"}], "T")
+    head = build_head(dict(ENV, QUERY_STRING="x=1"), DEST, 0, transforms).decode()
+    assert head.startswith("POST /api/users/7?x=1&a%2Fb=c%2Fd%20e%26f HTTP/1.1")
 
 
 def test_a_header_value_beyond_latin_1_set_by_a_transform_goes_out_as_utf_8():
