@@ -127,21 +127,23 @@ def test_large_spilled_bodies_reach_every_cluster_byte_for_byte(server, make_sin
     assert mw.stats()["capture"] == {"memory_bytes": 0, "disk_bytes": 0}
 
 
-def test_under_the_thread_executor_every_cluster_gets_the_exact_body():
+@pytest.mark.parametrize("clusters", [1, 2, 3])
+def test_under_the_thread_executor_every_cluster_gets_the_exact_body(clusters):
     import subprocess
     import sys
 
     from tests.helpers import ROOT
 
     child = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "e2e" / "threaded_server.py"), "clusters"],
+        [sys.executable, str(ROOT / "tests" / "e2e" / "threaded_server.py"), "clusters", str(clusters)],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout)
     assert result["stats"]["executor"] == "thread"
-    assert result["stats"]["succeeded"] == 9, result["stats"]
-    for received in result["received"].values():  # each of 3 clusters got the 3 bodies, hashes intact
+    assert result["stats"]["succeeded"] == 3 * clusters, result["stats"]
+    assert len(result["received"]) == clusters
+    for received in result["received"].values():  # each cluster got the 3 bodies, hashes intact
         assert sorted(received) == sorted(result["sent"])
 
 

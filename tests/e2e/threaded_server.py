@@ -1,7 +1,7 @@
 """Run in a child process with no gevent patching: a threaded werkzeug server mirroring to a threaded sink.
 
 ``threaded_server.py N``: MaxInFlight N, three small requests, one of them slow to mirror.
-``threaded_server.py clusters``: three 6 MiB bodies (spilled to disk) mirrored to three clusters at once.
+``threaded_server.py clusters N``: three 6 MiB bodies (spilled to disk) mirrored to N clusters at once.
 Prints one JSON line: what the client got, what the sinks received, and the middleware's stats.
 """
 
@@ -59,9 +59,9 @@ def digest_app(environ, start_response):
     return [hashlib.sha256(body).hexdigest().encode()]
 
 
-def clusters() -> None:
-    sinks = [start_sink() for _ in range(3)]
-    names = [f"c{i}" for i in range(3)]
+def clusters(count: int) -> None:
+    sinks = [start_sink() for _ in range(count)]
+    names = [f"c{i}" for i in range(count)]
     config = {
         "ReverseProxy": {
             "Routes": {"r": {"Metadata": {"MirrorCluster": ",".join(names)}}},
@@ -88,7 +88,7 @@ def clusters() -> None:
     for c in clients:
         c.join()
     deadline = time.monotonic() + 60
-    while mw.stats()["succeeded"] + mw.stats()["failed"] < 9 and time.monotonic() < deadline:
+    while mw.stats()["succeeded"] + mw.stats()["failed"] < 3 * count and time.monotonic() < deadline:
         time.sleep(0.02)
     mw.close(timeout=5)
     sent = [hashlib.sha256(b).hexdigest() for b in bodies]
@@ -97,7 +97,7 @@ def clusters() -> None:
 
 def main() -> None:
     if sys.argv[1] == "clusters":
-        clusters()
+        clusters(int(sys.argv[2]))
         return
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SinkHandler)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
