@@ -131,6 +131,8 @@ def test_hash_is_stable_across_processes_and_hash_seeds():
         ("cookie", "sid", {"HTTP_COOKIE": "sidx=1; xsid=2; sid=3"}, "3"),
         ("cookie", "sid", {"HTTP_COOKIE": 'sid="X-token-X"'}, "X-token-X"),
         ("query", "id", {"QUERY_STRING": "id=YWJj==&x=1"}, "YWJj=="),
+        ("query", "id", {"QUERY_STRING": "id=&x=1", "REMOTE_ADDR": "192.0.2.5"}, "192.0.2.5"),
+        ("query", "id", {"QUERY_STRING": "x=1&id", "REMOTE_ADDR": "192.0.2.6"}, "192.0.2.6"),
         ("header", "X-User", {}, ""),
         ("cookie", "sid", {}, ""),
         ("query", "id", {}, ""),

@@ -253,6 +253,18 @@ def test_past_the_memory_budget_a_capture_spills_to_disk_and_everything_is_given
     assert (budget.memory, budget.disk) == (0, 0)
 
 
+def test_the_disk_budget_is_the_sum_of_all_spills_and_its_exact_size_fits():
+    budget = CaptureBudget(memory_limit=0, disk_limit=300)
+    buffers = [BodyBuffer(0, 1000, budget) for _ in range(4)]
+    for buffer in buffers:
+        buffer.write(b"x" * 100)
+    assert [b.failure for b in buffers] == [None, None, None, SPILL_BUDGET]  # 300 bytes fit, not 400
+    assert budget.disk == 300
+    for buffer in buffers:
+        buffer.release()
+    assert budget.disk == 0
+
+
 def test_past_the_disk_budget_the_copy_is_dropped_and_the_app_still_reads_its_body():
     budget = CaptureBudget(memory_limit=0, disk_limit=150)
     held = BodyBuffer(0, 1000, budget)

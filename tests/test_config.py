@@ -228,3 +228,17 @@ def test_config_objects_are_frozen():
     with pytest.raises(AttributeError):
         config.routes = ()  # type: ignore[misc]
     assert isinstance(copy.deepcopy(config), Config)
+
+
+def test_a_long_or_odd_value_in_an_error_message_is_cut_short_and_never_fails():
+    from wsgimirror.syntax import shown
+
+    assert shown("x" * 78) == repr("x" * 78)  # 80 characters with the quotes: kept whole
+    assert shown("x" * 79) == repr("x" * 79)[:77] + "..."  # 81: cut to 80
+    assert len(shown({"key": "v" * 500})) == 80 and shown({"key": "v" * 500}).endswith("...")
+    assert shown({"a": object()}).startswith('{"a": "<object object at')  # JSON, odd values by repr
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert shown(deep) == "<list>"
+    assert shown([1, "a"], as_json=True) == '[1, "a"]' and shown("a", as_json=True) == '"a"'

@@ -153,6 +153,7 @@ def test_a_valueless_query_parameter_is_removed():
         ("/api/", "/api/users", "/users"),
         ("/api", "/apis/users", "/apis/users"),
         ("/api", "/v1/api/users", "/v1/api/users"),
+        ("/apiX", "/apiX/users", "/users"),
     ],
 )
 def test_path_remove_prefix_takes_whole_segments_with_or_without_a_trailing_slash(prefix, path, expected):

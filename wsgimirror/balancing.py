@@ -153,7 +153,7 @@ def _cookie(header: str, name: str) -> str | None:
 
 
 def _query(query: str, name: str) -> str | None:
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    for key, value in parse_qsl(query):  # a blank value falls back to the client address anyway
         if key == name:
             return value
     return None

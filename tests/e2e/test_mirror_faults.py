@@ -167,3 +167,28 @@ def test_a_connection_the_destination_closed_while_idle_is_replaced(server, scri
             gevent.sleep(0.02)  # let the close reach us while the connection is idle
     assert mw.stats()["failed"] == 0
     assert len(dest.requests) == 5  # each mirror was sent exactly once
+
+
+def test_a_reused_connection_reset_after_part_of_the_answer_is_not_sent_again(server, scripted):
+    """Only a reused connection that gave nothing back is retried: a partial answer means the
+    destination received the request, and a second copy would be a duplicate."""
+    answers = iter([OK, b"HTTP/1.1 200 OK\r\nContent-Le"])
+
+    def first_whole_then_partial_and_reset(sock, head, body):
+        data = next(answers)
+        sock.sendall(data)
+        if data != OK:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        return True
+
+    dest = scripted(first_whole_then_partial_and_reset)
+    mw = MirrorMiddleware(app, mirror_config(dest.address, BreakerFailures=0))
+    with Client(server(mw)) as client:
+        client.request("POST", "/one", body=b"x")
+        wait_until(lambda: mw.stats()["succeeded"] == 1)
+        client.request("POST", "/two", body=b"y")  # on the kept-alive connection
+        wait_until(lambda: mw.stats()["failed"] == 1)
+    assert mw.stats()["failures"] == {"reset": 1}
+    assert [head.split(b" ")[1] for head, _ in dest.requests] == [b"/one", b"/two"]  # /two sent once
+    assert dest.connections == 1
