@@ -137,3 +137,25 @@ def test_a_path_with_a_nul_character_is_a_config_error():
 def test_non_string_keys_in_a_dict_config_are_a_config_error():
     with pytest.raises(ConfigError, match="^ReverseProxy.Routes: keys must be strings, got number 1"):
         load_config({"ReverseProxy": {"Routes": {1: {}}}})
+
+
+@FUZZ
+@given(st.text(alphabet=st.sampled_from('{}[],:"\\/*\n abc1'), max_size=60))
+def test_any_text_reads_as_a_value_or_a_config_error(text):
+    from wsgimirror.appsettings import loads
+
+    try:
+        loads(text, "f.json")
+    except ConfigError as err:
+        assert str(err).startswith("f.json: ")
+
+
+@FUZZ
+@given(JSON)
+def test_plain_json_reads_as_json_does(data):
+    from wsgimirror.appsettings import loads
+
+    text = json.dumps(data)
+    if "NaN" in text or "Infinity" in text:
+        return  # NaN is not equal to itself; json.loads and loads read it alike
+    assert loads(text, "f.json") == json.loads(text)

@@ -1,20 +1,22 @@
 """Load and validate the seed proxy's JSON configuration into frozen objects.
 
 The format is the seed proxy's (``ReverseProxy.Routes`` / ``ReverseProxy.Clusters``)
-plus an optional top-level ``Mirror`` section with global knobs. Everything is
-checked here, once, at load time; a bad value raises :class:`ConfigError` whose
-message starts with the dotted path of the key. Nothing is validated per request.
+plus an optional top-level ``Mirror`` section with global knobs, read as .NET reads
+``appsettings.json`` (see :mod:`.appsettings`): comments, trailing commas, and keys in
+any case; cluster ids are matched in any case too. Everything is checked here, once, at
+load time; a bad value raises :class:`ConfigError` whose message starts with the dotted
+path of the key. Nothing is validated per request.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import typing as t
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .appsettings import Section, loads
 from .balancing import POLICIES, resolve_policy
 from .errors import ConfigError
 from .syntax import has_control, shown, split_host_port, wsgi_header_name
@@ -140,15 +142,12 @@ def _read_json(path: str) -> t.Any:
         raise ConfigError(repr(path), "a file path cannot contain a NUL character")
     try:
         with open(path, encoding="utf-8-sig") as fh:
-            return json.load(fh)
+            text = fh.read()
     except OSError as err:
         raise ConfigError(path, f"cannot read the file: {err.strerror or err}") from err
-    except json.JSONDecodeError as err:
-        raise ConfigError(path, f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(path, f"the file is not UTF-8: {err.reason}") from err
-    except RecursionError:
-        raise ConfigError(path, "the JSON is nested too deeply") from None
+    return loads(text, path)
 
 
 def config_from_dict(data: t.Mapping[str, t.Any]) -> Config:
@@ -167,8 +166,8 @@ def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -
     body = _object(raw, path)
     match = _object(body.get("Match", {}), f"{path}.Match")
     cluster_id = _optional_str(body.get("ClusterId"), f"{path}.ClusterId")
-    if cluster_id is not None and cluster_id not in clusters:
-        raise ConfigError(f"{path}.ClusterId", f"cluster {cluster_id!r} is not defined in ReverseProxy.Clusters")
+    if cluster_id is not None:
+        cluster_id = _cluster_ref(cluster_id, clusters, f"{path}.ClusterId")
     metadata = _object(body.get("Metadata", {}), f"{path}.Metadata")
     _warn_unknown_mirror_keys(metadata, f"{path}.Metadata")
     return Route(
@@ -185,13 +184,20 @@ def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -
 
 def _mirror_clusters(raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -> tuple[str, ...]:
     value = _optional_str(raw, path)
-    names = tuple(name.strip() for name in (value or "").split(",") if name.strip())
-    for name in names:
-        if name not in clusters:
-            raise ConfigError(path, f"cluster {name!r} is not defined in ReverseProxy.Clusters")
+    names = tuple(_cluster_ref(name.strip(), clusters, path) for name in (value or "").split(",") if name.strip())
     if len(set(names)) != len(names):
         raise ConfigError(path, f"a cluster is named twice in {value!r}")
     return names
+
+
+def _cluster_ref(name: str, clusters: t.Mapping[str, Cluster], path: str) -> str:
+    """The id of the cluster ``name`` refers to, as the Clusters section spells it (ids match in any case)."""
+    if name in clusters:
+        return name
+    for cid in clusters:
+        if cid.lower() == name.lower():
+            return cid
+    raise ConfigError(path, f"cluster {name!r} is not defined in ReverseProxy.Clusters")
 
 
 def _host(value: str, path: str) -> str:
@@ -273,7 +279,7 @@ def _hash_source(metadata: t.Mapping[str, t.Any], path: str) -> tuple[str | None
 def _destinations(raw: t.Any, path: str) -> tuple[Destination, ...]:
     items: list[tuple[str | None, t.Any, str]]
     if isinstance(raw, t.Mapping):
-        items = [(str(name), body, f"{path}.{name}") for name, body in raw.items()]
+        items = [(name, body, f"{path}.{name}") for name, body in _object(raw, path).items()]
     elif isinstance(raw, list):
         items = [(None, body, f"{path}[{i}]") for i, body in enumerate(raw)]
     else:
@@ -325,7 +331,7 @@ def _destination(name: str | None, raw: t.Any, path: str) -> Destination:
 
 def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
     body = _object(raw, path)
-    unknown = sorted(set(body) - set(KNOWN_MIRROR_KEYS))
+    unknown = sorted(key for key in body if key.lower() not in {k.lower() for k in KNOWN_MIRROR_KEYS})
     if unknown:
         log.warning("%s: unknown keys %s are ignored; known keys: %s", path, unknown, ", ".join(KNOWN_MIRROR_KEYS))
     defaults = MirrorSettings()
@@ -388,7 +394,7 @@ def _remove_headers(raw: t.Any, path: str) -> frozenset[str]:
 
 def _warn_unknown_mirror_keys(metadata: t.Mapping[str, t.Any], path: str) -> None:
     for key in metadata:
-        if key.lower().startswith("mirror") and key not in KNOWN_MIRROR_METADATA:
+        if key.lower().startswith("mirror") and key.lower() not in {k.lower() for k in KNOWN_MIRROR_METADATA}:
             log.warning(
                 "%s.%s: unknown mirror key is ignored; known keys: %s", path, key, ", ".join(KNOWN_MIRROR_METADATA)
             )
@@ -413,13 +419,14 @@ def _json_type(value: t.Any) -> str:
     return type(value).__name__
 
 
-def _object(value: t.Any, path: str, what: str = "") -> t.Mapping[str, t.Any]:
+def _object(value: t.Any, path: str, what: str = "") -> Section:
+    """A JSON object with case-insensitive keys, as .NET's configuration binder reads one."""
     if not isinstance(value, t.Mapping):
         raise ConfigError(path or what, f"must be an object, got {_json_type(value)}")
     for key in value:
         if not isinstance(key, str):
             raise ConfigError(path or what, f"keys must be strings, got {_json_type(key)} {shown(key)}")
-    return value
+    return value if isinstance(value, Section) else Section(value, path or what)
 
 
 def _optional_str(value: t.Any, path: str) -> str | None:

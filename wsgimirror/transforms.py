@@ -18,6 +18,7 @@ import typing as t
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus
 
+from .appsettings import Section
 from .errors import ConfigError
 from .syntax import field_value, has_control, is_token, shown, wsgi_header_name
 
@@ -125,18 +126,19 @@ def compile_transforms(raw: t.Any, path: str) -> tuple[Transform, ...]:
 
 
 def _compile_one(entry: t.Any, path: str) -> Transform:
-    if not isinstance(entry, dict) or not entry:
+    if not isinstance(entry, dict) or not entry or not all(isinstance(key, str) for key in entry):
         raise ConfigError(path, f'must be an object such as {{"PathPrefix": "/v2"}}, got {shown(entry)}')
-    kinds = [key for key in entry if key in _APPLY]
+    raw, entry = entry, Section(entry, path)  # keys in any case, as .NET reads them
+    kinds = [kind for kind in _APPLY if kind in entry]
     if len(kinds) != 1:
         supported = ", ".join(_APPLY)
-        raise ConfigError(path, f"unknown transform {shown(entry)}; supported: {supported}")
+        raise ConfigError(path, f"unknown transform {shown(raw)}; supported: {supported}")
     kind = kinds[0]
     name = entry[kind]
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{path}.{kind}", f"must be a non-empty string, got {shown(name, as_json=True)}")
     allowed = _ARGUMENTS.get(kind, ())
-    extra = sorted(set(entry) - {kind, *allowed})
+    extra = sorted(key for key in entry if key.lower() not in {k.lower() for k in (kind, *allowed)})
     if extra:
         raise ConfigError(path, f"unexpected key {extra[0]!r} in {kind} transform")
     if kind.startswith("Path") and not name.startswith("/"):
