@@ -236,6 +236,7 @@ class ScriptedServer:
         self.behaviour = behaviour
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []
+        self.ended = 0  # connections that ended (either side closed them)
         self._server = StreamServer(("127.0.0.1", 0), self._handle)
         self._server.start()
 
@@ -270,6 +271,7 @@ class ScriptedServer:
         finally:
             reader.close()
             sock.close()
+            self.ended += 1
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -242,3 +242,16 @@ def test_a_long_or_odd_value_in_an_error_message_is_cut_short_and_never_fails():
         deep = [deep]
     assert shown(deep) == "<list>"
     assert shown([1, "a"], as_json=True) == '[1, "a"]' and shown("a", as_json=True) == '"a"'
+
+
+def test_a_file_that_is_not_utf_8_is_a_config_error_naming_the_file(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"ReverseProxy": {"Routes": {"caf\xe9": {}}}}')
+    with pytest.raises(ConfigError, match=f"^{path}: the file is not UTF-8: invalid continuation byte$"):
+        load_config(str(path))
+
+
+def test_a_byte_order_mark_is_allowed(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b'\xef\xbb\xbf{"ReverseProxy": {"Routes": {"r": {}}}}')
+    assert [r.id for r in load_config(str(path)).routes] == ["r"]

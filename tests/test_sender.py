@@ -82,3 +82,33 @@ def test_mirrors_go_out_through_the_thread_executor_when_it_is_chosen(server, si
     wait_until(lambda: mw.stats()["succeeded"] == 1)
     assert mw.stats()["executor"] == "thread"
     assert mw.close(timeout=5)
+
+
+def test_close_before_any_mirror_has_nothing_to_wait_for(sink):
+    mw = MirrorMiddleware(lambda environ, start_response: [], mirror_config(sink.address))
+    assert mw.close(timeout=0) is True
+
+
+def test_close_gives_up_after_its_timeout_when_a_mirror_never_ends(server):
+    from gevent.event import Event
+
+    from tests.helpers import ScriptedServer
+
+    release = Event()
+    stuck = ScriptedServer(lambda sock, head, body: release.wait(30) and False)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, mirror_config(stuck.address, Timeout=30))
+    try:
+        with Client(server(mw)) as client:
+            client.request("GET", "/")
+        wait_until(lambda: stuck.requests)
+        started = time.monotonic()
+        assert mw.close(timeout=0.3) is False
+        assert 0.25 < time.monotonic() - started < 3
+    finally:
+        release.set()
+        stuck.stop()

@@ -81,3 +81,22 @@ def test_several_clusters_each_take_their_share_of_one_capture(server, make_sink
     assert abs(by_cluster["seventy"]["succeeded"] - 0.7 * n) < bound
     assert by_cluster["thirty"]["dropped"] == {"sampled_out": n - by_cluster["thirty"]["succeeded"]}
     assert all(r.body == b"0123456789" for r in thirty.requests + seventy.requests)
+
+
+def test_a_reload_away_from_a_destination_closes_its_idle_connections(server, make_sink):
+    from tests.helpers import ScriptedServer
+
+    old = ScriptedServer(lambda sock, head, body: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") or True)
+    new = make_sink()
+    mw = MirrorMiddleware(slow_reader, mirror_config(old.address))
+    try:
+        with Client(server(mw)) as client:
+            client.request("POST", "/a", body=b"x")
+            wait_until(lambda: mw.stats()["succeeded"] == 1)
+            assert (old.connections, old.ended) == (1, 0)  # kept alive, idle in the pool
+            mw.reload(mirror_config(new.address))
+            wait_until(lambda: old.ended == 1, 5, "the idle connection to the old destination to close")
+            client.request("POST", "/b", body=b"y")
+            assert [r.target for r in new.wait_for(1)] == ["/b"]
+    finally:
+        old.stop()
