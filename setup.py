@@ -23,6 +23,7 @@ setup(
             "pytest-timeout>=2",
             "prometheus_client>=0.17",
             "ephemeral-port-reserve>=1.1",
+            "trustme>=1.0",
         ],
         "demo": ["flask>=2.3"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],

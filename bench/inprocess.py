@@ -36,7 +36,7 @@ class NullExecutor:
     def try_submit(self, fn, state, target, route, environ, body, started):
         target.in_flight -= 1
         body.release()
-        self.runtime.ended()
+        self.runtime.ended(target.pool)
         return True
 
 

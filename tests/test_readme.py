@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from wsgimirror.config import KNOWN_MIRROR_KEYS, KNOWN_MIRROR_METADATA
+from wsgimirror.config import KNOWN_HTTP_CLIENT_KEYS, KNOWN_MIRROR_KEYS, KNOWN_MIRROR_METADATA
 from wsgimirror.transforms import _APPLY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +28,8 @@ def test_the_first_command_runs_the_demo():
 def test_every_config_key_and_transform_is_documented():
     for key in (*KNOWN_MIRROR_KEYS, *KNOWN_MIRROR_METADATA, "HashBy", "Key", "LoadBalancingPolicy", "Destinations"):
         assert f"`{key}`" in README or f"`Metadata.{key}`" in README, key
+    for key in KNOWN_HTTP_CLIENT_KEYS:
+        assert f"`HttpClient.{key}`" in README, key
     for transform in _APPLY:
         assert f'{{"{transform}"' in README, transform
 
@@ -36,7 +38,7 @@ def test_every_drop_and_failure_reason_is_documented():
     reasons = (
         "loop sampled_out circuit_open body_too_large incomplete_body expect_continue backlog_full upgrade "
         "bad_request closed internal_error refused connect_timeout connect_error timeout reset bad_response "
-        "socket_error no_input capture_error spill_budget not_closed"
+        "socket_error no_input capture_error spill_budget not_closed tls_error"
     )
     for reason in reasons.split():
         assert f"`{reason}`" in README, reason

@@ -56,9 +56,10 @@ def test_every_configuration_shares_one_admission_count_and_one_pool_per_address
     first = ClusterState(config.clusters["m"], config.mirror, runtime)
     second = ClusterState(config.clusters["m"], config.mirror, runtime)
     assert [d.pool for d in first.destinations] == [d.pool for d in second.destinations]
-    assert runtime.admit(2) and runtime.admit(2) and not runtime.admit(2)
-    runtime.ended()
-    assert runtime.admit(2)
+    pool = first.destinations[0].pool
+    assert runtime.admit(2, pool) and runtime.admit(2, pool) and not runtime.admit(2, pool)
+    runtime.ended(pool)
+    assert runtime.admit(2, pool)
 
 
 def test_the_thread_executor_runs_what_it_is_given_and_join_waits_for_it():

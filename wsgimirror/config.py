@@ -42,6 +42,18 @@ KNOWN_MIRROR_METADATA = ("MirrorCluster", "MirrorPercent", "MirrorSampleBy")
 SAMPLE_BY = ("random", "key")
 EXECUTORS = ("auto", "gevent", "thread")
 HASH_SOURCES = ("header", "cookie", "query")
+# A cluster's HttpClient section (the seed proxy family's names, plus CaFile, ClientCertificate, ClientKey and
+# ServerName). Other keys of that section (EnableMultipleHttp2Connections, WebProxy, ...) are named in a warning.
+KNOWN_HTTP_CLIENT_KEYS = (
+    "DangerousAcceptAnyServerCertificate",
+    "SslProtocols",
+    "MaxConnectionsPerServer",
+    "CaFile",
+    "ClientCertificate",
+    "ClientKey",
+    "ServerName",
+)
+SSL_PROTOCOLS = ("Tls12", "Tls13")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_IN_FLIGHT = 65536
 LOOP_TOKEN_MIN = 16
@@ -88,6 +100,19 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class HttpClientSettings:
+    """How a cluster's destinations are connected to: TLS and the connections per destination."""
+
+    accept_any_certificate: bool = False
+    protocols: tuple[str, ...] = ()  # of SSL_PROTOCOLS; empty: the ssl module's defaults
+    max_connections: int | None = None  # None: Mirror.MaxInFlight
+    ca_file: str | None = None  # None: the system's trusted certificates
+    client_certificate: str | None = None
+    client_key: str | None = None
+    server_name: str | None = None  # None: the destination's host
+
+
+@dataclass(frozen=True)
 class Cluster:
     """A named set of destinations and the policy that picks one of them per mirror."""
 
@@ -98,6 +123,7 @@ class Cluster:
     hash_key: str | None = None
     percent: float = 100.0
     sample_by: str = "random"
+    http_client: HttpClientSettings = field(default_factory=HttpClientSettings)
 
 
 @dataclass(frozen=True)
@@ -245,7 +271,99 @@ def _cluster(cid: str, raw: t.Any, path: str) -> Cluster:
         hash_key=hash_key,
         percent=_percent(metadata.get("MirrorPercent", 100), f"{path}.Metadata.MirrorPercent"),
         sample_by=sample_by.lower(),
+        http_client=_http_client(body.get("HttpClient", {}), f"{path}.HttpClient", cid),
     )
+
+
+def _http_client(raw: t.Any, path: str, cluster_id: str) -> HttpClientSettings:
+    """The cluster's ``HttpClient`` section; every file it names is read and parsed now."""
+    body = _object(raw, path)
+    ignored = sorted(key for key in body if key.lower() not in {k.lower() for k in KNOWN_HTTP_CLIENT_KEYS})
+    if ignored:
+        log.warning("%s: keys %s are ignored; wsgimirror reads %s", path, ignored, ", ".join(KNOWN_HTTP_CLIENT_KEYS))
+    accept_any = _boolean(body.get("DangerousAcceptAnyServerCertificate", False),
+                          f"{path}.DangerousAcceptAnyServerCertificate")  # fmt: skip
+    if accept_any:
+        log.warning(
+            "cluster %r: DangerousAcceptAnyServerCertificate is true: its HTTPS destinations are not verified, "
+            "anyone on the path can read and change the mirrored traffic", cluster_id
+        )  # fmt: skip
+    max_connections = body.get("MaxConnectionsPerServer")
+    settings = HttpClientSettings(
+        accept_any_certificate=accept_any,
+        protocols=_ssl_protocols(body.get("SslProtocols"), f"{path}.SslProtocols"),
+        max_connections=None if max_connections is None else _integer(
+            max_connections, f"{path}.MaxConnectionsPerServer", minimum=1, maximum=MAX_IN_FLIGHT),
+        ca_file=_optional_str(body.get("CaFile"), f"{path}.CaFile"),
+        client_certificate=_optional_str(body.get("ClientCertificate"), f"{path}.ClientCertificate"),
+        client_key=_optional_str(body.get("ClientKey"), f"{path}.ClientKey"),
+        server_name=_server_name(body.get("ServerName"), f"{path}.ServerName"),
+    )  # fmt: skip
+    _check_tls_files(settings, path)
+    return settings
+
+
+def _boolean(value: t.Any, path: str) -> bool:
+    """A JSON boolean, or the strings "true" and "false" (.NET's configuration stores values as strings)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(path, f"must be true or false, got {_json_type(value)} {shown(value)}")
+
+
+def _ssl_protocols(raw: t.Any, path: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    items = [p.strip() for p in raw.split(",") if p.strip()] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise ConfigError(path, f"must be a non-empty array of {' and '.join(SSL_PROTOCOLS)}, got {shown(raw)}")
+    protocols = []
+    for i, item in enumerate(items):
+        names = {name.lower(): name for name in SSL_PROTOCOLS}
+        if not isinstance(item, str) or item.lower() not in names:
+            raise ConfigError(f"{path}[{i}]", f"must be one of {', '.join(SSL_PROTOCOLS)}, got {shown(item)}")
+        protocols.append(names[item.lower()])
+    return tuple(sorted(set(protocols)))
+
+
+def _server_name(raw: t.Any, path: str) -> str | None:
+    name = _optional_str(raw, path)
+    if name is not None and (not name or not set(name) <= _HOST_CHARS):
+        raise ConfigError(path, f"must be a host name, got {shown(name)}")
+    return name
+
+
+def _check_tls_files(settings: HttpClientSettings, path: str) -> None:
+    """Read every certificate and key file now, so a bad one fails the load, not the first mirror."""
+    import ssl
+
+    for key, name in (("CaFile", settings.ca_file), ("ClientCertificate", settings.client_certificate),
+                      ("ClientKey", settings.client_key)):  # fmt: skip
+        if name is not None:
+            try:
+                with open(name, "rb") as fh:
+                    pem = fh.read()
+            except OSError as err:
+                raise ConfigError(f"{path}.{key}", f"cannot read {name!r}: {err.strerror or err}") from err
+            if b"-----BEGIN " not in pem:
+                raise ConfigError(f"{path}.{key}", f"{name!r} is not a PEM file")
+    context = ssl.create_default_context()
+    if settings.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=settings.ca_file)
+        except (ssl.SSLError, ValueError) as err:
+            raise ConfigError(f"{path}.CaFile", f"{settings.ca_file!r} holds no usable certificate: {err}") from err
+    if settings.client_key is not None and settings.client_certificate is None:
+        raise ConfigError(f"{path}.ClientKey", "needs ClientCertificate")
+    if settings.client_certificate is not None:
+        try:
+            context.load_cert_chain(settings.client_certificate, settings.client_key)
+        except (ssl.SSLError, ValueError) as err:
+            raise ConfigError(
+                f"{path}.ClientCertificate",
+                f"{settings.client_certificate!r} and its key do not load as a certificate and private key: {err}",
+            ) from err
 
 
 def _percent(value: t.Any, path: str) -> float:

@@ -25,14 +25,14 @@ from .balancing import POLICIES, Policy
 from .errors import MirrorSendError
 from .head import MIRROR_MARK, BadRequest, build_head
 from .stats import new_lock
-from .transport import MirrorHTTPConnectionPool, MirrorHTTPSConnectionPool, exchange
+from .transport import MirrorHTTPConnectionPool, MirrorHTTPSConnectionPool, exchange, tls_context
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
     from urllib3 import HTTPConnectionPool
 
     from .capture import BodyBuffer
-    from .config import Cluster, Config, Destination, MirrorSettings, Route
+    from .config import Cluster, Config, Destination, HttpClientSettings, MirrorSettings, Route
     from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ class ClusterState:
         self.cluster = cluster
         self.policy: Policy = POLICIES[cluster.policy.lower()](cluster)
         self.destinations = tuple(
-            DestinationState(cluster.id, d, settings, runtime.pool(d, settings)) for d in cluster.destinations
+            DestinationState(cluster.id, d, settings, runtime.pool(d, settings, cluster.http_client))
+            for d in cluster.destinations
         )
 
     def candidates(self, now: float) -> t.Sequence[DestinationState]:
@@ -216,7 +217,7 @@ class Runtime:
         self._pid = -1
         self._lock = new_lock()
         self._executor: _GeventExecutor | _ThreadExecutor | None = None
-        self._pools: dict[tuple[str, str, int], HTTPConnectionPool] = {}
+        self._pools: dict[PoolKey, HTTPConnectionPool] = {}
         self.in_flight = 0
         self.cooperative = False  # gevent with patched sockets: one gevent.Timeout per mirror
 
@@ -239,32 +240,34 @@ class Runtime:
     def executor_name(self) -> str | None:
         return self._executor.name if self._executor is not None and self._pid == os.getpid() else None
 
-    def pool(self, destination: Destination, settings: MirrorSettings) -> HTTPConnectionPool:
-        """The connection pool of a destination's address, shared by every configuration naming it."""
+    def pool(
+        self, destination: Destination, settings: MirrorSettings, http_client: HttpClientSettings
+    ) -> HTTPConnectionPool:
+        """The connection pool of a destination's address and TLS settings, shared by every configuration
+        naming them; it holds at most ``MaxConnectionsPerServer`` connections (``MaxInFlight`` by default)."""
         self.executor(settings)
-        key = (destination.scheme, destination.host, destination.port)
+        key = pool_key(destination, http_client)
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool_class = MirrorHTTPSConnectionPool if destination.scheme == "https" else MirrorHTTPConnectionPool
-                pool = self._pools[key] = pool_class(
-                    destination.host, destination.port, maxsize=settings.max_in_flight, block=False, retries=False
-                )
+                pool = self._pools[key] = _new_pool(destination, settings, http_client)
             return pool
 
-    def admit(self, limit: int) -> bool:
-        """Count one more mirror in flight, unless ``limit`` are already running."""
+    def admit(self, limit: int, pool: t.Any) -> bool:
+        """Count one more mirror in flight, unless ``limit`` are running or its pool's connections are all lent."""
         with self._lock:
-            if self.in_flight >= limit:
+            if self.in_flight >= limit or pool.busy >= pool.limit:
                 return False
             self.in_flight += 1
+            pool.busy += 1
             return True
 
-    def ended(self) -> None:
+    def ended(self, pool: t.Any) -> None:
         with self._lock:
             self.in_flight -= 1
+            pool.busy -= 1
 
-    def close_idle(self, keep: t.Container[tuple[str, str, int]] = ()) -> None:
+    def close_idle(self, keep: t.Container[PoolKey] = ()) -> None:
         """Close the idle connections of every pool whose address is not in ``keep``; pools stay usable."""
         for key, pool in list(self._pools.items()):
             if key not in keep:
@@ -297,8 +300,31 @@ def _close_idle(pool: HTTPConnectionPool) -> None:
         idle.put(conn, block=False)
 
 
-def address_keys(config: Config) -> frozenset[tuple[str, str, int]]:
-    return frozenset((d.scheme, d.host, d.port) for c in config.clusters.values() for d in c.destinations)
+PoolKey = tuple[str, str, int, "HttpClientSettings"]
+
+
+def pool_key(destination: Destination, http_client: HttpClientSettings) -> PoolKey:
+    return (destination.scheme, destination.host, destination.port, http_client)
+
+
+def _new_pool(destination: Destination, settings: MirrorSettings, http_client: HttpClientSettings) -> t.Any:
+    size = http_client.max_connections or settings.max_in_flight
+    if destination.scheme == "http":
+        return MirrorHTTPConnectionPool(destination.host, destination.port, maxsize=size, block=False, retries=False)
+    return MirrorHTTPSConnectionPool(
+        destination.host,
+        destination.port,
+        maxsize=size,
+        block=False,
+        retries=False,
+        ssl_context=tls_context(http_client),
+        server_hostname=http_client.server_name,
+        cert_reqs="CERT_NONE" if http_client.accept_any_certificate else "CERT_REQUIRED",
+    )
+
+
+def address_keys(config: Config) -> frozenset[PoolKey]:
+    return frozenset(pool_key(d, c.http_client) for c in config.clusters.values() for d in c.destinations)
 
 
 # -- the dispatcher ------------------------------------------------------------------------------------
@@ -384,7 +410,7 @@ class Dispatcher:
     ) -> bool:
         """Submit one mirror; False (and the copy dropped as backlog_full) when it cannot run now."""
         runtime = self._runtime_shared
-        if not runtime.admit(self.config.mirror.max_in_flight):
+        if not runtime.admit(self.config.mirror.max_in_flight, target.pool):
             self._stats.drop("backlog_full", route.id, (state.cluster.id,))
             return False
         body.retain()
@@ -392,7 +418,7 @@ class Dispatcher:
         self._count_active(+1)
         self._stats.started(route.id, state.cluster.id, target.key)
         if not executor.try_submit(self._send, state, target, route, environ, body, time.monotonic()):
-            runtime.ended()
+            runtime.ended(target.pool)
             target.in_flight -= 1
             self._count_active(-1)
             self._stats.unstart("backlog_full", route.id, state.cluster.id, target.key)
@@ -444,7 +470,7 @@ class Dispatcher:
         finally:
             target.in_flight -= 1
             body.release()
-            self._runtime_shared.ended()
+            self._runtime_shared.ended(target.pool)
             if self._count_active(-1) == 0 and self.retiring and self.on_idle is not None:
                 self.on_idle()
 

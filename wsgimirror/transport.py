@@ -9,7 +9,13 @@ fraction of ``HTTPConnectionPool.urlopen`` per mirror; the README has the figure
 
 A reused keep-alive connection that the destination closed meanwhile is detected
 when nothing at all came back, and the request is written once more on a fresh
-connection; every other failure raises :class:`MirrorSendError` with a short reason.
+connection; every other failure raises :class:`MirrorSendError` with a short reason
+(``tls_error`` for a failed handshake or verification, naming the verification error).
+
+HTTPS pools get their context from :func:`tls_context`: verified against the system's
+certificates or the cluster's ``CaFile``, with its client certificate and protocol
+versions. The context remembers the last TLS session of its pool, so a new connection
+to the same destination resumes it instead of a full handshake.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import queue
 import select
 import socket
+import ssl
 import time
 import typing as t
+from functools import cache
 
 import httptools
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
@@ -29,6 +37,7 @@ from .errors import MirrorSendError
 
 if t.TYPE_CHECKING:
     from .capture import BodyBuffer
+    from .config import HttpClientSettings
 
 DRAIN_LIMIT = 1 << 20  # response body bytes read to keep the connection; past it, close instead
 RECV_SIZE = 64 * 1024
@@ -40,10 +49,28 @@ _poll = original("select", "poll")
 
 
 def _dropped(sock: socket.socket) -> bool:
-    """An idle pooled connection that is readable was closed by the peer (or sent junk): don't reuse it."""
+    """An idle pooled connection that is readable was closed by the peer (or sent junk): don't reuse it.
+
+    Over TLS, a readable socket may only hold records without data (TLS 1.3 session tickets
+    arrive after the answer): one non-blocking read tells them from a close or junk.
+    """
     poller = _poll()
     poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
+    if not poller.poll(0):
+        return False
+    if not hasattr(sock, "cipher"):
+        return True
+    timeout = sock.gettimeout()
+    try:
+        sock.settimeout(0)
+        sock.recv(1)  # b"": closed; bytes: junk before any request
+        return True
+    except ssl.SSLWantReadError:
+        return False  # only records without application data: the connection is fine
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
 
 
 class _MirrorPoolMixin:
@@ -54,6 +81,12 @@ class _MirrorPoolMixin:
     """
 
     pool: t.Any
+    busy = 0  # connections lent out now; the runtime keeps it within ``limit``
+
+    @property
+    def limit(self) -> int:
+        """The most connections this pool holds (``MaxConnectionsPerServer``)."""
+        return int(self.pool.maxsize) if self.pool is not None else 0
 
     def _get_conn(self, timeout: float | None = None) -> t.Any:
         conn = None
@@ -74,6 +107,51 @@ class MirrorHTTPConnectionPool(_MirrorPoolMixin, HTTPConnectionPool):
 
 class MirrorHTTPSConnectionPool(_MirrorPoolMixin, HTTPSConnectionPool):
     pass
+
+
+_TLS_VERSIONS = {"Tls12": ssl.TLSVersion.TLSv1_2, "Tls13": ssl.TLSVersion.TLSv1_3}
+
+
+@cache
+def _session_context(base: type[ssl.SSLContext]) -> type[ssl.SSLContext]:
+    """``base`` (gevent's SSLContext once the server owner patched) that offers each new connection the
+    last session it saw, for an abbreviated handshake."""
+
+    class SessionContext(base):  # type: ignore[valid-type,misc]
+        last_session: t.Any = None
+
+        def wrap_socket(self, sock: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+            if kwargs.get("session") is None and self.last_session is not None:
+                kwargs["session"] = self.last_session
+            return super().wrap_socket(sock, *args, **kwargs)
+
+    return SessionContext
+
+
+def tls_context(settings: HttpClientSettings) -> ssl.SSLContext:
+    """The client context of a cluster's HTTPS destinations."""
+    context = _session_context(ssl.SSLContext)(ssl.PROTOCOL_TLS_CLIENT)
+    if settings.ca_file is not None:
+        context.load_verify_locations(cafile=settings.ca_file)
+    else:
+        context.load_default_certs()
+    if settings.client_certificate is not None:
+        context.load_cert_chain(settings.client_certificate, settings.client_key)
+    if settings.protocols:
+        context.minimum_version = _TLS_VERSIONS[settings.protocols[0]]
+        context.maximum_version = _TLS_VERSIONS[settings.protocols[-1]]
+    if settings.accept_any_certificate:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _remember_session(pool: t.Any, sock: t.Any) -> None:
+    """Keep the session of a connection that completed an exchange (TLS 1.3 sends its ticket after the handshake)."""
+    context = pool.conn_kw.get("ssl_context")  # urllib3 hands it to each connection it makes
+    session = getattr(sock, "session", None)
+    if context is not None and session is not None and hasattr(context, "last_session"):
+        context.last_session = session
 
 
 class _StaleConnection(Exception):
@@ -172,6 +250,8 @@ def _exchange(
             conn.close()
             pool._put_conn(conn)
             raise
+        if not reused:
+            _remember_session(pool, conn.sock)
         if not keep:
             conn.close()
         pool._put_conn(conn)
@@ -188,8 +268,15 @@ def _connect(conn: t.Any, connect_timeout: float) -> None:
         raise MirrorSendError(reason, str(err)) from err
     except ConnectTimeoutError as err:
         raise MirrorSendError("connect_timeout", str(err)) from err
-    except OSError as err:  # TLS handshake and name resolution failures
+    except ssl.SSLError as err:  # the handshake failed, or the certificate did not verify
+        raise MirrorSendError("tls_error", _tls_reason(err)) from err
+    except OSError as err:  # name resolution failures
         raise MirrorSendError("connect_error", str(err)) from err
+
+
+def _tls_reason(err: ssl.SSLError) -> str:
+    """One line: the verification error when there is one, else OpenSSL's reason."""
+    return str(getattr(err, "verify_message", None) or getattr(err, "reason", None) or err)
 
 
 def _roundtrip(
@@ -217,6 +304,8 @@ def _roundtrip(
         raise MirrorSendError("bad_response", "the destination switched protocols") from err
     except httptools.HttpParserError as err:
         raise MirrorSendError("bad_response", f"not a valid HTTP response: {err}") from err
+    except ssl.SSLError as err:  # an alert after the handshake: with TLS 1.3, a refused client certificate
+        raise MirrorSendError("tls_error", _tls_reason(err)) from err
     except _ResetAfter as err:
         if reused and not err.received:
             raise _StaleConnection() from err
