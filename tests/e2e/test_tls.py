@@ -219,8 +219,9 @@ def test_invalid_http_client_values_name_their_key(tmp_path, ca, http_client, me
 
 
 def test_tls_settings_as_appsettings_spell_them_load(ca_file):
-    config = load_config(tls_config("https://127.0.0.1:9", cafile=ca_file, sslprotocols=["tls13"],
-                                    maxconnectionsperserver=4, dangerousacceptanyservercertificate="false"))  # fmt: skip
+    spelled = {"cafile": ca_file, "sslprotocols": ["tls13"], "maxconnectionsperserver": 4,
+               "dangerousacceptanyservercertificate": "false"}  # fmt: skip
+    config = load_config(tls_config("https://127.0.0.1:9", **spelled))
     http_client = config.clusters["m"].http_client
     assert (http_client.ca_file, http_client.protocols, http_client.max_connections) == (ca_file, ("Tls13",), 4)
     assert http_client.accept_any_certificate is False
