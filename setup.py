@@ -24,6 +24,7 @@ setup(
             "prometheus_client>=0.17",
             "ephemeral-port-reserve>=1.1",
             "trustme>=1.0",
+            "django>=4.2",
         ],
         "demo": ["flask>=2.3"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],
