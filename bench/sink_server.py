@@ -1,7 +1,8 @@
 """A cheap mirror destination for the benchmarks: gevent.pywsgi answering 204 (optionally after a delay).
 
-Usage: python bench/sink_server.py PORT [DELAY_SECONDS]. Prints "ready" when listening and counts the
-requests it receives; GET /_count answers the count so far; on SIGTERM it prints the count and exits.
+Usage: python bench/sink_server.py PORT [DELAY_SECONDS [CERTFILE KEYFILE]]. Prints "ready" when listening and
+counts the requests it receives; GET /_count answers the count so far; on SIGTERM it prints the count and exits.
+With a certificate and key it serves HTTPS.
 """
 
 from gevent import monkey
@@ -43,7 +44,8 @@ def stop(*_):
 if __name__ == "__main__":
     port = int(sys.argv[1])
     delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
-    server = WSGIServer(("127.0.0.1", port), app, log=None, error_log=None, backlog=1024)
+    tls = {"certfile": sys.argv[3], "keyfile": sys.argv[4]} if len(sys.argv) > 4 else {}
+    server = WSGIServer(("127.0.0.1", port), app, log=None, error_log=None, backlog=1024, **tls)
     server.init_socket()
     server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     gevent.signal_handler(signal.SIGTERM, stop)
