@@ -113,3 +113,22 @@ def test_close_gives_up_after_its_timeout_when_a_mirror_never_ends(server):
     finally:
         release.set()
         stuck.stop()
+
+
+def test_max_connections_per_server_caps_the_connections_to_a_destination(server, make_sink):
+    slow = make_sink(delay=0.5)
+    config = mirror_config(slow.address, MaxInFlight=8)
+    config["ReverseProxy"]["Clusters"]["m"]["HttpClient"] = {"MaxConnectionsPerServer": 2}
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, config)
+    with Client(server(mw)) as client:
+        for i in range(5):
+            client.request("GET", f"/{i}")
+    wait_until(lambda: mw.stats()["in_flight"] == 0, 5)
+    stats = mw.stats()
+    assert (stats["succeeded"], stats["dropped"]) == (2, {"backlog_full": 3})
+    assert len(slow.requests) == 2
