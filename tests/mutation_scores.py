@@ -1,8 +1,8 @@
-"""The mutation score of each module after ``mutmut run`` (``tox -e mutate`` runs both).
+"""The mutation score of each module after ``tests/mutation_run.py`` (``tox -e mutate`` runs both).
 
     python3 tests/mutation_scores.py [--survivors]
 
-Reads mutmut's results in ``mutants/``. A mutant is *killed* when a test failed or timed out
+Reads mutmut's results in ``.mutation/<module>/mutants/``. A mutant is *killed* when a test failed or timed out
 with it in place. Mutants that cannot change behaviour are listed, each with its reason, in
 ``tests/mutation_equivalents.txt`` and left out of the score. Prints one line per module and
 exits 1 when a module is below the target (97 %) or a survivor is not yet judged.
@@ -33,11 +33,12 @@ def equivalents() -> dict[str, str]:
 
 
 def results() -> dict[str, dict[str, int | None]]:
-    """Module path -> mutant name -> exit code."""
+    """Module path -> mutant name -> exit code, for each module mutated in its own tree."""
     by_module = {}
-    for meta in sorted((ROOT / "mutants" / "wsgimirror").glob("*.py.meta")):
-        data = json.loads(meta.read_text())
-        by_module[f"wsgimirror/{meta.name[:-5]}"] = data["exit_code_by_key"]
+    for work in sorted((ROOT / ".mutation").glob("*")):
+        meta = work / "mutants" / "wsgimirror" / f"{work.name}.py.meta"
+        if meta.exists():
+            by_module[f"wsgimirror/{work.name}.py"] = json.loads(meta.read_text())["exit_code_by_key"]
     return by_module
 
 

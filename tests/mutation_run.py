@@ -1,0 +1,87 @@
+"""Mutation testing, one core module at a time, each against the tests that are about it.
+
+    python3 tests/mutation_run.py [MODULE ...]      (tox -e mutate runs it, then mutation_scores.py)
+
+mutmut runs, for each mutant, every selected test that calls the mutated function. Every
+end-to-end test loads a config and sends mirrors, so with the whole suite selected a config
+mutant would run hundreds of slow tests. Each module is therefore mutated in its own copy of
+the tree under ``.mutation/<module>/`` with the tests listed below. Tests that run the package
+in child processes cannot kill a mutant and are not listed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutation"
+
+# module -> the tests about it (in-process only)
+TESTS: dict[str, list[str]] = {
+    "config": ["tests/test_config.py", "tests/test_config_fuzz.py", "tests/test_appsettings.py",
+               "tests/e2e/test_tls.py::test_invalid_http_client_values_name_their_key",
+               "tests/e2e/test_tls.py::test_tls_settings_as_appsettings_spell_them_load"],
+    "appsettings": ["tests/test_appsettings.py", "tests/test_config_fuzz.py"],
+    "syntax": ["tests/test_head.py", "tests/test_routing.py", "tests/test_config.py", "tests/test_transforms.py"],
+    "routing": ["tests/test_routing.py", "tests/e2e/test_transparency.py"],
+    "capture": ["tests/test_capture.py", "tests/e2e/test_mirroring.py", "tests/e2e/test_transparency.py"],
+    "balancing": ["tests/test_balancing.py", "tests/test_sampling.py", "tests/test_sender.py"],
+    "transforms": ["tests/test_transforms.py"],
+    "head": ["tests/test_head.py", "tests/test_transforms.py", "tests/e2e/test_hostile_requests.py",
+             "-k", "not gunicorn and not werkzeug"],
+    "sender": ["tests/test_sender.py", "tests/e2e/test_breaker.py", "tests/e2e/test_reload.py",
+               "tests/e2e/test_control_faults.py", "-k", "not sigterm and not sighup and not check_and_serve"],
+    "transport": ["tests/e2e/test_mirror_faults.py", "tests/e2e/test_tls.py", "tests/test_sender.py"],
+}  # fmt: skip
+COPIED = ("wsgimirror", "tests", "examples", "setup.py", "README.md")
+
+
+def toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def prepare(module: str) -> Path:
+    """A fresh copy of the tree whose pyproject mutates ``module`` against its tests."""
+    work = WORK / module
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+        else:
+            shutil.copy2(source, work / name)
+    base = (ROOT / "pyproject.toml").read_text().split("[tool.mutmut]")[0]
+    (work / "pyproject.toml").write_text(
+        base
+        + "[tool.mutmut]\n"
+        + 'source_paths = ["wsgimirror/"]\n'
+        + f'only_mutate = ["wsgimirror/{module}.py"]\n'
+        + 'process_isolation = "forkserver"\n'
+        + 'also_copy = ["examples/", "setup.py", "README.md"]\n'
+        + f"pytest_add_cli_args_test_selection = {toml_list(TESTS[module])}\n"
+    )
+    return work
+
+
+def main(argv: list[str]) -> int:
+    modules = argv or list(TESTS)
+    unknown = [m for m in modules if m not in TESTS]
+    if unknown:
+        print(f"unknown modules {unknown}; known: {', '.join(TESTS)}", file=sys.stderr)
+        return 2
+    for module in modules:
+        print(f"== {module}", flush=True)
+        work = prepare(module)
+        run = subprocess.run(["mutmut", "run", "--max-children", "2"], cwd=work, stdout=subprocess.DEVNULL)
+        if run.returncode != 0:
+            print(f"mutmut failed for {module} (exit {run.returncode})", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
