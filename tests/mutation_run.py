@@ -29,7 +29,7 @@ TESTS: dict[str, list[str]] = {
     "routing": ["tests/test_routing.py", "tests/e2e/test_transparency.py"],
     "capture": ["tests/test_capture.py", "tests/e2e/test_mirroring.py", "tests/e2e/test_transparency.py"],
     "balancing": ["tests/test_balancing.py", "tests/test_sampling.py", "tests/test_sender.py"],
-    "transforms": ["tests/test_transforms.py"],
+    "transforms": ["tests/test_transforms.py", "tests/test_appsettings.py"],
     "head": ["tests/test_head.py", "tests/test_transforms.py", "tests/e2e/test_hostile_requests.py",
              "-k", "not gunicorn and not werkzeug"],
     "sender": ["tests/test_sender.py", "tests/e2e/test_breaker.py", "tests/e2e/test_reload.py",

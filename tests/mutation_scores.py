@@ -45,13 +45,16 @@ def results() -> dict[str, dict[str, int | None]]:
 def main(argv: list[str]) -> int:
     judged = equivalents()
     failing = False
-    print(f"{'module':28} {'mutants':>7} {'killed':>6} {'survived':>8} {'equivalent':>10} {'no tests':>8} {'score':>7}")
+    print(f"{'module':28} {'mutants':>7} {'killed':>6} {'survived':>8} {'equivalent':>10} {'no tests':>8} "
+          f"{'unrun':>5} {'score':>7}")  # fmt: skip
     unjudged: list[str] = []
     for module, codes in results().items():
         count = Counter()
         for name, code in codes.items():
             if name in judged:
                 count["equivalent"] += 1
+            elif code is None:
+                count["unrun"] += 1  # mutmut has not run it yet (an interrupted run)
             elif code in KILLED:
                 count["killed"] += 1
             elif code in SURVIVED:
@@ -62,9 +65,9 @@ def main(argv: list[str]) -> int:
                 unjudged.append(name)
         scored = count["killed"] + count["survived"] + count["no tests"]
         score = 100.0 * count["killed"] / scored if scored else 100.0
-        failing |= score < TARGET
+        failing |= score < TARGET or count["unrun"] > 0
         print(f"{module:28} {len(codes):>7} {count['killed']:>6} {count['survived']:>8} {count['equivalent']:>10} "
-              f"{count['no tests']:>8} {score:>6.1f}%")  # fmt: skip
+              f"{count['no tests']:>8} {count['unrun']:>5} {score:>6.1f}%")  # fmt: skip
     if "--survivors" in argv:
         print("\nSurvivors not yet judged (see them with `mutmut show NAME`):")
         print("\n".join(f"  {name}" for name in unjudged))

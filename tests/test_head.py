@@ -124,6 +124,7 @@ def test_characters_past_latin_1_in_a_target_go_out_as_utf_8_percent_escapes():
     # A WSGI string's characters are bytes (Latin-1): é is the byte E9. Past it, no server should
     # produce one, but if one does, it is sent as its UTF-8 bytes, escaped.
     assert request_target({"RAW_URI": "/\u00e9\u2615?q=\u2615"}) == "/%E9%E2%98%95?q=%E2%98%95"
+    assert request_target({"RAW_URI": "/\u00ff\u0100"}) == "/%FF%C4%80"  # the last Latin-1 byte, the first past it
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,12 @@ def test_split_host_port():
     assert split_host_port("example.com:\u00b2") == ("example.com", -1)
     assert split_host_port("example.com:") == ("example.com", -1)
     assert split_host_port("[::1]:x") == ("::1", -1)
+    assert split_host_port("[::1]x:80") == ("::1", -1)
+    assert split_host_port("[::1") == ("::1", -1)
+    assert split_host_port("[::1]:") == ("::1", -1)
+    assert split_host_port("example.com:65535") == ("example.com", 65535)  # five digits
+    assert split_host_port("example.com:123456") == ("example.com", -1)
+    assert split_host_port("fe80::1") == ("fe80::1", None)  # a bare IPv6 address has no port
     assert request_host(environ(host="a.b", scheme="https")) == ("a.b", 443)
 
 

@@ -98,14 +98,21 @@ T = "ReverseProxy.Routes.a.Transforms"
     "transforms, message",
     [
         ({"PathPrefix": "/v2"}, f"{T}: must be an array of transforms"),
-        ([{"PathPrefix": "/v2"}, "PathSet"], f"{T}\\[1\\]: must be an object"),
+        (
+            [{"PathPrefix": "/v2"}, "PathSet"],
+            f'{T}\\[1\\]: must be an object such as {{"PathPrefix": "/v2"}}, got "PathSet"$',
+        ),
+        ([{1: "/x"}], f"{T}\\[0\\]: must be an object such as"),
         (
             [{"PathPrefix": "/v2"}, {"PathPrefx": "/x"}],
-            f'{T}\\[1\\]: unknown transform {{"PathPrefx": "/x"}}; supported',
+            f'{T}\\[1\\]: unknown transform {{"PathPrefx": "/x"}}; supported: RequestHeader, RequestHeaderRemove, '
+            "RequestHeaderOriginalHost, PathPrefix, PathRemovePrefix, PathSet, QueryValueParameter, "
+            "QueryRemoveParameter$",
         ),
         ([{"RequestHeader": "X-Env"}], f"{T}\\[0\\]: RequestHeader needs exactly one of Set or Append"),
         ([{"RequestHeader": "X-Env", "Set": "a", "Append": "b"}], f"{T}\\[0\\]: RequestHeader needs exactly one"),
         ([{"RequestHeader": "X-Env", "Set": 3}], f"{T}\\[0\\].Set: must be a string, got 3"),
+        ([{"RequestHeader": "X-Env", "Set": True}], f"{T}\\[0\\].Set: must be a string, got true$"),
         ([{"RequestHeader": "", "Set": "a"}], f'{T}\\[0\\].RequestHeader: must be a non-empty string, got ""'),
         ([{"RequestHeader": "Host", "Set": "a"}], f"{T}\\[0\\].RequestHeader: 'Host' is set by wsgimirror"),
         ([{"PathPrefix": "v2"}], f"{T}\\[0\\].PathPrefix: must start with '/', got 'v2'"),
@@ -117,8 +124,14 @@ T = "ReverseProxy.Routes.a.Transforms"
         ([{"RequestHeaderRemove": "X-Mirrored-By"}], f"{T}\\[0\\].RequestHeaderRemove: 'X-Mirrored-By' is set by"),
         ([{"RequestHeaderRemove": "X_Api_Key"}], f"{T}\\[0\\].RequestHeaderRemove: 'X_Api_Key' has '_'"),
         ([{"RequestHeader": "X Env", "Set": "a"}], f"{T}\\[0\\].RequestHeader: 'X Env' is not a header name"),
-        ([{"RequestHeader": "X-Env", "Set": "a\r\nX-Evil: 1"}], f"{T}\\[0\\].Set: must not contain line breaks"),
-        ([{"PathPrefix": "/v 2"}], f"{T}\\[0\\].PathPrefix: must not contain spaces or control characters"),
+        (
+            [{"RequestHeader": "X-Env", "Set": "a\r\nX-Evil: 1"}],
+            f"{T}\\[0\\].Set: must not contain line breaks or control characters, got 'a\\\\r\\\\nX-Evil: 1'$",
+        ),
+        (
+            [{"PathPrefix": "/v 2"}],
+            f'{T}\\[0\\].PathPrefix: must not contain spaces or control characters, got "/v 2"$',
+        ),
     ],
 )
 def test_invalid_transforms_name_their_index(transforms, message):

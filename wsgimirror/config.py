@@ -234,8 +234,7 @@ def _host(value: str, path: str) -> str:
         raise ConfigError(path, f"'*' is only allowed at the start of a host, got {value!r}")
     if has_control(host):
         raise ConfigError(path, f"must not contain spaces or control characters, got {shown(value)}")
-    port = host.rpartition("]")[2] if host.startswith("[") else host
-    if port.count(":") == 1 and split_host_port(host)[1] in (None, -1):
+    if split_host_port(host.lstrip("*"))[1] == -1:
         raise ConfigError(path, f"the port must be a number from 0 to 99999, got {shown(value)}")
     return host
 

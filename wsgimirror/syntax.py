@@ -91,15 +91,17 @@ def split_host_port(host: str) -> tuple[str, int | None]:
     five ASCII digits (``app.local:²``); this never raises.
     """
     host = host.lower()
-    port: str
+    port: str | None
     if host.startswith("["):
-        name, _, rest = host[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
+        name, closed, rest = host[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            return name, -1  # "[::1" or "[::1]x:80"
+        port = rest[1:] if rest else None
     elif host.count(":") == 1:
         name, _, port = host.partition(":")
     else:
-        name, port = host, ""
-    if not port and not host.endswith(":"):
+        name, port = host, None  # no port, or a bare IPv6 address
+    if port is None:
         return name, None
     return name, int(port) if ascii_digits(port) and len(port) <= 5 else -1
 

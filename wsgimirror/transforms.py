@@ -127,7 +127,7 @@ def compile_transforms(raw: t.Any, path: str) -> tuple[Transform, ...]:
 
 def _compile_one(entry: t.Any, path: str) -> Transform:
     if not isinstance(entry, dict) or not entry or not all(isinstance(key, str) for key in entry):
-        raise ConfigError(path, f'must be an object such as {{"PathPrefix": "/v2"}}, got {shown(entry)}')
+        raise ConfigError(path, f'must be an object such as {{"PathPrefix": "/v2"}}, got {shown(entry, as_json=True)}')
     raw, entry = entry, Section(entry, path)  # keys in any case, as .NET reads them
     kinds = [kind for kind in _APPLY if kind in entry]
     if len(kinds) != 1:
