@@ -125,6 +125,7 @@ def test_a_malformed_host_matches_no_host_pattern(host):
     for pattern in ("app.local", "*.local", "*local", "app.local:80"):
         assert not match(Route("r", 0, hosts=(pattern,)), host=host)
     assert match(Route("r", 0), host=host)  # a route without host patterns takes any Host
+    assert match(Route("r", 0, hosts=("*",)), host=host)  # and so does "*", any host at all
 
 
 @pytest.mark.parametrize("methods, matched", [(("GET",), True), (("POST",), False), (("get", "head"), True)])
