@@ -120,6 +120,7 @@ def test_hash_is_stable_across_processes_and_hash_seeds():
         ("header", "X-Forwarded-For", {"HTTP_X_FORWARDED_FOR": "203.0.113.9, 10.0.0.1"}, "203.0.113.9"),
         ("header", "x-forwarded-for", {"HTTP_X_FORWARDED_FOR": "203.0.113.9"}, "203.0.113.9"),
         ("header", "Content-Type", {"CONTENT_TYPE": "text/csv"}, "text/csv"),
+        ("header", "Content-Length", {"CONTENT_LENGTH": "42"}, "42"),
         ("cookie", "sid", {"HTTP_COOKIE": "a=1; sid=abc; b=2"}, "abc"),
         ("query", "user", {"QUERY_STRING": "x=1&user=u%207"}, "u 7"),
         ("header", "X-User", {"REMOTE_ADDR": "192.0.2.1"}, "192.0.2.1"),
@@ -179,3 +180,15 @@ def test_power_of_two_choices_prefers_the_less_loaded_of_two():
 def test_least_requests_takes_the_fewest_in_flight_and_the_first_on_ties():
     lr = policy("LeastRequests")
     assert lr.pick([Dest("a", 2), Dest("b", 1), Dest("c", 1)], {}).name == "b"
+
+
+def test_a_key_a_server_decoded_with_surrogate_escapes_still_picks_and_samples():
+    """A server that decodes bytes with surrogateescape (not PEP 3333's Latin-1) hands over lone surrogates."""
+    from wsgimirror.balancing import sampled_in
+
+    h = policy("Hash", hash_by="header", key="X-User")
+    env = {"HTTP_X_USER": "caf\udce9"}
+    assert h.pick([Dest("a"), Dest("b")], env).name == h.pick([Dest("b"), Dest("a")], env).name
+    sampling = Cluster("c", "Random", (), "header", "X-User", 50.0, "key")
+    assert sampled_in(sampling, env) in (True, False)
+    assert len({sampled_in(sampling, env) for _ in range(5)}) == 1
