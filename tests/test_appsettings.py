@@ -126,3 +126,26 @@ def test_an_escaped_quote_does_not_end_a_string(tmp_path):
     path = tmp_path / "escaped.json"
     path.write_text('{"Logging": "a \\" // still a string", "ReverseProxy": {}, }')
     assert load_config(str(path)).routes == ()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("]", "line 1 column 1: Expecting value"),
+        (",]", "line 1 column 1: Expecting value"),  # a comma after nothing is not a trailing comma
+        ("[1,\n]", None),
+        ('// first line\n{"a": 1}', None),
+        ('{"a": 1} // no line break after this comment', None),
+        ('{"a": 1} /* closed */', None),
+        ("[" * 100_000 + "]" * 100_000, "the JSON is nested too deeply"),
+    ],
+)
+def test_edges_of_the_reader(text, message):
+    from wsgimirror.appsettings import loads
+
+    if message is None:
+        assert loads(text, "f.json") in ([1], {"a": 1})
+        return
+    with pytest.raises(ConfigError) as info:
+        loads(text, "f.json")
+    assert str(info.value) in (f"f.json: invalid JSON at {message}", f"f.json: {message}")

@@ -100,8 +100,3 @@ class Section(t.Mapping[str, t.Any]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def canonical(self, key: str) -> str | None:
-        """The key as written in the file for ``key`` in any case, or None."""
-        found = self._items.get(key.lower())
-        return None if found is None else found[0]
