@@ -125,6 +125,7 @@ def serve(
         log.info("metrics on http://%s:%d/metrics", *servers[0].address[:2])
     log.info("serving on http://%s:%d, mirroring per %s", host, port, config_path)
     stop.wait()
+    server.close()  # no new connection from here on, before anyone is told we are stopping
     log.info("stopping: draining requests and mirrors for up to %gs", drain_timeout)
     deadline = time.monotonic() + drain_timeout
     drain_requests(server, drain_timeout)
