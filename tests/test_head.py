@@ -116,7 +116,7 @@ def test_the_target_in_origin_form(environ, target):
 @pytest.mark.parametrize("raw", ["*", "-admin/x", "admin", "/a b", "/a\x00"])
 def test_a_target_in_neither_form_is_refused(raw):
     assert request_target({"RAW_URI": raw, "PATH_INFO": "/fallback"}) is None
-    with pytest.raises(BadRequest, match="neither origin nor absolute form"):
+    with pytest.raises(BadRequest, match="^the request target is neither origin nor absolute form$"):
         build_head({"RAW_URI": raw}, DEST, 0)
 
 
@@ -136,7 +136,7 @@ def test_characters_past_latin_1_in_a_target_go_out_as_utf_8_percent_escapes():
         ("gunicorn/23.0.0", "/caf\u00c3\u00a9", "/caf%C3%A9"),  # other servers keep the bytes
     ],
 )
-def test_werkzeugs_double_encoding_of_the_target_is_undone_and_no_other_servers(software, raw, target):
+def test_the_dev_servers_double_encoding_of_the_target_is_undone_and_no_other_servers(software, raw, target):
     assert request_target({"SERVER_SOFTWARE": software, "RAW_URI": raw}) == target
 
 
@@ -156,7 +156,7 @@ def test_an_obs_folded_value_is_unfolded_and_a_control_byte_refused():
 
 
 def test_a_method_or_header_name_that_is_not_a_token_is_refused():
-    with pytest.raises(BadRequest, match="the method is not a token"):
+    with pytest.raises(BadRequest, match="^the method is not a token$"):
         build_head(dict(BASE, REQUEST_METHOD="GET /x"), DEST, 0)
     with pytest.raises(BadRequest, match="HTTP_X_\\(A\\) is not a header name"):
         build_head(dict(BASE, **{"HTTP_X_(A)": "1"}), DEST, 0)
@@ -165,3 +165,47 @@ def test_a_method_or_header_name_that_is_not_a_token_is_refused():
 def test_the_loop_mark_is_the_token_when_one_is_set():
     text = build_head(BASE, DEST, 0, mark="s3cret-loop-token-0123").decode("latin-1")
     assert text.count("X-Mirrored-By") == 1 and "\r\nX-Mirrored-By: s3cret-loop-token-0123\r\n" in text
+
+
+def test_a_request_without_a_method_or_scheme_is_a_get_over_http():
+    line, headers = head_lines({"PATH_INFO": "/x", "HTTP_HOST": "a"})
+    assert line == "GET /shadow/x HTTP/1.1"
+    assert dict(headers)["X-Forwarded-Proto"] == "http"
+
+
+@pytest.mark.parametrize(
+    "environ, forwarded_host",
+    [
+        ({}, ""),
+        ({"SERVER_NAME": "internal"}, "internal"),
+        ({"SERVER_NAME": "internal", "SERVER_PORT": "8000"}, "internal:8000"),
+        ({"SERVER_PORT": "8000"}, ":8000"),
+        ({"HTTP_HOST": "shop.example:8443", "SERVER_NAME": "internal"}, "shop.example:8443"),
+    ],
+)
+def test_the_original_host_without_a_host_header_is_the_servers_name_and_port(environ, forwarded_host):
+    _, headers = head_lines({"PATH_INFO": "/", **environ})
+    assert dict(headers)["X-Forwarded-Host"] == forwarded_host
+
+
+def test_only_the_headers_connection_names_are_dropped_whatever_its_spacing():
+    env = dict(BASE, HTTP_CONNECTION="X-A,X-B", HTTP_X_A="1", HTTP_X_B="2", HTTP_XXXX="3")
+    got = dict(head_lines(env)[1])
+    assert "X-A" not in got and "X-B" not in got and got["Xxxx"] == "3"
+    got = dict(head_lines(dict(BASE, HTTP_XXXX="3"))[1])  # no Connection header: nothing named
+    assert got["Xxxx"] == "3"
+
+
+def test_an_empty_chunked_body_is_mirrored_with_content_length_zero():
+    _, headers = head_lines(dict(BASE, HTTP_TRANSFER_ENCODING="chunked"), length=0)
+    assert dict(headers)["Content-Length"] == "0"
+
+
+def test_a_bad_original_host_is_refused_naming_the_host_header():
+    from wsgimirror.transforms import compile_transforms
+
+    original = compile_transforms([{"RequestHeaderOriginalHost": "true"}], "T")
+    with pytest.raises(BadRequest, match="^the Host header holds control characters$"):
+        build_head(dict(BASE, HTTP_HOST="a\x01b"), DEST, 0, original)
+    with pytest.raises(BadRequest, match="^the X-A header holds characters a WSGI server cannot have decoded$"):
+        build_head(dict(BASE, HTTP_X_A="\u2615"), DEST, 0)
