@@ -1,6 +1,7 @@
 import io
 import logging
 import os
+import re
 import tempfile
 
 import pytest
@@ -143,12 +144,28 @@ def test_a_body_over_the_maximum_is_dropped_but_still_read_by_the_app():
     assert not t.buffer.spilled and captured(t) == b""
 
 
+class SocketLike(io.BytesIO):
+    """A server's input: it cannot seek back, so what was read is gone."""
+
+    def seekable(self):
+        return False
+
+
 def test_drain_stops_copying_once_the_body_is_too_large():
     big = os.urandom(300_000)
-    stream = io.BytesIO(big)
+    stream = SocketLike(big)
     t = TeeInput(stream, len(big), False, BodyBuffer(100, 1000))
     assert t.outcome(False) == TOO_LARGE
     assert stream.tell() < len(big)  # the server discards the rest; we did not read it all
+
+
+def test_drain_puts_a_seekable_input_back_where_the_app_left_it():
+    stream = io.BytesIO(BODY)
+    t = TeeInput(stream, len(BODY), False, BodyBuffer(100, 1 << 20))
+    assert t.read(10) == BODY[:10]
+    assert t.outcome(False) is None and captured(t) == BODY
+    assert stream.tell() == 10 and stream.read() == BODY[10:]
+    t.buffer.release()
 
 
 def test_the_last_release_removes_the_temporary_file():
@@ -253,6 +270,18 @@ def test_past_the_memory_budget_a_capture_spills_to_disk_and_everything_is_given
     assert (budget.memory, budget.disk) == (0, 0)
 
 
+def test_the_memory_budget_is_the_sum_of_all_captures_and_its_exact_size_fits():
+    budget = CaptureBudget(memory_limit=300)
+    buffers = [BodyBuffer(100, 1000, budget) for _ in range(4)]
+    for buffer in buffers:
+        buffer.write(b"x" * 100)
+    assert [b.spilled for b in buffers] == [False, False, False, True]  # 300 bytes fit in memory, not 400
+    assert (budget.memory, budget.disk) == (300, 100)
+    for buffer in buffers:
+        buffer.release()
+    assert (budget.memory, budget.disk) == (0, 0)
+
+
 def test_the_disk_budget_is_the_sum_of_all_spills_and_its_exact_size_fits():
     budget = CaptureBudget(memory_limit=0, disk_limit=300)
     buffers = [BodyBuffer(0, 1000, budget) for _ in range(4)]
@@ -296,7 +325,13 @@ def test_a_temp_file_that_cannot_be_created_drops_copies_logs_once_and_recovers(
         assert recovered.outcome(False) is None and captured(recovered) == BODY
         recovered.buffer.release()
         capture().buffer.release()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone again"))
+        assert capture().outcome(False) == CAPTURE_ERROR  # a new streak is logged again
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2, messages
-    assert "cannot write a request body copy to a temporary file" in messages[0] and "No such file" in messages[0]
-    assert "can write request body copies to temporary files again" in messages[1]
+    assert len(messages) == 3, messages
+    failing = re.compile(
+        r"wsgimirror cannot write a request body copy to a temporary file \(\[Errno 2\] No such file or directory: "
+        r".*\); such copies are dropped as capture_error, the requests themselves are served as usual"
+    )
+    assert failing.fullmatch(messages[0]) and failing.fullmatch(messages[2])
+    assert messages[1] == "wsgimirror can write request body copies to temporary files again"
