@@ -48,10 +48,13 @@ def main(argv: list[str]) -> int:
     print(f"{'module':28} {'mutants':>7} {'killed':>6} {'survived':>8} {'equivalent':>10} {'no tests':>8} "
           f"{'unrun':>5} {'score':>7}")  # fmt: skip
     unjudged: list[str] = []
+    stale: list[str] = []
     for module, codes in results().items():
         count = Counter()
         for name, code in codes.items():
-            if name in judged:
+            if name in judged and code in KILLED:
+                stale.append(name)  # listed as equivalent, yet a test kills it: the list is out of date
+            if name in judged and code not in KILLED:
                 count["equivalent"] += 1
             elif code is None:
                 count["unrun"] += 1  # mutmut has not run it yet (an interrupted run)
@@ -68,6 +71,9 @@ def main(argv: list[str]) -> int:
         failing |= score < TARGET or count["unrun"] > 0
         print(f"{module:28} {len(codes):>7} {count['killed']:>6} {count['survived']:>8} {count['equivalent']:>10} "
               f"{count['no tests']:>8} {count['unrun']:>5} {score:>6.1f}%")  # fmt: skip
+    if stale:
+        print("\nListed as equivalent but killed (renumbered? remove them from the list):")
+        print("\n".join(f"  {name}" for name in stale))
     if "--survivors" in argv:
         print("\nSurvivors not yet judged (see them with `mutmut show NAME`):")
         print("\n".join(f"  {name}" for name in unjudged))
