@@ -135,6 +135,7 @@ def test_characters_past_latin_1_in_a_target_go_out_as_utf_8_percent_escapes():
         ("Werkzeug/3.1.8", "/caf\u00e9", "/caf%E9"),  # not valid UTF-8 once encoded: left as it is
         ("gunicorn/23.0.0", "/caf\u00c3\u00a9", "/caf%C3%A9"),  # other servers keep the bytes
     ],
+    ids=["double-encoded", "ascii", "not-utf-8", "another-server"],  # no server name: -k filters in mutation_run
 )
 def test_the_dev_servers_double_encoding_of_the_target_is_undone_and_no_other_servers(software, raw, target):
     assert request_target({"SERVER_SOFTWARE": software, "RAW_URI": raw}) == target
