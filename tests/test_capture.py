@@ -159,9 +159,10 @@ def test_drain_stops_copying_once_the_body_is_too_large():
     assert stream.tell() < len(big)  # the server discards the rest; we did not read it all
 
 
-def test_drain_puts_a_seekable_input_back_where_the_app_left_it():
+@pytest.mark.parametrize("terminated", [False, True], ids=["content-length", "read-to-the-end"])
+def test_drain_puts_a_seekable_input_back_where_the_app_left_it(terminated):
     stream = io.BytesIO(BODY)
-    t = TeeInput(stream, len(BODY), False, BodyBuffer(100, 1 << 20))
+    t = TeeInput(stream, None if terminated else len(BODY), terminated, BodyBuffer(100, 1 << 20))
     assert t.read(10) == BODY[:10]
     assert t.outcome(False) is None and captured(t) == BODY
     assert stream.tell() == 10 and stream.read() == BODY[10:]
