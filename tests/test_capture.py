@@ -150,6 +150,59 @@ class SocketLike(io.BytesIO):
     def seekable(self):
         return False
 
+    def seek(self, *args):
+        raise io.UnsupportedOperation("seek")
+
+
+class CountingStream(io.BytesIO):
+    """Counts reads; optionally fails the first one, or refuses read(None) as PEP 3333 allows."""
+
+    def __init__(self, data, fail=False, strict=False):
+        super().__init__(data)
+        self.reads, self.fail, self.strict = 0, fail, strict
+
+    def read(self, size=-1):
+        self.reads += 1
+        if self.strict and size is None:
+            raise TypeError("read() takes a size, or nothing")
+        if self.fail:
+            raise OSError("client gone")
+        return super().read(size)
+
+    def readline(self, size=-1):
+        if self.strict and size is None:
+            raise TypeError("readline() takes a size, or nothing")
+        return super().readline(size)
+
+
+def test_a_stream_that_failed_or_ended_early_is_not_read_again():
+    failing = CountingStream(b"abc", fail=True)
+    t = TeeInput(failing, 3, False, BodyBuffer(100, 1000))
+    with pytest.raises(OSError):
+        t.read()
+    assert t.outcome(False) == INCOMPLETE and failing.reads == 1
+    short = CountingStream(b"abc")
+    t = TeeInput(short, 10, False, BodyBuffer(100, 1000))
+    assert t.read(5) == b"abc" and t.read(5) == b""
+    assert t.outcome(False) == INCOMPLETE and short.reads == 2  # the drain did not ask a third time
+
+
+def test_a_stream_that_takes_no_none_is_read_without_a_size():
+    strict = CountingStream(BODY, strict=True)
+    t = TeeInput(strict, None, True, BodyBuffer(1 << 20, 1 << 20))
+    assert t.readline() + t.read() == BODY
+    assert t.outcome(False) is None and captured(t) == BODY
+
+
+def test_a_failed_copy_takes_no_more_memory_or_disk():
+    budget = CaptureBudget(memory_limit=1000, disk_limit=0)
+    buffer = BodyBuffer(10, 1000, budget)
+    buffer.write(b"x" * 20)  # past the buffer's memory, and no disk: dropped
+    assert buffer.failure == SPILL_BUDGET
+    buffer.write(b"y" * 5)
+    assert (buffer.size, budget.memory, budget.disk) == (0, 0, 0)
+    buffer.release()
+
 
 def test_drain_stops_copying_once_the_body_is_too_large():
     big = os.urandom(300_000)

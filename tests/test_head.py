@@ -179,6 +179,7 @@ def test_a_request_without_a_method_or_scheme_is_a_get_over_http():
     [
         ({}, ""),
         ({"SERVER_NAME": "internal"}, "internal"),
+        ({"SERVER_NAME": "HOST-X"}, "HOST-X"),
         ({"SERVER_NAME": "internal", "SERVER_PORT": "8000"}, "internal:8000"),
         ({"SERVER_PORT": "8000"}, ":8000"),
         ({"HTTP_HOST": "shop.example:8443", "SERVER_NAME": "internal"}, "shop.example:8443"),
