@@ -146,6 +146,7 @@ def test_an_escaped_quote_does_not_end_a_string(tmp_path):
         ("[1,/* c */]", None),
         ('{\n/* one\ntwo */ "a": }', "line 3 column 13: Expecting value"),  # a block comment keeps its line breaks
         ('\n\n{"a": 1} /* open\n\n', "line 3 column 10: unterminated /\\* comment"),
+        ('\n{"a": 1} /* open', "line 2 column 10: unterminated /\\* comment"),  # the only line break comes first
         ('{"a":,}', "line 1 column 6: Expecting value"),  # a comma after ":" is no trailing comma
         ('{"a": "", "b": "x\\\\",}', None),  # an empty string, an escaped backslash, then a trailing comma
         ('{"a": "open', "line 1 column 7: Unterminated string starting at"),
