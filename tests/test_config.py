@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from wsgimirror import ConfigError, load_config
-from wsgimirror.config import Config, MirrorSettings
+from wsgimirror.config import KNOWN_MIRROR_KEYS, Config, MirrorSettings
 
 SEED = Path(__file__).parent / "data" / "seed.json"
 
@@ -255,3 +255,36 @@ def test_a_byte_order_mark_is_allowed(tmp_path):
     path = tmp_path / "bom.json"
     path.write_bytes(b'\xef\xbb\xbf{"ReverseProxy": {"Routes": {"r": {}}}}')
     assert [r.id for r in load_config(str(path)).routes] == ["r"]
+
+
+def test_max_body_bytes_may_be_zero_but_not_negative():
+    assert load_config(_with("Mirror.MaxBodyBytes", 0)).mirror.max_body_bytes == 0
+    with pytest.raises(ConfigError, match="^Mirror.MaxBodyBytes: must be at least 0, got -1$"):
+        load_config(_with("Mirror.MaxBodyBytes", -1))
+
+
+def test_every_known_mirror_key_in_any_case_loads_without_a_warning(caplog):
+    data = seed()
+    data["mirror"] = {
+        "maxinflight": 9, "MEMORYBODYBYTES": 10, "maxBodyBytes": 11, "connecttimeout": 1, "TIMEOUT": 2,
+        "executor": "thread", "removeheaders": ["Cookie"], "breakerfailures": 3, "BREAKERSECONDS": 4,
+        "looptoken": "0123456789abcdef", "capturememorybytes": 12, "CAPTUREDISKBYTES": 13,
+    }  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="wsgimirror"):
+        m = load_config(data).mirror
+    assert caplog.text == ""
+    assert (m.max_in_flight, m.memory_body_bytes, m.max_body_bytes, m.connect_timeout, m.timeout) == (9, 10, 11, 1, 2)
+    assert (m.executor, m.remove_headers, m.breaker_failures, m.breaker_seconds) == ("thread", {"cookie"}, 3, 4)
+    assert (m.loop_token, m.capture_memory_bytes, m.capture_disk_bytes) == ("0123456789abcdef", 12, 13)
+
+
+def test_an_unknown_mirror_key_is_named_with_the_known_ones(caplog):
+    with caplog.at_level(logging.WARNING, logger="wsgimirror"):
+        load_config(_with("Mirror.MaxInFlite", 3))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == "Mirror: unknown keys ['MaxInFlite'] are ignored; known keys: " + ", ".join(KNOWN_MIRROR_KEYS)
+
+
+def test_a_config_path_with_a_nul_character_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="^'config\\\\x00.json': a file path cannot contain a NUL character$"):
+        load_config("config\x00.json")
