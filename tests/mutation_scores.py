@@ -38,7 +38,10 @@ def results() -> dict[str, dict[str, int | None]]:
     for work in sorted((ROOT / ".mutation").glob("*")):
         meta = work / "mutants" / "wsgimirror" / f"{work.name}.py.meta"
         if meta.exists():
-            by_module[f"wsgimirror/{work.name}.py"] = json.loads(meta.read_text())["exit_code_by_key"]
+            try:
+                by_module[f"wsgimirror/{work.name}.py"] = json.loads(meta.read_text())["exit_code_by_key"]
+            except json.JSONDecodeError:  # mutmut is writing it right now
+                print(f"{work.name}: results are being written; run this again", file=sys.stderr)
     return by_module
 
 
