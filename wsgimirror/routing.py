@@ -83,7 +83,7 @@ def request_host(environ: WSGIEnvironment) -> tuple[str, int] | None:
         if port == -1:
             return None
         if port is None:
-            port = DEFAULT_PORTS.get(environ.get("wsgi.url_scheme"), 80)  # http's, when absent or unknown
+            port = DEFAULT_PORTS.get(str(environ.get("wsgi.url_scheme")), 80)  # http's, when absent or unknown
         return name, port
     server_port = environ.get("SERVER_PORT")
     port = int(server_port) if isinstance(server_port, str) and ascii_digits(server_port) else 80
