@@ -344,8 +344,7 @@ class Dispatcher:
         self._active = 0  # mirrors of this dispatcher submitted and not yet ended
         self._mark = config.mirror.loop_token or MIRROR_MARK
         self.closed = False
-        self.retiring = False
-        self.on_idle: t.Callable[[], None] | None = None  # called when retiring and the last mirror ended
+        self.on_idle: t.Callable[[], None] | None = None  # set on retiring: called when its last mirror ends
 
     def _runtime(self) -> tuple[_GeventExecutor | _ThreadExecutor, dict[str, ClusterState]]:
         """Executor and cluster states, created on first use in each process (the runtime's too)."""
@@ -471,7 +470,7 @@ class Dispatcher:
             target.in_flight -= 1
             body.release()
             self._runtime_shared.ended(target.pool)
-            if self._count_active(-1) == 0 and self.retiring and self.on_idle is not None:
+            if self._count_active(-1) == 0 and self.on_idle is not None:
                 self.on_idle()
 
     def retire(self, on_idle: t.Callable[[], None]) -> None:
@@ -480,6 +479,5 @@ class Dispatcher:
         Requests captured under this configuration still dispatch here and are sent.
         """
         self.on_idle = on_idle
-        self.retiring = True
         if self._count_active(0) == 0:
             on_idle()
