@@ -21,7 +21,7 @@ import typing as t
 from functools import lru_cache
 from urllib.parse import quote
 
-from .syntax import field_value, is_token, origin_form
+from .syntax import connection_tokens, field_value, is_token, origin_form
 from .transforms import MirrorRequest
 
 if t.TYPE_CHECKING:
@@ -104,7 +104,7 @@ def _clean(name: str, value: str) -> str:
 def _end_to_end_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
     """The request's headers minus hop-by-hop ones, plus X-Forwarded-For/-Host/-Proto."""
     named_by_connection = {
-        token.strip().upper().replace("-", "_") for token in environ.get("HTTP_CONNECTION", "").split(",")
+        token.upper().replace("-", "_") for token in connection_tokens(environ.get("HTTP_CONNECTION", ""))
     }
     headers = []
     for key, value in environ.items():

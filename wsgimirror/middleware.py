@@ -28,6 +28,7 @@ from .config import Config, ConfigSource, MirrorSettings, Route, load_config
 from .routing import Router
 from .sender import Dispatcher, Runtime, address_keys
 from .stats import Stats
+from .syntax import connection_tokens
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -214,7 +215,7 @@ def _is_upgrade(environ: WSGIEnvironment) -> bool:
     """A real protocol upgrade: an Upgrade header *and* the upgrade token in Connection."""
     if not environ.get("HTTP_UPGRADE"):
         return False
-    return "upgrade" in (token.strip().lower() for token in str(environ.get("HTTP_CONNECTION", "")).split(","))
+    return "upgrade" in connection_tokens(str(environ.get("HTTP_CONNECTION", "")))
 
 
 class _Capture:

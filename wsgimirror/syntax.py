@@ -37,6 +37,11 @@ def wsgi_header_name(name: str) -> str | None:
     return None
 
 
+def connection_tokens(value: str) -> set[str]:
+    """The options of a Connection header, lower case: ``"keep-alive, Upgrade"`` -> ``{"keep-alive", "upgrade"}``."""
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
 def field_value(value: str) -> str | None:
     """``value`` ready for the wire: obs-folds become one space; None when a control byte is left."""
     if "\n" in value:
