@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from wsgimirror.config import KNOWN_HTTP_CLIENT_KEYS, KNOWN_MIRROR_KEYS, KNOWN_MIRROR_METADATA
+from wsgimirror.config import KNOWN_COMPARE_KEYS, KNOWN_HTTP_CLIENT_KEYS, KNOWN_MIRROR_KEYS, KNOWN_MIRROR_METADATA
 from wsgimirror.transforms import _APPLY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,8 @@ def test_every_config_key_and_transform_is_documented():
         assert f"`{key}`" in README or f"`Metadata.{key}`" in README, key
     for key in KNOWN_HTTP_CLIENT_KEYS:
         assert f"`HttpClient.{key}`" in README, key
+    for key in KNOWN_COMPARE_KEYS:
+        assert f"`Compare.{key}`" in README, key
     for transform in _APPLY:
         assert f'{{"{transform}"' in README, transform
 

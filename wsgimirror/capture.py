@@ -172,6 +172,15 @@ class BodyBuffer:
         """The whole body as bytes when it never spilled to disk, else None."""
         return None if self._file is not None else bytes(self._memory)
 
+    def head_bytes(self, limit: int) -> bytes:
+        """The first ``limit`` bytes of the body (a diff log example shows them)."""
+        out = bytearray()
+        for piece in self.chunks(limit):
+            out += piece[: limit - len(out)]
+            if len(out) >= limit:
+                break
+        return bytes(out)
+
     def chunks(self, size: int = SEND_CHUNK) -> t.Iterator[bytes]:
         """The body from its start, in pieces of at most about ``size`` bytes.
 

@@ -22,7 +22,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command != "check":
+    if args.command not in ("check", "report"):
         from gevent import monkey
 
         monkey.patch_all()
@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config and print its routing table")
     check.add_argument("config", metavar="FILE")
     check.set_defaults(handler=_check)
+
+    report = commands.add_parser(
+        "report",
+        help="summarise comparison diff logs; exit 1 when an endpoint regresses",
+        description="Sum the diff logs of any number of processes and hosts (files or globs) and show, per "
+        "endpoint, how often the mirrors answered differently from the app. Exit status: 0 nothing "
+        "regresses, 1 something does, 2 a log is missing or malformed.",
+    )
+    report.add_argument("logs", nargs="+", metavar="LOG", help="diff log files or globs")
+    report.add_argument("--json", action="store_true", help="print the figures as JSON")
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    report.set_defaults(handler=_report)
 
     sink = commands.add_parser("sink", help="receive mirrored requests and show or record them")
     sink.add_argument("--bind", default="127.0.0.1:9000", metavar="HOST:PORT", help="default: %(default)s")
@@ -132,11 +144,30 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .report import routing_table
+    from .routetable import routing_table
 
     config = load_config(args.config)
     print(routing_table(config, args.config))
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .compare.difflog import LogError, read_logs
+    from .compare.html import render
+    from .compare.report import as_json, as_text, endpoint_rows
+
+    try:
+        report = read_logs(args.logs)
+    except LogError as err:
+        raise CommandError(str(err)) from err
+    print(as_json(report) if args.json else as_text(report))
+    if args.html:
+        try:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(render(report))
+        except OSError as err:
+            raise CommandError(f"cannot write {args.html}: {err.strerror or err}") from err
+    return 1 if any(row["regression"] for row in endpoint_rows(report)) else 0
 
 
 def _sink(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from .appsettings import Section, loads
 from .balancing import POLICIES, resolve_policy
 from .errors import ConfigError
-from .syntax import has_control, shown, split_host_port, wsgi_header_name
+from .syntax import has_control, is_token, shown, split_host_port, wsgi_header_name
 from .transforms import PROTECTED_HEADERS, Transform, compile_transforms
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,27 @@ KNOWN_MIRROR_KEYS = (
     "CaptureMemoryBytes",
     "CaptureDiskBytes",
 )
-KNOWN_MIRROR_METADATA = ("MirrorCluster", "MirrorPercent", "MirrorSampleBy")
+KNOWN_MIRROR_METADATA = ("MirrorCluster", "MirrorPercent", "MirrorSampleBy", "MirrorCompare", "MirrorBaseline")
+KNOWN_COMPARE_KEYS = (
+    "MaxBodyBytes",
+    "MemoryBytes",
+    "IgnoreHeaders",
+    "IgnoreFields",
+    "ArrayOrder",
+    "Endpoints",
+    "RelativeThreshold",
+    "AbsoluteThreshold",
+    "Log",
+    "LogMaxBytes",
+    "LogSeconds",
+    "Examples",
+    "MaxPerSecond",
+)
+# Headers that differ between any two servers or connections: never compared.
+ALWAYS_IGNORED_HEADERS = frozenset(
+    {"date", "server", "connection", "keep-alive", "transfer-encoding", "content-length", "via", "age"}
+)
+ARRAY_ORDERS = ("ordered", "unordered")
 SAMPLE_BY = ("random", "key")
 EXECUTORS = ("auto", "gevent", "thread")
 HASH_SOURCES = ("header", "cookie", "query")
@@ -78,6 +98,25 @@ class MirrorSettings:
     loop_token: str | None = None
     capture_memory_bytes: int = 64 << 20
     capture_disk_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """The top-level ``Compare`` section: how mirrors' answers are compared with the app's, and logged."""
+
+    max_body_bytes: int = 1 << 20
+    memory_bytes: int = 64 << 20  # answer bodies kept at once by the process; past it, compared by hash
+    ignore_headers: frozenset[str] = ALWAYS_IGNORED_HEADERS
+    ignore_fields: tuple[str, ...] = ()
+    array_order: str = "ordered"
+    endpoints: tuple[str, ...] = ()
+    relative_threshold: float = 20.0
+    absolute_threshold: float = 0.03
+    log: str | None = None
+    log_max_bytes: int = 64 << 20
+    log_seconds: float = 10.0
+    examples: int = 5
+    max_per_second: int = 200
 
 
 @dataclass(frozen=True)
@@ -138,6 +177,12 @@ class Route:
     cluster_id: str | None = None
     mirror_clusters: tuple[str, ...] = ()
     transforms: tuple[Transform, ...] = ()
+    compare_clusters: tuple[str, ...] = ()  # of mirror_clusters: answers compared with the app's
+    baseline_cluster: str | None = None  # of mirror_clusters: runs the app's code; its differences are noise
+
+    @property
+    def compares(self) -> bool:
+        return bool(self.compare_clusters or self.baseline_cluster)
 
 
 @dataclass(frozen=True)
@@ -147,6 +192,7 @@ class Config:
     routes: tuple[Route, ...]
     clusters: t.Mapping[str, Cluster]
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
+    compare: CompareSettings = field(default_factory=CompareSettings)
 
 
 ConfigSource = t.Union[Config, t.Mapping[str, t.Any], str, "os.PathLike[str]"]
@@ -185,7 +231,8 @@ def config_from_dict(data: t.Mapping[str, t.Any]) -> Config:
     routes = [_route(rid, body, f"ReverseProxy.Routes.{rid}", clusters) for rid, body in routes_raw.items()]
     routes.sort(key=lambda route: route.order)  # stable: ties keep file order
     mirror = _mirror_settings(root.get("Mirror", {}), "Mirror")
-    return Config(routes=tuple(routes), clusters=clusters, mirror=mirror)
+    compare = _compare_settings(root.get("Compare", {}), "Compare")
+    return Config(routes=tuple(routes), clusters=clusters, mirror=mirror, compare=compare)
 
 
 def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -> Route:
@@ -196,6 +243,16 @@ def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -
         cluster_id = _cluster_ref(cluster_id, clusters, f"{path}.ClusterId")
     metadata = _object(body.get("Metadata", {}), f"{path}.Metadata")
     _warn_unknown_mirror_keys(metadata, f"{path}.Metadata")
+    mirrors = _mirror_clusters(metadata.get("MirrorCluster"), f"{path}.Metadata.MirrorCluster", clusters)
+    compared = _compared_clusters(metadata.get("MirrorCompare"), f"{path}.Metadata.MirrorCompare", mirrors)
+    baseline = _compared_clusters(metadata.get("MirrorBaseline"), f"{path}.Metadata.MirrorBaseline", mirrors)
+    if len(baseline) > 1:
+        raise ConfigError(f"{path}.Metadata.MirrorBaseline", f"names one cluster at most, got {len(baseline)}")
+    if baseline and baseline[0] in compared:
+        raise ConfigError(
+            f"{path}.Metadata.MirrorBaseline", f"cluster {baseline[0]!r} is also in MirrorCompare; a baseline "
+            "runs the app's code and a compared cluster the new code, so one cluster cannot be both"
+        )  # fmt: skip
     return Route(
         id=rid,
         order=_integer(body.get("Order", 0), f"{path}.Order"),
@@ -203,9 +260,27 @@ def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -
         paths=tuple(_path(p, f"{path}.Match.Paths[{i}]") for i, p in enumerate(_str_list(match, "Paths", path))),
         methods=tuple(m.upper() for m in _str_list(match, "Methods", path)),
         cluster_id=cluster_id,
-        mirror_clusters=_mirror_clusters(metadata.get("MirrorCluster"), f"{path}.Metadata.MirrorCluster", clusters),
+        mirror_clusters=mirrors,
         transforms=compile_transforms(body.get("Transforms"), f"{path}.Transforms"),
+        compare_clusters=compared,
+        baseline_cluster=baseline[0] if baseline else None,
     )
+
+
+def _compared_clusters(raw: t.Any, path: str, mirrors: tuple[str, ...]) -> tuple[str, ...]:
+    """The clusters of the route's ``MirrorCluster`` that MirrorCompare or MirrorBaseline name, spelled as there."""
+    value = _optional_str(raw, path)
+    names = []
+    for name in (n.strip() for n in (value or "").split(",")):
+        if not name:
+            continue
+        spelled = [m for m in mirrors if m.lower() == name.lower()]
+        if not spelled:
+            raise ConfigError(path, f"cluster {name!r} is not one of the route's MirrorCluster {list(mirrors)}")
+        if spelled[0] in names:
+            raise ConfigError(path, f"a cluster is named twice in {value!r}")
+        names.append(spelled[0])
+    return tuple(names)
 
 
 def _mirror_clusters(raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -> tuple[str, ...]:
@@ -479,6 +554,101 @@ def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
             body.get("CaptureDiskBytes", defaults.capture_disk_bytes), f"{path}.CaptureDiskBytes", minimum=0
         ),
     )
+
+
+def _compare_settings(raw: t.Any, path: str) -> CompareSettings:
+    body = _object(raw, path)
+    unknown = sorted(key for key in body if key.lower() not in {k.lower() for k in KNOWN_COMPARE_KEYS})
+    if unknown:
+        log.warning("%s: unknown keys %s are ignored; known keys: %s", path, unknown, ", ".join(KNOWN_COMPARE_KEYS))
+    defaults = CompareSettings()
+    order = _optional_str(body.get("ArrayOrder"), f"{path}.ArrayOrder") or defaults.array_order
+    if order.lower() not in ARRAY_ORDERS:
+        raise ConfigError(f"{path}.ArrayOrder", f"must be one of {', '.join(ARRAY_ORDERS)}, got {order!r}")
+    extra_headers = set()
+    for where, name in _string_items(body.get("IgnoreHeaders", []), f"{path}.IgnoreHeaders", "header names"):
+        if not is_token(name):
+            raise ConfigError(where, f"{shown(name)} is not a header name")
+        extra_headers.add(name.lower())
+    return CompareSettings(
+        max_body_bytes=_integer(body.get("MaxBodyBytes", defaults.max_body_bytes), f"{path}.MaxBodyBytes", minimum=0),
+        memory_bytes=_integer(body.get("MemoryBytes", defaults.memory_bytes), f"{path}.MemoryBytes", minimum=0),
+        ignore_headers=ALWAYS_IGNORED_HEADERS | extra_headers,
+        ignore_fields=_field_patterns(body.get("IgnoreFields", []), f"{path}.IgnoreFields"),
+        array_order=order.lower(),
+        endpoints=_endpoint_templates(body.get("Endpoints", []), f"{path}.Endpoints"),
+        relative_threshold=_threshold(body.get("RelativeThreshold", defaults.relative_threshold),
+                                      f"{path}.RelativeThreshold"),
+        absolute_threshold=_threshold(body.get("AbsoluteThreshold", defaults.absolute_threshold),
+                                      f"{path}.AbsoluteThreshold"),
+        log=_log_path(body.get("Log"), f"{path}.Log"),
+        log_max_bytes=_integer(body.get("LogMaxBytes", defaults.log_max_bytes), f"{path}.LogMaxBytes",
+                               minimum=4096),
+        log_seconds=_seconds(body.get("LogSeconds", defaults.log_seconds), f"{path}.LogSeconds"),
+        examples=_integer(body.get("Examples", defaults.examples), f"{path}.Examples", minimum=0, maximum=1000),
+        max_per_second=_integer(body.get("MaxPerSecond", defaults.max_per_second), f"{path}.MaxPerSecond",
+                                minimum=1, maximum=1_000_000),
+    )  # fmt: skip
+
+
+def _string_items(raw: t.Any, path: str, what: str) -> t.Iterator[tuple[str, str]]:
+    """(path of the item, the item) for an array of non-empty strings."""
+    if not isinstance(raw, list):
+        raise ConfigError(path, f"must be an array of {what}, got {_json_type(raw)}")
+    for i, item in enumerate(raw):
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(f"{path}[{i}]", f"must be {what[:-1]}, got {_json_type(item)} {shown(item)}")
+        yield f"{path}[{i}]", item.strip()
+
+
+def _field_patterns(raw: t.Any, path: str) -> tuple[str, ...]:
+    patterns = []
+    for where, pattern in _string_items(raw, path, "field paths"):
+        root = pattern.split(".", 1)[0].split("[", 1)[0]
+        if root not in ("status", "headers", "body") or has_control(pattern) or " " in pattern:
+            raise ConfigError(where, f"must be a field path under status, headers or body, got {pattern!r}")
+        patterns.append(pattern.lower() if root == "headers" else pattern)
+    return tuple(patterns)
+
+
+def _endpoint_templates(raw: t.Any, path: str) -> tuple[str, ...]:
+    templates = []
+    for where, template in _string_items(raw, path, "path templates"):
+        if not template.startswith("/") or has_control(template) or " " in template or "?" in template:
+            raise ConfigError(where, f"must be a path template such as /users/{{id}}, got {template!r}")
+        for segment in template.split("/"):
+            if ("{" in segment or "}" in segment) and not _is_placeholder(segment):
+                raise ConfigError(where, f"a placeholder must be a whole segment such as {{id}}, got {segment!r}")
+        templates.append(template)
+    return tuple(templates)
+
+
+def _is_placeholder(segment: str) -> bool:
+    return len(segment) > 2 and segment[0] == "{" and segment[-1] == "}" and "{" not in segment[1:-1] \
+        and "}" not in segment[1:-1]  # fmt: skip
+
+
+def _threshold(value: t.Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, f"must be a percentage, got {_json_type(value)} {shown(value)}")
+    if not 0 <= value <= 100:
+        raise ConfigError(path, f"must be from 0 to 100, got {value}")
+    return float(value)
+
+
+def _log_path(raw: t.Any, path: str) -> str | None:
+    """The diff log's path: its directory must exist and be writable now, not at the first difference."""
+    value = _optional_str(raw, path)
+    if value is None:
+        return None
+    if not value.strip() or "\x00" in value:
+        raise ConfigError(path, f"must be a file path, got {shown(value)}")
+    directory = os.path.dirname(os.path.abspath(value.replace("{pid}", "0")))
+    if not os.path.isdir(directory):
+        raise ConfigError(path, f"directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(path, f"directory {directory!r} is not writable")
+    return value
 
 
 def _loop_token(raw: t.Any, path: str) -> str | None:

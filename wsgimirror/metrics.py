@@ -58,6 +58,16 @@ class PrometheusMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self._compared = counter(
+            "compared",
+            "Mirror answers compared with the app's, by result (same, different, or why skipped)",
+            ("route", "cluster", "endpoint", "result"),
+        )
+        self._field_differences = counter(
+            "field_differences",
+            "Comparisons in which a field differed, by source (candidate or baseline)",
+            ("endpoint", "field", "source"),
+        )
         self._in_flight = Gauge(
             "wsgimirror_in_flight",
             "Mirrors handed off and not yet ended",
@@ -90,6 +100,12 @@ class PrometheusMetrics:
     def failed(self, route: str, cluster: str, destination: str, reason: str, seconds: float) -> None:
         self._ended(route, cluster, destination, "timed_out" if reason in TIMEOUTS else "failed", seconds)
         self._failures.labels(cluster, destination, reason).inc()
+
+    def compared(self, route: str, cluster: str, endpoint: str, result: str) -> None:
+        self._compared.labels(route, cluster, endpoint, result).inc()
+
+    def field_difference(self, endpoint: str, field: str, source: str) -> None:
+        self._field_differences.labels(endpoint, field, source).inc()
 
     def _ended(self, route: str, cluster: str, destination: str, outcome: str, seconds: float) -> None:
         self._in_flight.labels(cluster, destination).dec()

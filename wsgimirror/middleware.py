@@ -24,7 +24,10 @@ import typing as t
 from ._logs import Throttled
 from .balancing import sampled_in
 from .capture import BodyBuffer, CaptureBudget, TeeInput
+from .compare.comparer import Comparer
+from .compare.difflog import Report
 from .config import Config, ConfigSource, MirrorSettings, Route, load_config
+from .response import Answer, AnswerTee
 from .routing import Router
 from .sender import Dispatcher, Runtime, address_keys
 from .stats import Stats
@@ -46,10 +49,10 @@ class _Generation:
 
     __slots__ = ("config", "router", "dispatcher")
 
-    def __init__(self, config: Config, stats: Stats, runtime: Runtime) -> None:
+    def __init__(self, config: Config, stats: Stats, runtime: Runtime, comparer: Comparer) -> None:
         self.config = config
         self.router = Router(config.routes)
-        self.dispatcher = Dispatcher(config, stats, runtime)
+        self.dispatcher = Dispatcher(config, stats, runtime, comparer)
 
 
 class MirrorMiddleware:
@@ -63,11 +66,14 @@ class MirrorMiddleware:
 
     def __init__(self, app: WSGIApplication, config: ConfigSource, *, prometheus: t.Any = None) -> None:
         self.app = app
-        self._stats = Stats(_metrics(prometheus))
+        metrics = _metrics(prometheus)
+        self._stats = Stats(metrics)
         self._runtime = Runtime()
         loaded = load_config(config)
         self._budget = CaptureBudget(loaded.mirror.capture_memory_bytes, loaded.mirror.capture_disk_bytes)
-        self._generation = _Generation(loaded, self._stats, self._runtime)
+        self._comparer = Comparer(loaded.compare, metrics)
+        self._comparer.remove_headers(loaded.mirror.remove_headers)
+        self._generation = _Generation(loaded, self._stats, self._runtime, self._comparer)
         self._retired: list[Dispatcher] = []
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
@@ -81,12 +87,13 @@ class MirrorMiddleware:
         capture = None if route is None else self._prepare(generation, route, environ)
         if capture is None:
             return self.app(environ, start_response)
+        tee = capture.answer_tee(self._comparer, start_response)
         try:
-            result = self.app(environ, start_response)
+            result = self.app(environ, start_response if tee is None else tee.start_response)
         except BaseException:
             capture.finish()
             raise
-        return _wrap(result, capture)
+        return _wrap(result, capture, tee)
 
     def _prepare(self, generation: _Generation, route: Route, environ: WSGIEnvironment) -> _Capture | None:
         """Count the copies of a matched request and, when one is to be sent, snapshot it and tee its input."""
@@ -129,10 +136,15 @@ class MirrorMiddleware:
         snapshot = self._stats.snapshot()
         snapshot["executor"] = self._runtime.executor_name
         snapshot["capture"] = {"memory_bytes": self._budget.memory, "disk_bytes": self._budget.disk}
+        snapshot["compare"] = self._comparer.snapshot()
         for key, state in self._generation.dispatcher.circuits().items():
             if key in snapshot["by_destination"]:
                 snapshot["by_destination"][key]["circuit"] = state
         return snapshot
+
+    def comparison_report(self) -> Report:
+        """This process's comparison results and latest examples, as ``wsgimirror report`` shows them."""
+        return self._comparer.report()
 
     @property
     def config(self) -> Config:
@@ -146,10 +158,12 @@ class MirrorMiddleware:
         new requests use the new one.
         """
         loaded = load_config(config)
-        generation = _Generation(loaded, self._stats, self._runtime)
+        generation = _Generation(loaded, self._stats, self._runtime, self._comparer)
         previous, self._generation = self._generation, generation
         self._budget.memory_limit = loaded.mirror.capture_memory_bytes
         self._budget.disk_limit = loaded.mirror.capture_disk_bytes
+        self._comparer.configure(loaded.compare)
+        self._comparer.remove_headers(loaded.mirror.remove_headers)
         keep = address_keys(loaded)
         previous.dispatcher.retire(lambda: self._runtime.close_idle(keep))
         self._retired = [d for d in self._retired if d.active] + [previous.dispatcher]
@@ -158,7 +172,9 @@ class MirrorMiddleware:
         """Stop starting mirrors and wait up to ``timeout`` s for those in flight; True if none is left."""
         for dispatcher in [*self._retired, self._generation.dispatcher]:
             dispatcher.closed = True
-        return self._runtime.join(timeout)
+        done = self._runtime.join(timeout)
+        self._comparer.close()  # the last counts record, after the comparisons of the mirrors that ended
+        return done
 
 
 def _metrics(prometheus: t.Any) -> t.Any:
@@ -221,7 +237,7 @@ def _is_upgrade(environ: WSGIEnvironment) -> bool:
 class _Capture:
     """What one mirrored request needs when its response is closed."""
 
-    __slots__ = ("stats", "dispatcher", "route", "clusters", "environ", "tee", "done")
+    __slots__ = ("stats", "dispatcher", "route", "clusters", "environ", "tee", "answer", "done")
 
     def __init__(
         self,
@@ -238,7 +254,17 @@ class _Capture:
         self.clusters = clusters
         self.environ = environ
         self.tee = tee
+        self.answer: Answer | None = None  # the app's, when a selected cluster's answer is compared with it
         self.done = False
+
+    def answer_tee(self, comparer: Comparer, start_response: StartResponse) -> AnswerTee | None:
+        """Tee the app's answer when one of the selected clusters compares it (else None)."""
+        route = self.route
+        if not any(c in route.compare_clusters or c == route.baseline_cluster for c in self.clusters):
+            return None
+        tee = comparer.tee(start_response)
+        self.answer = tee.answer
+        return tee
 
     def finish(self) -> None:
         """Complete the body capture and dispatch, or count the drop; runs once, never raises."""
@@ -253,10 +279,13 @@ class _Capture:
                 self.stats.drop(reason, self.route.id, self.clusters)
                 buffer.release()
                 return
-            self.dispatcher.dispatch(self.route, self.clusters, self.environ, buffer)
+            self.dispatcher.dispatch(self.route, self.clusters, self.environ, buffer, self.answer)
         except Exception:
             _failed.warning("wsgimirror failed to dispatch a mirror of route %r", self.route.id, exc_info=True)
             self.stats.drop("internal_error", self.route.id, self.clusters)
+        finally:
+            if self.answer is not None:
+                self.answer.release()  # the request's hold; each mirror comparing with it holds its own
 
     def abandon(self) -> None:
         """The response was discarded without ``close()``: free the copy and count it ``not_closed``.
@@ -268,6 +297,8 @@ class _Capture:
         self.done = True
         self.stats.drop(NOT_CLOSED, self.route.id, self.clusters)
         self.tee.buffer.release()
+        if self.answer is not None:
+            self.answer.release()
 
 
 class _ClosingIterable:
@@ -277,13 +308,16 @@ class _ClosingIterable:
     discarded without it, the capture is released and the copy counted ``not_closed``.
     """
 
-    __slots__ = ("_result", "_capture")
+    __slots__ = ("_result", "_capture", "_tee")
 
-    def __init__(self, result: t.Iterable[bytes], capture: _Capture) -> None:
+    def __init__(self, result: t.Iterable[bytes], capture: _Capture, tee: AnswerTee | None) -> None:
         self._result = result
         self._capture = capture
+        self._tee = tee
 
     def __iter__(self) -> t.Iterator[bytes]:
+        if self._tee is not None:
+            return self._tee.iterate(self._result)
         return iter(self._result)
 
     def close(self) -> None:
@@ -307,6 +341,6 @@ class _ClosingSequence(_ClosingIterable):
         return len(self._result)  # type: ignore[arg-type]
 
 
-def _wrap(result: t.Iterable[bytes], capture: _Capture) -> _ClosingIterable:
+def _wrap(result: t.Iterable[bytes], capture: _Capture, tee: AnswerTee | None) -> _ClosingIterable:
     cls = _ClosingSequence if hasattr(result, "__len__") else _ClosingIterable
-    return cls(result, capture)
+    return cls(result, capture, tee)

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ._gevent import sockets_patched
 from .balancing import POLICIES, Policy
+from .compare.comparer import NO_ANSWER, request_record
 from .errors import MirrorSendError
 from .head import MIRROR_MARK, BadRequest, build_head
 from .stats import new_lock
@@ -32,7 +33,9 @@ if t.TYPE_CHECKING:
     from urllib3 import HTTPConnectionPool
 
     from .capture import BodyBuffer
+    from .compare.comparer import Comparer
     from .config import Cluster, Config, Destination, HttpClientSettings, MirrorSettings, Route
+    from .response import Answer
     from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -333,9 +336,10 @@ def address_keys(config: Config) -> frozenset[PoolKey]:
 class Dispatcher:
     """Hands mirrors of one configuration to the shared runtime and sends them."""
 
-    def __init__(self, config: Config, stats: Stats, runtime: Runtime) -> None:
+    def __init__(self, config: Config, stats: Stats, runtime: Runtime, comparer: Comparer | None = None) -> None:
         self.config = config
         self._stats = stats
+        self._comparer = comparer
         self._runtime_shared = runtime
         self._executor: _GeventExecutor | _ThreadExecutor | None = None
         self._pid = -1
@@ -377,8 +381,18 @@ class Dispatcher:
         """Mirrors of this dispatcher submitted and not yet ended."""
         return self._count_active(0)
 
-    def dispatch(self, route: Route, cluster_ids: t.Iterable[str], environ: WSGIEnvironment, body: BodyBuffer) -> None:
-        """Start one mirror per cluster, never waiting; ``body`` is released here."""
+    def dispatch(
+        self,
+        route: Route,
+        cluster_ids: t.Iterable[str],
+        environ: WSGIEnvironment,
+        body: BodyBuffer,
+        answer: Answer | None = None,
+    ) -> None:
+        """Start one mirror per cluster, never waiting; ``body`` is released here.
+
+        ``answer``: the app's, for the route's compared and baseline clusters to be compared with.
+        """
         try:
             executor, clusters = self._runtime()
             now = time.monotonic()
@@ -393,7 +407,10 @@ class Dispatcher:
                     continue
                 target = state.policy.pick(candidates, environ)
                 trial = target.picked(now)
-                if not self._start(executor, state, target, route, environ, body) and trial:
+                compared = (
+                    answer if cluster_id in route.compare_clusters or cluster_id == route.baseline_cluster else None
+                )
+                if not self._start(executor, state, target, route, environ, body, compared) and trial:
                     target.trial_not_run()
         finally:
             body.release()
@@ -406,6 +423,7 @@ class Dispatcher:
         route: Route,
         environ: WSGIEnvironment,
         body: BodyBuffer,
+        answer: Answer | None,
     ) -> bool:
         """Submit one mirror; False (and the copy dropped as backlog_full) when it cannot run now."""
         runtime = self._runtime_shared
@@ -413,15 +431,19 @@ class Dispatcher:
             self._stats.drop("backlog_full", route.id, (state.cluster.id,))
             return False
         body.retain()
+        if answer is not None:
+            answer.retain()
         target.in_flight += 1
         self._count_active(+1)
         self._stats.started(route.id, state.cluster.id, target.key)
-        if not executor.try_submit(self._send, state, target, route, environ, body, time.monotonic()):
+        if not executor.try_submit(self._send, state, target, route, environ, body, time.monotonic(), answer):
             runtime.ended(target.pool)
             target.in_flight -= 1
             self._count_active(-1)
             self._stats.unstart("backlog_full", route.id, state.cluster.id, target.key)
             body.release()
+            if answer is not None:
+                answer.release()
             return False
         return True
 
@@ -438,9 +460,13 @@ class Dispatcher:
         environ: WSGIEnvironment,
         body: BodyBuffer,
         started: float,
+        answer: Answer | None = None,
     ) -> None:
         """The body of every mirror greenlet or thread: never raises."""
         settings = self.config.mirror
+        comparer = self._comparer if answer is not None else None
+        kept = comparer.mirror_answer() if comparer is not None else None
+        head = b""
         try:
             head = build_head(environ, target.destination, body.size, route.transforms, settings.remove_headers,
                               self._mark)  # fmt: skip
@@ -452,8 +478,10 @@ class Dispatcher:
                 settings.connect_timeout,
                 settings.timeout,
                 self._runtime_shared.cooperative,
+                kept,
             )
         except BadRequest as err:
+            kept = None  # not sent: nothing to compare, nor to count as a comparison
             log.debug("not mirrored to %s: %s", target.destination.address, err)
             if target.trial:
                 target.trial_not_run()
@@ -467,11 +495,48 @@ class Dispatcher:
             self._stats.succeeded(route.id, state.cluster.id, target.key, status, time.monotonic() - started)
             target.success(state.cluster.id)
         finally:
+            if comparer is not None and answer is not None:
+                self._compare(comparer, route, state.cluster.id, environ, head, body, answer, kept)
             target.in_flight -= 1
             body.release()
             self._runtime_shared.ended(target.pool)
             if self._count_active(-1) == 0 and self.on_idle is not None:
                 self.on_idle()
+
+    @staticmethod
+    def _compare(
+        comparer: Comparer,
+        route: Route,
+        cluster_id: str,
+        environ: WSGIEnvironment,
+        head: bytes,
+        body: BodyBuffer,
+        answer: Answer,
+        kept: Answer | None,
+    ) -> None:
+        """Compare the mirror's answer with the app's (or count why not), then free both.
+
+        ``kept`` is None when the mirror was not sent (its copy is counted as dropped, not here).
+        """
+        try:
+            if kept is None:
+                return
+            if not kept.complete:
+                comparer.skip(NO_ANSWER, route.id, cluster_id, comparer.endpoint(environ))
+            else:
+                comparer.compare(
+                    route.id,
+                    cluster_id,
+                    cluster_id == route.baseline_cluster,
+                    environ,
+                    lambda: request_record(head, body.head_bytes, body.size),
+                    answer,
+                    kept,
+                )
+        finally:
+            if kept is not None:
+                kept.release()
+            answer.release()
 
     def retire(self, on_idle: t.Callable[[], None]) -> None:
         """A newer configuration took over: call ``on_idle`` once no mirror of ours runs.

@@ -91,7 +91,7 @@ def serve(
     from .middleware import MirrorMiddleware
 
     mirrored = MirrorMiddleware(app, config_path, prometheus=metrics_bind is not None)
-    servers = [] if metrics_bind is None else [_metrics_server(metrics_bind)]
+    servers = [] if metrics_bind is None else [_metrics_server(metrics_bind, mirrored)]
     server = WSGIServer(
         make_listener(bind),
         mirrored,
@@ -165,10 +165,28 @@ def drain_requests(server: t.Any, timeout: float) -> bool:
     return done
 
 
-def _metrics_server(bind: tuple[str, int]) -> t.Any:
+def _metrics_server(bind: tuple[str, int], mirrored: t.Any) -> t.Any:
+    """Prometheus metrics at /metrics, and this process's comparison report at /compare and /compare.json."""
     from gevent.pywsgi import WSGIServer
     from prometheus_client import make_wsgi_app
 
+    from .compare.html import render
+    from .compare.report import as_json
     from .metrics import exposition_registry
 
-    return WSGIServer(make_listener(bind), make_wsgi_app(exposition_registry()), log=None)
+    metrics = make_wsgi_app(exposition_registry())
+
+    def app(environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> t.Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path not in ("/compare", "/compare.json"):
+            return t.cast("t.Iterable[bytes]", metrics(environ, start_response))
+        report = mirrored.comparison_report()
+        if path == "/compare":
+            body, kind = render(report).encode("utf-8"), "text/html; charset=utf-8"
+        else:
+            body, kind = as_json(report).encode("utf-8"), "application/json"
+        start_response("200 OK", [("Content-Type", kind), ("Content-Length", str(len(body))),
+                                  ("Cache-Control", "no-store")])  # fmt: skip
+        return [body]
+
+    return WSGIServer(make_listener(bind), app, log=None)

@@ -38,6 +38,7 @@ from .errors import MirrorSendError
 if t.TYPE_CHECKING:
     from .capture import BodyBuffer
     from .config import HttpClientSettings
+    from .response import Answer
 
 DRAIN_LIMIT = 1 << 20  # response body bytes read to keep the connection; past it, close instead
 RECV_SIZE = 64 * 1024
@@ -202,6 +203,36 @@ class _Response:
             self.done = True
 
 
+class _KeptResponse(_Response):
+    """A response whose status, headers and body are kept in an :class:`~wsgimirror.response.Answer`
+    to be compared; its body is read to the end whatever its size (the answer keeps a bounded part)."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, head_request: bool, answer: Answer) -> None:
+        super().__init__(head_request)
+        self.answer = answer
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.answer.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.status < 200:
+            self.answer.headers.clear()  # the interim answer's; the final one's follow
+        else:
+            self.answer.status = self.status
+            self.answer.complete = self.done  # HEAD: complete without a body
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        self.answer.feed(body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.answer.complete = self.done
+
+
 def exchange(
     pool: HTTPConnectionPool,
     head: bytes,
@@ -210,18 +241,20 @@ def exchange(
     connect_timeout: float,
     timeout: float,
     cooperative: bool = False,
+    answer: Answer | None = None,
 ) -> int:
     """Send one request on a pooled connection and return the response status.
 
     ``cooperative`` (gevent with patched sockets): one ``gevent.Timeout`` bounds the whole
-    exchange, instead of a timer armed for every socket operation.
+    exchange, instead of a timer armed for every socket operation. ``answer``: keep the
+    response's status, headers and body there, for a comparison.
     """
     if not cooperative:
-        return _exchange(pool, head, body, head_request, connect_timeout, timeout)
+        return _exchange(pool, head, body, head_request, connect_timeout, timeout, answer)
     import gevent
 
     with gevent.Timeout(timeout, MirrorSendError("timeout", "no complete answer in time")):
-        return _exchange(pool, head, body, head_request, connect_timeout, None)
+        return _exchange(pool, head, body, head_request, connect_timeout, None, answer)
 
 
 def _exchange(
@@ -231,6 +264,7 @@ def _exchange(
     head_request: bool,
     connect_timeout: float,
     timeout: float | None,
+    answer: Answer | None,
 ) -> int:
     for attempt in (1, 2):
         conn: t.Any = pool._get_conn()
@@ -239,7 +273,7 @@ def _exchange(
             if not reused:
                 _connect(conn, connect_timeout)
             deadline = None if timeout is None else time.monotonic() + timeout
-            status, keep = _roundtrip(conn.sock, head, body, head_request, deadline, reused)
+            status, keep = _roundtrip(conn.sock, head, body, head_request, deadline, reused, answer)
         except _StaleConnection:
             conn.close()
             pool._put_conn(conn)
@@ -286,6 +320,7 @@ def _roundtrip(
     head_request: bool,
     deadline: float | None,
     reused: bool,
+    answer: Answer | None = None,
 ) -> tuple[int, bool]:
     """Write the request, read the response; returns (status, connection reusable).
 
@@ -295,7 +330,7 @@ def _roundtrip(
         sock.settimeout(None)
     try:
         _write(sock, head, body, deadline)
-        response = _Response(head_request)
+        response = _Response(head_request) if answer is None else _KeptResponse(head_request, answer)
         response.parser = parser = httptools.HttpResponseParser(response)
         received = _read(sock, parser, response, deadline)
     except socket.timeout as err:
@@ -322,7 +357,7 @@ def _roundtrip(
         raise MirrorSendError("closed", "the destination closed the connection without answering")
     if not response.headers_done:
         raise MirrorSendError("closed", "the connection closed in the middle of the response head")
-    keep = response.done and response.keep_alive and response.body_bytes <= DRAIN_LIMIT
+    keep = response.done and response.keep_alive
     return response.status, keep
 
 
@@ -344,7 +379,8 @@ def _write(sock: socket.socket, head: bytes, body: BodyBuffer | None, deadline: 
 def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: float | None) -> int:
     """Feed the parser until the response ends; returns the bytes received (0: nothing came)."""
     received = 0
-    while not response.done and response.body_bytes <= DRAIN_LIMIT:
+    limit = float("inf") if isinstance(response, _KeptResponse) else DRAIN_LIMIT
+    while not response.done and response.body_bytes <= limit:
         _arm(sock, deadline)
         try:
             data = sock.recv(RECV_SIZE)

@@ -1,0 +1,252 @@
+"""Compare each mirror's answer with the app's, in the mirror's greenlet, after its answer has arrived.
+
+One :class:`Comparer` per middleware, shared by every configuration it loads (its counts
+survive reloads; its settings come from the newest configuration). It hands the request
+path an :class:`~wsgimirror.response.AnswerTee` for routes that compare, and does the rest
+off the request path: the ``Compare.MaxPerSecond`` budget, building both trees, the field
+diff, counting (:mod:`.analysis`), Prometheus, and the diff log (:mod:`.difflog`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import typing as t
+from collections import deque
+
+from .._logs import Throttled
+from ..capture import CaptureBudget
+from ..config import CompareSettings
+from ..response import Answer, AnswerTee
+from ..stats import new_lock
+from .analysis import Analysis
+from .diff import Difference, compare
+from .difflog import EXAMPLE_BODY_BYTES, DiffLogWriter, Report
+from .endpoints import Endpoints
+from .trees import comparable
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+log = logging.getLogger(__name__)
+_failed = Throttled(log)
+
+KEPT_EXAMPLES = 200  # example records kept in memory for ``serve``'s live /compare page
+REMOVED = "(removed: Mirror.RemoveHeaders)"
+SHOWN_VALUE_CHARS = 2048  # a differing value longer than this (as JSON) is cut in the diff log
+
+# Why a mirror's answer was not compared.
+BUDGET = "budget"  # over Compare.MaxPerSecond
+NO_ANSWER = "no_answer"  # the mirror failed
+NOT_CAPTURED = "not_captured"  # the app raised, or the client went away before the end of the answer
+ERROR = "internal_error"
+
+
+class Comparer:
+    def __init__(self, settings: CompareSettings, metrics: t.Any = None) -> None:
+        self.analysis = Analysis()
+        self._metrics = metrics
+        self._lock = new_lock()
+        self._second = 0
+        self._in_second = 0
+        self._next_counts = 0.0
+        self._writer: DiffLogWriter | None = None
+        self.budget = CaptureBudget(settings.memory_bytes)
+        self.examples: deque[dict[str, t.Any]] = deque(maxlen=KEPT_EXAMPLES)  # the newest, for the live page
+        self.configure(settings)
+
+    def configure(self, settings: CompareSettings) -> None:
+        """Take a (re)loaded configuration's settings; the counts carry on."""
+        self.settings = settings
+        self.endpoints = Endpoints(settings.endpoints)
+        self.budget.memory_limit = settings.memory_bytes
+        old = self._writer
+        if settings.log is None:
+            self._writer = None
+        elif old is None or old.template != settings.log or old.max_bytes != settings.log_max_bytes:
+            self._writer = DiffLogWriter(settings.log, settings.log_max_bytes)
+        if old is not None and old is not self._writer:
+            old.close()
+
+    # -- on the request path ------------------------------------------------------------------
+
+    def tee(self, start_response: StartResponse) -> AnswerTee:
+        return AnswerTee(start_response, self.settings.max_body_bytes, self.budget)
+
+    def endpoint(self, environ: WSGIEnvironment) -> str:
+        path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+        return self.endpoints.name(str(environ.get("REQUEST_METHOD", "GET")), path)
+
+    # -- in the mirror's greenlet --------------------------------------------------------------
+
+    def mirror_answer(self) -> Answer:
+        """An empty answer for the transport to fill."""
+        return Answer(self.settings.max_body_bytes, self.budget)
+
+    def admit(self) -> bool:
+        """One more comparison this second, unless ``MaxPerSecond`` were already made."""
+        now = int(time.monotonic())
+        with self._lock:
+            if now != self._second:
+                self._second, self._in_second = now, 0
+            if self._in_second >= self.settings.max_per_second:
+                return False
+            self._in_second += 1
+            return True
+
+    def skip(self, reason: str, route: str, cluster: str, endpoint: str) -> None:
+        endpoint = self.analysis.skip(reason, endpoint)
+        if self._metrics is not None:
+            self._metrics.compared(route, cluster, endpoint, reason)
+
+    def compare(
+        self,
+        route: str,
+        cluster: str,
+        baseline: bool,
+        environ: WSGIEnvironment,
+        request: t.Callable[[], dict[str, t.Any]],
+        app: Answer,
+        mirror: Answer,
+    ) -> None:
+        """Compare and count one mirror's answer; ``request`` describes the request for an example. Never raises."""
+        endpoint = self.endpoint(environ)
+        try:
+            if not app.complete:
+                self.skip(NOT_CAPTURED, route, cluster, endpoint)
+                return
+            if not self.admit():
+                self.skip(BUDGET, route, cluster, endpoint)
+                return
+            settings = self.settings
+            head = environ.get("REQUEST_METHOD") == "HEAD"
+            ignore = settings.ignore_headers
+            limit = settings.max_body_bytes
+            differences = compare(
+                comparable(app, ignore, head, limit),
+                comparable(mirror, ignore, head, limit),
+                settings.array_order == "ordered",
+                settings.ignore_fields,
+            )
+            self._count(route, cluster, baseline, endpoint, differences, request, app, mirror)
+        except Exception:
+            _failed.warning("wsgimirror could not compare an answer of route %r", route, exc_info=True)
+            self.skip(ERROR, route, cluster, endpoint)
+
+    def _count(
+        self,
+        route: str,
+        cluster: str,
+        baseline: bool,
+        endpoint: str,
+        differences: list[Difference],
+        request: t.Callable[[], dict[str, t.Any]],
+        app: Answer,
+        mirror: Answer,
+    ) -> None:
+        settings = self.settings
+        pairs = [(d.field, d.kind) for d in differences]
+        endpoint, counted, wanted = self.analysis.record(endpoint, baseline, pairs, settings.examples)
+        if self._metrics is not None:
+            self._metrics.compared(route, cluster, endpoint, "different" if differences else "same")
+            source = "baseline" if baseline else "candidate"
+            for field in dict.fromkeys(counted):
+                self._metrics.field_difference(endpoint, field, source)
+        if wanted:
+            example = {
+                "type": "example",
+                "time": round(time.time(), 3),
+                "endpoint": endpoint,
+                "route": route,
+                "cluster": cluster,
+                "source": "baseline" if baseline else "candidate",
+                "request": request(),
+                "app": _shown_answer(app, self._removed),
+                "mirror": _shown_answer(mirror, self._removed),
+                "differences": [_shown_difference(d, self._removed) for d in differences],
+            }
+            self.examples.append(example)
+            if self._writer is not None:
+                self._writer.write(example)
+        if self._writer is not None:
+            self._counts_due()
+
+    _removed: frozenset[str] = frozenset()
+
+    def remove_headers(self, names: frozenset[str]) -> None:
+        """``Mirror.RemoveHeaders``: left out of the answers the diff log shows, as out of the mirrors."""
+        self._removed = names
+
+    def _counts_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_counts:
+                return
+            self._next_counts = now + self.settings.log_seconds
+        self.write_counts()
+
+    def write_counts(self) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        endpoints, skipped = self.analysis.counts()
+        writer.write(
+            {
+                "type": "counts",
+                "time": round(time.time(), 6),
+                "thresholds": {
+                    "relative": self.settings.relative_threshold,
+                    "absolute": self.settings.absolute_threshold,
+                },
+                "skipped": skipped,
+                "by_endpoint": endpoints,
+            }
+        )
+
+    def report(self) -> Report:
+        """This process's results, shaped as ``wsgimirror report`` reads them from diff logs."""
+        endpoints, _ = self.analysis.counts()
+        thresholds = (self.settings.relative_threshold, self.settings.absolute_threshold)
+        return Report(endpoints, list(self.examples), thresholds, 1)
+
+    def snapshot(self) -> dict[str, t.Any]:
+        return self.analysis.snapshot(self.settings.relative_threshold, self.settings.absolute_threshold)
+
+    def close(self) -> None:
+        self.write_counts()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def request_record(head: bytes, body: t.Callable[[int], bytes], length: int) -> dict[str, t.Any]:
+    """The request as the mirror received it (``Mirror.RemoveHeaders`` already applied), for the diff log."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, target = (lines[0].split(" ") + ["", ""])[:2]
+    headers = [list(line.split(": ", 1)) for line in lines[1:] if ": " in line]
+    return {"method": method, "target": target, "headers": headers, **_shown_body(body(EXAMPLE_BODY_BYTES), length)}
+
+
+def _shown_answer(answer: Answer, removed: frozenset[str]) -> dict[str, t.Any]:
+    headers = [[k, v] for k, v in answer.headers if k.lower() not in removed]
+    return {"status": answer.status, "headers": headers, **_shown_body(bytes(answer.body[:EXAMPLE_BODY_BYTES]),
+                                                                        answer.length)}  # fmt: skip
+
+
+def _shown_body(data: bytes, length: int) -> dict[str, t.Any]:
+    return {"body": base64.b64encode(data).decode("ascii"), "body_length": length}
+
+
+def _shown_difference(d: Difference, removed: frozenset[str]) -> dict[str, t.Any]:
+    """A difference as the diff log shows it: a header of ``Mirror.RemoveHeaders`` without its values."""
+    if d.field.startswith("headers.") and d.field[len("headers.") :] in removed:
+        return {"field": d.field, "kind": d.kind, "app": REMOVED, "mirror": REMOVED}
+    return {"field": d.field, "kind": d.kind, "app": _capped(d.app), "mirror": _capped(d.mirror)}
+
+
+def _capped(value: t.Any) -> t.Any:
+    text = json.dumps(value, default=str)
+    if len(text) <= SHOWN_VALUE_CHARS:
+        return value
+    return {"truncated": text[:SHOWN_VALUE_CHARS], "chars": len(text)}

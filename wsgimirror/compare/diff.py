@@ -1,0 +1,152 @@
+"""Compare two answers field by field: the differences, each with its field path, kind and both values.
+
+Field paths: ``status``, ``headers.<lower-case name>``, ``body`` for a body that is not JSON,
+``body.<key>`` nested with dots, and ``[]`` for an array's elements with the index dropped,
+so that every element aggregates under one path (``body.items[].price``).
+
+Kinds: ``value``; ``type`` (1 and 1.0 differ in type, and so do null and a value);
+``missing`` / ``extra`` (a key or header only in the app's answer / only in the mirror's);
+``size`` (arrays of different lengths); ``order`` (the same elements in another order,
+reported only when arrays are ``ordered``); ``bytes`` (a body that is not JSON differs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+from functools import lru_cache
+
+from .trees import Comparable, Digest
+
+KINDS = ("value", "type", "missing", "extra", "size", "order", "bytes")
+_ABSENT = object()
+
+
+class Difference(t.NamedTuple):
+    field: str
+    kind: str
+    app: t.Any  # the app's value (absent: missing on that side)
+    mirror: t.Any
+
+
+def compare(
+    app: Comparable, mirror: Comparable, ordered: bool = True, ignore: t.Sequence[str] = ()
+) -> list[Difference]:
+    """The differences between the app's answer and a mirror's, leaving out the ``ignore`` field patterns."""
+    found: list[Difference] = []
+    if app.status != mirror.status:
+        found.append(Difference("status", "value", app.status, mirror.status))
+    _headers(app.headers, mirror.headers, found)
+    if app.is_json and mirror.is_json:
+        _tree(app.body, mirror.body, "body", ordered, found)
+    elif app.is_json != mirror.is_json:
+        found.append(Difference("body", "type", _shown(app.body), _shown(mirror.body)))
+    elif app.body != mirror.body or type(app.body) is not type(mirror.body):
+        found.append(Difference("body", "bytes", _shown(app.body), _shown(mirror.body)))
+    if ignore:
+        matcher = ignored_matcher(tuple(ignore))
+        found = [d for d in found if not matcher(d.field)]
+    return found
+
+
+def _headers(app: dict[str, list[str]], mirror: dict[str, list[str]], found: list[Difference]) -> None:
+    for name, values in app.items():
+        other = mirror.get(name)
+        if other is None:
+            found.append(Difference(f"headers.{name}", "missing", _one(values), None))
+        elif other != values:
+            found.append(Difference(f"headers.{name}", "value", _one(values), _one(other)))
+    for name, values in mirror.items():
+        if name not in app:
+            found.append(Difference(f"headers.{name}", "extra", None, _one(values)))
+
+
+def _one(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else values
+
+
+def _tree(a: t.Any, b: t.Any, path: str, ordered: bool, found: list[Difference]) -> None:
+    if type(a) is not type(b):
+        found.append(Difference(path, "type", a, b))
+    elif isinstance(a, dict):
+        for key, value in a.items():
+            if key in b:
+                _tree(value, b[key], f"{path}.{key}", ordered, found)
+            else:
+                found.append(Difference(f"{path}.{key}", "missing", value, None))
+        for key, value in b.items():
+            if key not in a:
+                found.append(Difference(f"{path}.{key}", "extra", None, value))
+    elif isinstance(a, list):
+        _array(a, b, path, ordered, found)
+    elif a != b:
+        found.append(Difference(path, "value", a, b))
+
+
+def _array(a: list[t.Any], b: list[t.Any], path: str, ordered: bool, found: list[Difference]) -> None:
+    if a == b and _same_types(a, b):
+        return
+    if len(a) != len(b):
+        found.append(Difference(path, "size", len(a), len(b)))
+    if ordered:
+        if len(a) == len(b) and sorted(map(_canonical, a)) == sorted(map(_canonical, b)):
+            found.append(Difference(path, "order", a, b))
+            return
+        pairs = zip(a, b)
+    else:
+        pairs = zip(*_unmatched(a, b))
+    element = path + "[]"
+    for x, y in pairs:
+        _tree(x, y, element, ordered, found)
+
+
+def _unmatched(a: list[t.Any], b: list[t.Any]) -> tuple[list[t.Any], list[t.Any]]:
+    """The elements of each array without a twin in the other, each in a stable order for pairing."""
+    left: dict[str, list[t.Any]] = {}
+    for x in a:
+        left.setdefault(_canonical(x), []).append(x)
+    rest_b = []
+    for y in b:
+        twins = left.get(_canonical(y))
+        if twins:
+            twins.pop()
+        else:
+            rest_b.append(y)
+    rest_a = [x for key in sorted(left) for x in left[key]]
+    rest_b.sort(key=_canonical)
+    return rest_a, rest_b
+
+
+def _canonical(value: t.Any) -> str:
+    """A key equal for equal JSON values of equal types (1 and 1.0 and true differ)."""
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":")) + type(value).__name__
+
+
+def _same_types(a: list[t.Any], b: list[t.Any]) -> bool:
+    """Python's == says 1 == 1.0 == True; JSON says these differ."""
+    return all(_canonical(x) == _canonical(y) for x, y in zip(a, b))
+
+
+def _shown(body: t.Any) -> t.Any:
+    """A body as the diff log shows it: JSON values as they are, text as text, bytes by size and digest."""
+    if isinstance(body, Digest):
+        return {"length": body.length, "sha256": body.sha256}
+    if isinstance(body, bytes):
+        return {"length": len(body), "bytes": body[:64].hex()}
+    return body
+
+
+@lru_cache(maxsize=256)
+def ignored_matcher(patterns: tuple[str, ...]) -> t.Callable[[str], bool]:
+    """A test for field paths matching one of the patterns, or lying under one.
+
+    ``*`` matches one path segment (a key, with its ``[]`` if any): ``body.meta.*``
+    silences ``body.meta.x`` and everything under it.
+    """
+    parts = []
+    for pattern in patterns:
+        escaped = re.escape(pattern).replace(r"\*", r"[^.\[]+(?:\[\])*")
+        parts.append(f"(?:{escaped})")
+    regex = re.compile("(?:" + "|".join(parts) + r")(?=$|[.\[])")
+    return lambda field: regex.match(field) is not None

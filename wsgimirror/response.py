@@ -1,0 +1,155 @@
+"""Tee an answer: the status, headers and a bounded copy of the body, plus its length and SHA-256.
+
+Used on both sides of a comparison. The app's answer is teed as the server iterates the
+response (:class:`AnswerTee` wraps ``start_response`` and the iterable without changing a
+byte, a chunk or ``len()``); a mirror's answer is filled by the transport as it parses it.
+The body is kept up to ``Compare.MaxBodyBytes`` and within the process's
+``Compare.MemoryBytes``; past either, only its length and hash are kept, so an answer of any
+size is compared in bounded memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import typing as t
+
+from .capture import CaptureBudget
+from .stats import new_lock
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse
+
+
+class Answer:
+    """One side's answer to a request: complete once its body has been seen to the end."""
+
+    __slots__ = (
+        "status",
+        "headers",
+        "body",
+        "length",
+        "_hash",
+        "_limit",
+        "_budget",
+        "_taken",
+        "_refs",
+        "_lock",
+        "complete",
+        "_initial_limit",
+    )
+
+    def __init__(self, limit: int, budget: CaptureBudget) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self.length = 0
+        self._hash = hashlib.sha256()
+        self._limit = limit
+        self._initial_limit = limit
+        self._budget = budget
+        self._taken = 0  # bytes of the budget this answer holds
+        self._refs = 1  # holders that will call release(): the request, then each mirror comparing with it
+        self._lock = new_lock()
+        self.complete = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Add body bytes: hashed and counted always, kept while within the limit and the budget."""
+        if not chunk:
+            return
+        self.length += len(chunk)
+        self._hash.update(chunk)
+        if self._limit < 0:
+            return  # already over: only the hash and length from here on
+        if self.length <= self._limit and self._budget.take_memory(len(chunk)):
+            self._taken += len(chunk)
+            self.body += chunk
+        else:
+            self._limit = -1
+            self._forget()
+
+    def restart(self) -> None:
+        """Forget the body seen so far (the status and headers stay)."""
+        self._forget()
+        self.length = 0
+        self._hash = hashlib.sha256()
+        self._limit = self._initial_limit
+        self.complete = False
+
+    @property
+    def whole(self) -> bool:
+        """The whole body is kept (else compare by length and hash)."""
+        return self._limit >= 0
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def header(self, name: str) -> str:
+        """The first value of a header (case-insensitive), or ''."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), "")
+
+    def retain(self) -> None:
+        with self._lock:
+            self._refs += 1
+
+    def release(self) -> None:
+        """One holder is done; the last one gives the kept body's bytes back to the budget."""
+        with self._lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            self._forget()
+
+    def _forget(self) -> None:
+        self.body = bytearray()
+        if self._taken:
+            self._budget.give_back(self._taken, 0)
+            self._taken = 0
+
+
+class AnswerTee:
+    """The app's side: wraps ``start_response`` (the last call wins, as for the server) and the response."""
+
+    __slots__ = ("answer", "_start_response", "_iterations", "_written")
+
+    def __init__(self, start_response: StartResponse, limit: int, budget: CaptureBudget) -> None:
+        self.answer = Answer(limit, budget)
+        self._start_response = start_response
+        self._iterations = 0
+        self._written = False  # the app used write(): those bytes come before the iterable's
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], *exc_info: t.Any
+    ) -> t.Callable[[bytes], t.Any]:
+        write = self._start_response(status, headers, *exc_info)
+        answer = self.answer
+        try:
+            answer.status = int(status.split(None, 1)[0])
+        except (ValueError, IndexError, AttributeError):
+            answer.status = 0
+        answer.headers = list(headers)
+
+        def tee_write(data: bytes) -> t.Any:  # the legacy write() callable (PEP 3333)
+            self._written = True
+            result = write(data)
+            answer.feed(data)
+            return result
+
+        return tee_write
+
+    def iterate(self, result: t.Iterable[bytes]) -> t.Iterator[bytes]:
+        """Yield the app's chunks unchanged, each as soon as the app gives it; the answer is complete at the end.
+
+        A server may iterate a sized response more than once (gevent sums a one-element list's
+        lengths for Content-Length): each iteration starts the body over.
+        """
+        answer = self.answer
+        self._iterations += 1
+        if self._iterations > 1:
+            answer.restart()
+        for chunk in result:
+            answer.feed(chunk)
+            yield chunk
+        # After write() and a second iteration the body seen is not the body sent: not compared.
+        answer.complete = answer.status != 0 and not (self._written and self._iterations > 1)
