@@ -25,6 +25,7 @@ setup(
             "ephemeral-port-reserve>=1.1",
             "trustme>=1.0",
             "django>=4.2",
+            "lxml>=4.9",  # reads the DOM headless Chromium renders from the comparison report
         ],
         "demo": ["flask>=2.3"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],

@@ -288,3 +288,112 @@ def test_an_unknown_mirror_key_is_named_with_the_known_ones(caplog):
 def test_a_config_path_with_a_nul_character_is_refused_naming_it():
     with pytest.raises(ConfigError, match="^'config\\\\x00.json': a file path cannot contain a NUL character$"):
         load_config("config\x00.json")
+
+
+# -- the Compare section and a route's MirrorCompare / MirrorBaseline -------------------------------
+
+
+def _two_clusters(**metadata) -> dict:
+    data = seed()
+    data["ReverseProxy"]["Clusters"]["other"] = {"Destinations": {"o": {"Address": "http://127.0.0.1:9"}}}
+    data["ReverseProxy"]["Routes"]["a"]["Metadata"] = {"MirrorCluster": "apidemoMirror,other", **metadata}
+    return data
+
+
+def test_compare_and_baseline_clusters_are_read_in_any_case():
+    config = load_config(_two_clusters(MirrorCompare=" APIDEMOMIRROR ", MirrorBaseline="Other"))
+    (route,) = [r for r in config.routes if r.id == "a"]
+    assert (route.compare_clusters, route.baseline_cluster, route.compares) == (("apidemoMirror",), "other", True)
+
+
+def test_compare_defaults_and_overrides(tmp_path):
+    defaults = load_config(seed()).compare
+    assert (defaults.max_body_bytes, defaults.relative_threshold, defaults.absolute_threshold) == (1 << 20, 20, 0.03)
+    assert defaults.ignore_headers == frozenset(
+        {"date", "server", "connection", "keep-alive", "transfer-encoding", "content-length", "via", "age"}
+    )
+    assert (defaults.log, defaults.log_max_bytes, defaults.log_seconds, defaults.examples) == (None, 64 << 20, 10, 5)
+    assert (defaults.max_per_second, defaults.array_order, defaults.memory_bytes) == (200, "ordered", 64 << 20)
+    data = seed()
+    data["Compare"] = {"IgnoreHeaders": ["X-Trace-Id"], "IgnoreFields": ["headers.X-A", "body.Meta.*"],
+                       "ArrayOrder": "Unordered", "Endpoints": ["/u/{id}"], "Log": str(tmp_path / "d-{pid}.jsonl"),
+                       "RelativeThreshold": 0, "AbsoluteThreshold": 100, "MaxPerSecond": 1}  # fmt: skip
+    got = load_config(data).compare
+    assert "x-trace-id" in got.ignore_headers and "date" in got.ignore_headers
+    assert got.ignore_fields == ("headers.x-a", "body.Meta.*")  # header names in lower case, body keys as given
+    assert (got.array_order, got.endpoints, got.relative_threshold, got.absolute_threshold) == (
+        "unordered", ("/u/{id}",), 0.0, 100.0
+    )  # fmt: skip
+
+
+C = "Compare"
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            _two_clusters(MirrorCompare="nope"),
+            f"{R}.Metadata.MirrorCompare: cluster 'nope' is not one of the route's MirrorCluster",
+        ),
+        (_two_clusters(MirrorCompare="other,OTHER"), f"{R}.Metadata.MirrorCompare: a cluster is named twice"),
+        (
+            _two_clusters(MirrorBaseline="other,apidemoMirror"),
+            f"{R}.Metadata.MirrorBaseline: names one cluster at most, got 2",
+        ),
+        (
+            _two_clusters(MirrorCompare="other", MirrorBaseline="other"),
+            f"{R}.Metadata.MirrorBaseline: cluster 'other' is also in MirrorCompare",
+        ),
+        (_two_clusters(MirrorCompare=3), f"{R}.Metadata.MirrorCompare: must be a string, got number"),
+        ({**seed(), C: []}, "Compare: must be an object, got array"),
+        ({**seed(), C: {"MaxBodyBytes": -1}}, "Compare.MaxBodyBytes: must be at least 0, got -1"),
+        ({**seed(), C: {"MaxBodyBytes": "1"}}, "Compare.MaxBodyBytes: must be an integer, got string '1'"),
+        ({**seed(), C: {"MemoryBytes": True}}, "Compare.MemoryBytes: must be an integer, got boolean"),
+        (
+            {**seed(), C: {"IgnoreHeaders": "Date"}},
+            "Compare.IgnoreHeaders: must be an array of header names, got string",
+        ),
+        ({**seed(), C: {"IgnoreHeaders": ["X A"]}}, r"Compare.IgnoreHeaders\[0\]: 'X A' is not a header name"),
+        ({**seed(), C: {"IgnoreHeaders": [""]}}, r"Compare.IgnoreHeaders\[0\]: must be header name, got string ''"),
+        (
+            {**seed(), C: {"IgnoreFields": ["meta.x"]}},
+            r"Compare.IgnoreFields\[0\]: must be a field path under "
+            "status, headers or body, got 'meta.x'",
+        ),
+        ({**seed(), C: {"IgnoreFields": [1]}}, r"Compare.IgnoreFields\[0\]: must be field path, got number 1"),
+        (
+            {**seed(), C: {"ArrayOrder": "sorted"}},
+            "Compare.ArrayOrder: must be one of ordered, unordered, got 'sorted'",
+        ),
+        (
+            {**seed(), C: {"Endpoints": ["users/{id}"]}},
+            r"Compare.Endpoints\[0\]: must be a path template such as "
+            "/users/{id}, got 'users/{id}'",
+        ),
+        (
+            {**seed(), C: {"Endpoints": ["/u/x{id}"]}},
+            r"Compare.Endpoints\[0\]: a placeholder must be a whole "
+            "segment such as {id}, got 'x{id}'",
+        ),
+        ({**seed(), C: {"Endpoints": ["/u?x=1"]}}, r"Compare.Endpoints\[0\]: must be a path template"),
+        ({**seed(), C: {"RelativeThreshold": 101}}, "Compare.RelativeThreshold: must be from 0 to 100, got 101"),
+        ({**seed(), C: {"AbsoluteThreshold": -0.1}}, "Compare.AbsoluteThreshold: must be from 0 to 100, got -0.1"),
+        ({**seed(), C: {"AbsoluteThreshold": "1"}}, "Compare.AbsoluteThreshold: must be a percentage, got string"),
+        ({**seed(), C: {"Log": "/no/such/dir/diff.jsonl"}}, "Compare.Log: directory '/no/such/dir' does not exist"),
+        ({**seed(), C: {"Log": " "}}, "Compare.Log: must be a file path"),
+        ({**seed(), C: {"LogMaxBytes": 10}}, "Compare.LogMaxBytes: must be at least 4096, got 10"),
+        ({**seed(), C: {"LogSeconds": 0}}, "Compare.LogSeconds: must be more than 0 and at most 3600 seconds"),
+        ({**seed(), C: {"Examples": -1}}, "Compare.Examples: must be at least 0, got -1"),
+        ({**seed(), C: {"Examples": 1001}}, "Compare.Examples: must be at most 1000, got 1001"),
+        ({**seed(), C: {"MaxPerSecond": 0}}, "Compare.MaxPerSecond: must be at least 1, got 0"),
+    ],
+)
+def test_invalid_compare_settings_name_the_key_path(config, message):
+    with pytest.raises(ConfigError, match="^" + message):
+        load_config(config)
+
+
+def test_unknown_compare_keys_are_named_in_a_warning(caplog):
+    load_config({**seed(), "Compare": {"MaxBodyByte": 1}})
+    assert "Compare: unknown keys ['MaxBodyByte'] are ignored" in caplog.text

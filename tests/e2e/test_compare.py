@@ -393,3 +393,28 @@ def test_a_full_disk_never_reaches_a_request(server, tmp_path, caplog):
         assert one_request(address, target=f"/users/{user}").status == 200
     assert settled(mw, 5)["compared"] == 5
     assert sum("cannot write the diff log" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_comparisons_are_prometheus_series(server):
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    candidate, baseline = url(server(users_v2)), url(server(users_v1))
+    mw = MirrorMiddleware(users_v1, compare_config(candidate, baseline, IgnoreHeaders=["x-request-id"]),
+                          prometheus=registry)  # fmt: skip
+    address = server(mw)
+    for user in range(1, 9):
+        one_request(address, target=f"/users/{user}")
+    settled(mw, 8, 8)
+
+    def value(name, **labels):
+        return registry.get_sample_value(name, labels) or 0.0
+
+    common = {"route": "all", "endpoint": ENDPOINT}
+    assert value("wsgimirror_compared_total", cluster="candidate", result="different", **common) == 8
+    assert value("wsgimirror_compared_total", cluster="baseline", result="different", **common) == 8
+    field = {"endpoint": ENDPOINT, "field": "body.total"}
+    assert value("wsgimirror_field_differences_total", source="candidate", **field) == 2
+    assert value("wsgimirror_field_differences_total", source="baseline", **field) == 0
+    assert value("wsgimirror_field_differences_total", source="baseline", endpoint=ENDPOINT,
+                 field="body.generated_at") == 8  # fmt: skip

@@ -111,7 +111,12 @@ def _endpoint_section(number: int, row: dict[str, t.Any], examples: list[dict[st
                 f"<td>{_bar(values['noise_rate'], 'noise')}</td><td>{verdict}</td></tr>"
             )
         out.append("</tbody></table>")
-    for example in examples:
+    regressing = {field for field, values in fields if values["regression"]}
+
+    def shows_regression(example: dict[str, t.Any]) -> bool:
+        return any(d.get("field") in regressing for d in example.get("differences") or [])
+
+    for example in sorted(examples, key=lambda e: (not shows_regression(e), e.get("source") != "candidate")):
         out.append(_example(example))
     out.append("</section>")
     return "".join(out)
@@ -122,7 +127,7 @@ def _example(example: dict[str, t.Any]) -> str:
     differences = example.get("differences") or []
     fields = {str(d.get("field")) for d in differences}
     out = [
-        "<div class=example>",
+        f"<div class=example data-fields='{escape(' '.join(sorted(fields)))}'>",
         f"<h3>{escape(str(request.get('method', '')))} <code>{escape(str(request.get('target', '')))}</code> "
         f"<span class=muted>({escape(str(example.get('source', '')))} cluster "
         f"{escape(str(example.get('cluster', '')))})</span></h3>",

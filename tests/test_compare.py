@@ -1,0 +1,206 @@
+"""The comparison's pure parts: trees, the field diff, endpoint names, counting and Diffy's rule."""
+
+import gzip
+import json
+import zlib
+
+import pytest
+
+from wsgimirror.capture import CaptureBudget
+from wsgimirror.compare.analysis import MAX_FIELDS, OTHER_FIELD, Analysis, merge, regression, summarize
+from wsgimirror.compare.diff import compare, ignored_matcher
+from wsgimirror.compare.endpoints import Endpoints, is_identifier
+from wsgimirror.compare.trees import Digest, Text, comparable
+from wsgimirror.response import Answer
+
+
+def answer(body: bytes = b"", headers=(), status: int = 200, limit: int = 1 << 20, budget=None) -> Answer:
+    a = Answer(limit, budget or CaptureBudget())
+    a.status, a.headers = status, list(headers)
+    a.feed(body)
+    a.complete = True
+    return a
+
+
+def tree(body, content_type="application/json", **kwargs):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return comparable(answer(data, [("Content-Type", content_type)]), frozenset(), False, 1 << 20, **kwargs)
+
+
+def kinds(app, mirror, **kwargs):
+    return [(d.field, d.kind) for d in compare(tree(app), tree(mirror), **kwargs)]
+
+
+@pytest.mark.parametrize(
+    "app, mirror, expected",
+    [
+        ({"a": 1}, {"a": 1}, []),
+        ({"a": 1}, {"a": 2}, [("body.a", "value")]),
+        ({"a": 1}, {"a": 1.0}, [("body.a", "type")]),
+        ({"a": None}, {"a": 0}, [("body.a", "type")]),
+        ({"a": True}, {"a": 1}, [("body.a", "type")]),
+        ({"a": 1, "b": 2}, {"a": 1}, [("body.b", "missing")]),
+        ({"a": 1}, {"a": 1, "c": 3}, [("body.c", "extra")]),
+        ({"a": {"b": {"c": "x"}}}, {"a": {"b": {"c": "y"}}}, [("body.a.b.c", "value")]),
+        ({"l": [1, 2]}, {"l": [1, 2, 3]}, [("body.l", "size")]),
+        ({"l": [1, 2]}, {"l": [2, 1]}, [("body.l", "order")]),
+        ({"l": [1, 2]}, {"l": [1.0, 2]}, [("body.l[]", "type")]),
+        ({"l": [{"p": 1}, {"p": 2}]}, {"l": [{"p": 1}, {"p": 3}]}, [("body.l[].p", "value")]),
+        ([1, 2], [1, 3], [("body[]", "value")]),
+        ({"a": 1}, [1], [("body", "type")]),
+    ],
+)
+def test_field_paths_and_kinds(app, mirror, expected):
+    assert kinds(app, mirror) == expected
+
+
+def test_unordered_arrays_pair_what_is_left_after_matching_twins():
+    assert kinds({"l": [1, 2, 3]}, {"l": [3, 1, 2]}, ordered=False) == []
+    assert kinds({"l": [{"id": 1}, {"id": 2}]}, {"l": [{"id": 2}, {"id": 5}]}, ordered=False) == [
+        ("body.l[].id", "value")
+    ]
+    assert kinds({"l": [1, 1, 2]}, {"l": [1, 2, 2]}, ordered=False) == [("body.l[]", "value")]
+
+
+def test_status_and_headers_compare_case_insensitively_with_multi_values_sorted():
+    ignore = frozenset({"date"})
+    a = comparable(answer(headers=[("Vary", "b"), ("vary", "a"), ("X-A", "1"), ("Date", "x")]), ignore, False, 99)
+    b = comparable(answer(headers=[("VARY", "a"), ("Vary", "b"), ("X-B", "1"), ("Date", "y")], status=201), ignore,
+                   False, 99)  # fmt: skip
+    assert [(d.field, d.kind) for d in compare(a, b)] == [
+        ("status", "value"), ("headers.x-a", "missing"), ("headers.x-b", "extra")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "pattern, field, ignored",
+    [
+        ("body.meta.*", "body.meta.x", True),
+        ("body.meta.*", "body.meta.x.y", True),
+        ("body.meta.*", "body.meta", False),
+        ("body.meta.*", "body.metadata.x", False),
+        ("body.items[].updated_at", "body.items[].updated_at", True),
+        ("body.items[].updated_at", "body.items[].updated", False),
+        ("body.*.id", "body.items[].id", True),
+        ("headers.x-trace-id", "headers.x-trace-id", True),
+        ("body.a", "body.ab", False),
+        ("body.a", "body.a[]", True),
+    ],
+)
+def test_ignore_patterns_match_one_segment_per_star_and_everything_below(pattern, field, ignored):
+    assert ignored_matcher((pattern,))(field) is ignored
+
+
+def test_bodies_are_decoded_from_gzip_and_deflate_both_wrapped_and_raw():
+    document = json.dumps({"a": [1, 2]}).encode()
+    raw = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    for encoding, data in [("gzip", gzip.compress(document)), ("deflate", zlib.compress(document)),
+                           ("deflate", raw.compress(document) + raw.flush()), ("x-gzip", gzip.compress(document))]:  # fmt: skip
+        got = comparable(answer(data, [("Content-Encoding", encoding)]), frozenset(), False, 1 << 20)
+        assert got.is_json and got.body == {"a": [1, 2]}, encoding
+
+
+def test_a_body_that_inflates_past_the_limit_is_compared_by_the_hash_of_what_came():
+    bomb = gzip.compress(b"0" * 5_000_000)
+    got = comparable(answer(bomb, [("Content-Encoding", "gzip")]), frozenset(), False, 1 << 20)
+    assert isinstance(got.body, Digest) and got.body.length == len(bomb)
+
+
+def test_text_bytes_and_json_without_a_json_content_type():
+    assert tree(b'{"a": 1}', "text/plain").is_json
+    assert isinstance(tree(b"hello", "text/plain").body, Text)
+    assert tree(b"\xff\xfe\x00", "application/octet-stream").body == b"\xff\xfe\x00"
+    assert not tree(b"{not json", "application/json").is_json
+
+
+def test_an_answer_over_its_limit_keeps_only_length_and_hash_and_gives_memory_back():
+    budget = CaptureBudget(memory_limit=100)
+    a = answer(b"x" * 60, limit=1000, budget=budget)
+    assert a.whole and budget.memory == 60
+    a.feed(b"y" * 60)  # over the process budget: hash only from here
+    assert not a.whole and budget.memory == 0 and a.length == 120
+    b = answer(b"x" * 60 + b"y" * 60, limit=100)
+    assert not b.whole and b.digest == a.digest
+
+
+def test_head_answers_have_no_body():
+    assert comparable(answer(b"body"), frozenset(), True, 99).body == b""
+
+
+# -- endpoints -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, name",
+    [
+        ("/users/42/orders", "GET /users/{id}/orders"),
+        ("/users/6f1c2d3e-0b1a-4c5d-9e8f-1a2b3c4d5e6f", "GET /users/{id}"),
+        ("/files/deadbeefdeadbeef", "GET /files/{id}"),
+        ("/t/aGVsbG8gd29ybGQ1MjM0", "GET /t/{id}"),
+        ("/settings/notification-settings", "GET /settings/notification-settings"),
+        ("/v2/users", "GET /v2/users"),
+        ("", "GET /"),
+    ],
+)
+def test_generic_endpoint_names(path, name):
+    assert Endpoints(()).name("GET", path) == name
+
+
+def test_configured_templates_win_in_order():
+    endpoints = Endpoints(["/users/{id}/orders/{order}", "/users/{name}"])
+    assert endpoints.name("POST", "/users/ann/orders/7") == "POST /users/{id}/orders/{order}"
+    assert endpoints.name("GET", "/users/ann") == "GET /users/{name}"
+    assert endpoints.name("GET", "/users/ann/x") == "GET /users/ann/x"
+    assert not is_identifier("") and is_identifier("123")
+
+
+# -- counting and the rule ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "r, s, regresses",
+    [
+        (0.25, 0.0, True),
+        (1.0, 1.0, False),
+        (0.6, 0.4, False),  # (0.2 / 1.0) * 100 = 20: not more than the relative threshold
+        (0.61, 0.4, True),
+        (0.0003, 0.0, False),  # 0.03 %: not more than the absolute threshold
+        (0.0004, 0.0, True),
+        (0.1, 0.2, False),
+    ],
+)
+def test_diffys_rule(r, s, regresses):
+    assert regression(r, s, 20, 0.03) is regresses
+
+
+def test_counts_separate_candidate_from_baseline_and_field_rates():
+    analysis = Analysis()
+    for i in range(4):
+        analysis.record("GET /x", False, [("body.t", "value")] if i == 0 else [], 5)
+        analysis.record("GET /x", True, [("body.ts", "value")], 5)
+        analysis.record("GET /x", False, [("body.ts", "value")], 5)
+    snapshot = analysis.snapshot(20, 0.03)
+    x = snapshot["by_endpoint"]["GET /x"]
+    assert (snapshot["compared"], snapshot["same"], snapshot["different"]) == (8, 3, 5)
+    assert (x["baseline_compared"], x["baseline_different"]) == (4, 4)
+    assert x["fields"]["body.t"]["rate"] == 0.125 and x["fields"]["body.t"]["regression"]
+    assert x["fields"]["body.ts"]["rate"] == 0.5 and x["fields"]["body.ts"]["noise_rate"] == 1.0
+    assert not x["fields"]["body.ts"]["regression"]
+
+
+def test_fields_per_endpoint_are_capped_and_examples_counted():
+    analysis = Analysis()
+    for i in range(MAX_FIELDS + 10):
+        _, counted, wanted = analysis.record("GET /x", False, [(f"body.f{i}", "value")], 1)
+    fields = analysis.counts()[0]["GET /x"]["fields"]
+    assert len(fields) == MAX_FIELDS + 1 and fields[OTHER_FIELD]["differences"] == 10
+    assert counted == [OTHER_FIELD] and wanted == []  # the cap's one example was logged already
+
+
+def test_merged_counts_add_up():
+    one = Analysis()
+    one.record("GET /x", False, [("status", "value")], 0)
+    counts = one.counts()[0]
+    total = merge([counts, counts])
+    assert total["GET /x"]["compared"] == 2 and total["GET /x"]["fields"]["status"]["kinds"] == {"value": 2}
+    assert summarize(total, 20, 0.03)["GET /x"]["regression"]
