@@ -22,7 +22,9 @@ WORK = ROOT / ".mutation"
 
 # module -> the tests about it (in-process only)
 TESTS: dict[str, list[str]] = {
-    "config": ["tests/test_config.py", "tests/test_appsettings.py", "tests/test_transforms.py"],
+    "config": ["tests/test_config.py", "tests/test_appsettings.py", "tests/test_transforms.py",
+               "tests/e2e/test_tls.py::test_invalid_http_client_values_name_their_key",
+               "tests/e2e/test_tls.py::test_tls_settings_as_appsettings_spell_them_load"],
     "appsettings": ["tests/test_appsettings.py", "tests/test_config.py"],
     "syntax": ["tests/test_head.py", "tests/test_routing.py", "tests/test_config.py", "tests/test_transforms.py"],
     "routing": ["tests/test_routing.py", "tests/e2e/test_transparency.py"],

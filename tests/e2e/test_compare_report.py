@@ -1,7 +1,6 @@
 """``wsgimirror report`` over the diff logs of real ``wsgimirror serve`` processes, and the HTML page in Chromium."""
 
 import json
-import os
 import shutil
 import subprocess as std_subprocess
 import sys
@@ -175,9 +174,11 @@ def test_traffic_in_the_page_is_escaped(tmp_path):
                "request": {"method": "GET", "target": "/x?" + hostile, "headers": []},
                "app": {"status": 200, "headers": [["X-Evil", hostile]], "body": "", "body_length": 0},
                "mirror": {"status": 200, "headers": [], "body": "", "body_length": 0},
-               "differences": [{"field": "headers.x-evil", "kind": "missing", "app": hostile, "mirror": None}]}  # fmt: skip
+               "differences": [{"field": "headers.x-evil", "kind": "missing", "app": hostile,
+                                "mirror": None}]}  # fmt: skip
     counts = {"GET /x": {"compared": 1, "same": 0, "different": 1, "baseline_compared": 0, "baseline_different": 0,
-                         "fields": {"headers.x-evil": {"kinds": {"missing": 1}, "differences": 1, "noise": 0}}}}  # fmt: skip
+                         "fields": {"headers.x-evil": {"kinds": {"missing": 1}, "differences": 1,
+                                                    "noise": 0}}}}  # fmt: skip
     page = tmp_path / "page.html"
     page.write_text(render(Report(counts, [example], (20.0, 0.03), 1)))
     assert hostile not in page.read_text()
