@@ -33,7 +33,7 @@ class NullExecutor:
     def __init__(self, runtime) -> None:
         self.runtime = runtime
 
-    def try_submit(self, fn, state, target, route, environ, body, started):
+    def try_submit(self, fn, state, target, route, environ, body, started, answer=None):
         target.in_flight -= 1
         body.release()
         self.runtime.ended(target.pool)

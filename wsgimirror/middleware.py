@@ -11,6 +11,8 @@ The path of one request through the package:
    the copy on a pooled connection.
 6. ``stats``    - count: every copy is pending until its response closes, then ends mirrored
    or dropped; every mirror succeeded or failed.
+7. ``compare``  - for the routes that compare, ``response`` tees the app's answer as the server
+   sends it, and each compared mirror's answer is diffed with it in the mirror's greenlet.
 
 Nothing here raises into the app: failures are counted and logged (rate-limited).
 """

@@ -20,7 +20,9 @@ from functools import lru_cache
 from .trees import Comparable, Digest
 
 KINDS = ("value", "type", "missing", "extra", "size", "order", "bytes")
-_ABSENT = object()
+# JSON text with sorted keys, by the C encoder: equal for equal values of equal types (1, 1.0 and true differ).
+PERMUTATION_PAIRS = 64  # past this many moved elements, match them by sorting their canonical JSON
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 class Difference(t.NamedTuple):
@@ -70,6 +72,8 @@ def _tree(a: t.Any, b: t.Any, path: str, ordered: bool, found: list[Difference])
     if type(a) is not type(b):
         found.append(Difference(path, "type", a, b))
     elif isinstance(a, dict):
+        if a == b and _strictly_equal(a, b):
+            return  # the common case, in C: no path is built for an unchanged subtree
         for key, value in a.items():
             if key in b:
                 _tree(value, b[key], f"{path}.{key}", ordered, found)
@@ -85,12 +89,12 @@ def _tree(a: t.Any, b: t.Any, path: str, ordered: bool, found: list[Difference])
 
 
 def _array(a: list[t.Any], b: list[t.Any], path: str, ordered: bool, found: list[Difference]) -> None:
-    if a == b and _same_types(a, b):
+    if a == b and _strictly_equal(a, b):
         return
     if len(a) != len(b):
         found.append(Difference(path, "size", len(a), len(b)))
     if ordered:
-        if len(a) == len(b) and sorted(map(_canonical, a)) == sorted(map(_canonical, b)):
+        if len(a) == len(b) and _permutation(a, b):
             found.append(Difference(path, "order", a, b))
             return
         pairs = zip(a, b)
@@ -99,6 +103,29 @@ def _array(a: list[t.Any], b: list[t.Any], path: str, ordered: bool, found: list
     element = path + "[]"
     for x, y in pairs:
         _tree(x, y, element, ordered, found)
+
+
+def _permutation(a: list[t.Any], b: list[t.Any]) -> bool:
+    """Arrays of one length holding the same elements in another order.
+
+    Only the positions that differ are matched, so an array with one changed element costs one
+    pass of C-level ``==``; many moved elements are matched by their canonical JSON instead.
+    """
+    moved = [i for i, (x, y) in enumerate(zip(a, b)) if not x == y]
+    if not moved:
+        return False  # equal but for number types: a type difference, not an order one
+    if len(moved) > PERMUTATION_PAIRS:
+        return sorted(_canonical(a[i]) for i in moved) == sorted(_canonical(b[i]) for i in moved)
+    rest = [b[i] for i in moved]
+    for i in moved:
+        x = a[i]
+        for j, y in enumerate(rest):
+            if x == y and _strictly_equal(x, y):
+                del rest[j]
+                break
+        else:
+            return False
+    return True
 
 
 def _unmatched(a: list[t.Any], b: list[t.Any]) -> tuple[list[t.Any], list[t.Any]]:
@@ -120,12 +147,16 @@ def _unmatched(a: list[t.Any], b: list[t.Any]) -> tuple[list[t.Any], list[t.Any]
 
 def _canonical(value: t.Any) -> str:
     """A key equal for equal JSON values of equal types (1 and 1.0 and true differ)."""
-    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":")) + type(value).__name__
+    return _ENCODER.encode(value)
 
 
-def _same_types(a: list[t.Any], b: list[t.Any]) -> bool:
-    """Python's == says 1 == 1.0 == True; JSON says these differ."""
-    return all(_canonical(x) == _canonical(y) for x, y in zip(a, b))
+def _strictly_equal(a: t.Any, b: t.Any) -> bool:
+    """For values Python finds equal: equal as JSON too? (Python's == says 1 == 1.0 == True.)
+
+    ``repr`` (all in C) tells 1, 1.0 and True apart; only when it differs, which may be key order
+    alone, does the canonical JSON decide.
+    """
+    return repr(a) == repr(b) or _ENCODER.encode(a) == _ENCODER.encode(b)
 
 
 def _shown(body: t.Any) -> t.Any:
