@@ -53,7 +53,7 @@ def render(report: Report) -> str:
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
         f"<title>wsgimirror comparison: {regressing} regressing</title><style>{CSS}</style></head><body>",
         "<h1>Is the new version answering like the old one?</h1>",
-        f"<p class=muted>{report.processes} processes, {len(rows)} endpoints, "
+        f"<p class=muted>{report.processes} process{'es' if report.processes != 1 else ''}, {len(rows)} endpoints, "
         f"<span id=verdict class={'badge' if regressing else 'ok'}>{regressing} regressing</span>. A field regresses "
         f"when it differs more often against the candidate than against the baseline by more than {relative:g} % "
         f"relative and {absolute:g} % absolute.</p>",
@@ -117,12 +117,13 @@ def _endpoint_section(number: int, row: dict[str, t.Any], examples: list[dict[st
         return any(d.get("field") in regressing for d in example.get("differences") or [])
 
     for example in sorted(examples, key=lambda e: (not shows_regression(e), e.get("source") != "candidate")):
-        out.append(_example(example))
+        out.append(_example(example, regressing))
     out.append("</section>")
     return "".join(out)
 
 
-def _example(example: dict[str, t.Any]) -> str:
+def _example(example: dict[str, t.Any], regressing: set[str]) -> str:
+    """One comparison: its differences (those of regressing fields first and marked), and both answers."""
     request = example.get("request") or {}
     differences = example.get("differences") or []
     fields = {str(d.get("field")) for d in differences}
@@ -134,9 +135,10 @@ def _example(example: dict[str, t.Any]) -> str:
         "<table class=differences><thead><tr><th>field</th><th>kind</th><th>app</th><th>mirror</th></tr></thead>"
         "<tbody>",
     ]
-    for d in differences:
+    for d in sorted(differences, key=lambda d: d.get("field") not in regressing):
+        verdict = " <span class=badge>regression</span>" if d.get("field") in regressing else ""
         out.append(
-            f"<tr><td><code>{escape(str(d.get('field')))}</code></td><td>{escape(str(d.get('kind')))}</td>"
+            f"<tr><td><code>{escape(str(d.get('field')))}</code>{verdict}</td><td>{escape(str(d.get('kind')))}</td>"
             f"<td class=diff><code>{_value(d.get('app'))}</code></td>"
             f"<td class=diff><code>{_value(d.get('mirror'))}</code></td></tr>"
         )
