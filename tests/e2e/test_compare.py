@@ -386,8 +386,7 @@ def test_a_full_disk_never_reaches_a_request(server, tmp_path, caplog):
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full")
     candidate = url(server(users_v2))
-    mw = MirrorMiddleware(users_v1, compare_config(candidate))
-    mw._comparer._writer = __import__("wsgimirror.compare.difflog", fromlist=["x"]).DiffLogWriter("/dev/full", 1 << 20)
+    mw = MirrorMiddleware(users_v1, compare_config(candidate, Log="/dev/full", LogSeconds=0.001))  # every write: ENOSPC
     address = server(mw)
     for user in range(1, 6):
         assert one_request(address, target=f"/users/{user}").status == 200
@@ -418,3 +417,18 @@ def test_comparisons_are_prometheus_series(server):
     assert value("wsgimirror_field_differences_total", source="baseline", **field) == 0
     assert value("wsgimirror_field_differences_total", source="baseline", endpoint=ENDPOINT,
                  field="body.generated_at") == 8  # fmt: skip
+
+
+def test_a_reload_keeps_the_counts_and_takes_the_new_settings(server):
+    candidate = url(server(users_v2))
+    mw = MirrorMiddleware(users_v1, compare_config(candidate, IgnoreHeaders=["x-request-id"]))
+    address = server(mw)
+    one_request(address, target="/users/4")
+    settled(mw, 1)
+    mw.reload(compare_config(candidate, IgnoreHeaders=["x-request-id"], IgnoreFields=["body.total"],
+                             RelativeThreshold=100))  # fmt: skip
+    one_request(address, target="/users/8")
+    compare = settled(mw, 2)
+    fields = compare["by_endpoint"][ENDPOINT]["fields"]
+    assert compare["compared"] == 2 and fields["body.total"]["differences"] == 1  # the second one ignores it
+    assert fields["body.total"]["regression"] is False  # judged with the new threshold
