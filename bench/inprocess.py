@@ -36,6 +36,8 @@ class NullExecutor:
     def try_submit(self, fn, state, target, route, environ, body, started, answer=None):
         target.in_flight -= 1
         body.release()
+        if answer is not None:
+            answer.release()
         self.runtime.ended(target.pool)
         return True
 
@@ -79,8 +81,11 @@ def per_request(app) -> float:
     return (time.perf_counter() - start) / N * 1e6
 
 
-def wrapped(case: str):
-    mw = MirrorMiddleware(plain_app, config(case, 9, 9, 9))
+def wrapped(case: str, compare: bool = False):
+    settings = config(case, 9, 9, 9)
+    if compare:  # the app's answer is teed for the mirror's answer to be compared with
+        settings["ReverseProxy"]["Routes"]["api"]["Metadata"]["MirrorCompare"] = "shadow"
+    mw = MirrorMiddleware(plain_app, settings)
     mw._generation.dispatcher._runtime()
     mw._generation.dispatcher._executor = NullExecutor(mw._runtime)
     return mw
@@ -91,6 +96,7 @@ def main() -> None:
         "unmatched": wrapped("nomatch"),
         "sampled out (0 %)": wrapped("sample0"),
         "matched, up to the hand-off": wrapped("fast"),
+        "matched and compared, up to the hand-off": wrapped("fast", compare=True),
     }
     runs: dict[str, list[float]] = {name: [] for name in apps}
     for _ in range(5):
