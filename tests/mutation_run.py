@@ -22,7 +22,8 @@ WORK = ROOT / ".mutation"
 
 # module -> the tests about it (in-process only)
 TESTS: dict[str, list[str]] = {
-    "config": ["tests/test_config.py", "tests/test_appsettings.py", "tests/test_transforms.py",
+    "config": ["tests/test_config.py", "tests/test_config_messages.py", "tests/test_appsettings.py",
+               "tests/test_transforms.py",
                "tests/e2e/test_tls.py::test_invalid_http_client_values_name_their_key",
                "tests/e2e/test_tls.py::test_tls_settings_as_appsettings_spell_them_load"],
     "appsettings": ["tests/test_appsettings.py", "tests/test_config.py"],
@@ -36,6 +37,14 @@ TESTS: dict[str, list[str]] = {
     "sender": ["tests/test_sender.py", "tests/e2e/test_breaker.py", "tests/e2e/test_reload.py",
                "tests/e2e/test_control_faults.py", "-k", "not sigterm and not sighup and not check_and_serve"],
     "transport": ["tests/e2e/test_mirror_faults.py", "tests/e2e/test_tls.py", "tests/test_sender.py"],
+    # shadow comparison (a module of the compare package is named with a dot)
+    "response": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
+    "compare.trees": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
+    "compare.diff": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
+    "compare.endpoints": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
+    "compare.analysis": ["tests/test_compare.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
+    "compare.comparer": ["tests/e2e/test_compare.py"],
+    "compare.difflog": ["tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
 }  # fmt: skip
 COPIED = ("wsgimirror", "tests", "examples", "setup.py", "README.md")
 
@@ -60,7 +69,7 @@ def prepare(module: str) -> Path:
         base
         + "[tool.mutmut]\n"
         + 'source_paths = ["wsgimirror/"]\n'
-        + f'only_mutate = ["wsgimirror/{module}.py"]\n'
+        + f'only_mutate = ["wsgimirror/{module.replace(".", "/")}.py"]\n'
         + 'process_isolation = "forkserver"\n'
         + 'also_copy = ["examples/", "setup.py", "README.md"]\n'
         + f"pytest_add_cli_args_test_selection = {toml_list(TESTS[module])}\n"

@@ -36,10 +36,11 @@ def results() -> dict[str, dict[str, int | None]]:
     """Module path -> mutant name -> exit code, for each module mutated in its own tree."""
     by_module = {}
     for work in sorted((ROOT / ".mutation").glob("*")):
-        meta = work / "mutants" / "wsgimirror" / f"{work.name}.py.meta"
+        relative = work.name.replace(".", "/")  # compare.diff -> compare/diff
+        meta = work / "mutants" / "wsgimirror" / f"{relative}.py.meta"
         if meta.exists():
             try:
-                by_module[f"wsgimirror/{work.name}.py"] = json.loads(meta.read_text())["exit_code_by_key"]
+                by_module[f"wsgimirror/{relative}.py"] = json.loads(meta.read_text())["exit_code_by_key"]
             except json.JSONDecodeError:  # mutmut is writing it right now
                 print(f"{work.name}: results are being written; run this again", file=sys.stderr)
     return by_module

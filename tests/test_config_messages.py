@@ -1,0 +1,194 @@
+"""Every config error and warning, word for word: the key path first, then what is wrong with the value.
+
+A user fixes a config from the message alone, so its exact text is behaviour. These tables pin each
+branch of the loader that the broader tests in test_config.py reach only by a prefix.
+"""
+
+import copy
+import logging
+
+import pytest
+import trustme
+
+from wsgimirror import ConfigError, load_config
+
+BASE = {
+    "ReverseProxy": {
+        "Routes": {"r": {"Match": {"Paths": ["/*"]}, "Metadata": {"MirrorCluster": "m"}}},
+        "Clusters": {"m": {"Destinations": {"d": {"Address": "http://127.0.0.1:9"}}}},
+    }
+}
+R = "ReverseProxy.Routes.r"
+M = "ReverseProxy.Clusters.m"
+
+
+def config(route=None, cluster=None, match=None, **top):
+    data = copy.deepcopy(BASE)
+    data["ReverseProxy"]["Routes"]["r"]["Match"].update(match or {})
+    data["ReverseProxy"]["Routes"]["r"].update(route or {})
+    data["ReverseProxy"]["Clusters"]["m"].update(cluster or {})
+    data.update(top)
+    return data
+
+
+def metadata(**values):
+    return config(cluster={"Metadata": values})
+
+
+def http_client(**values):
+    return config(cluster={"HttpClient": values})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({1: 2}, "config: keys must be strings, got number 1"),
+        ({"ReverseProxy": {"Clusters": []}}, "ReverseProxy.Clusters: must be an object, got array"),
+        (config(route={"Match": []}), f"{R}.Match: must be an object, got array"),
+        ({"ReverseProxy": {"Routes": {"r": "x"}}}, f"{R}: must be an object, got string"),
+        (config(route={"ClusterId": 7}), f"{R}.ClusterId: must be a string, got number"),
+        (config(match={"Methods": "GET"}), f"{R}.Match.Methods: must be an array of strings, got string"),
+        (config(match={"Hosts": [" "]}), rf"{R}.Match.Hosts\[0\]: must not be empty"),
+        (config(match={"Hosts": ["a*b.com"]}), rf"{R}.Match.Hosts\[0\]: '\*' is only allowed at the start of a host, "
+                                                "got 'a\\*b.com'"),
+        (config(match={"Hosts": ["x\x01.com"]}), rf"{R}.Match.Hosts\[0\]: must not contain spaces or control "
+                                                  r"characters, got 'x\\x01.com'"),
+        (config(match={"Hosts": ["*.a.com:8x"]}), rf"{R}.Match.Hosts\[0\]: the port must be a number from 0 to "
+                                                   "99999, got '\\*.a.com:8x'"),
+        ({"ReverseProxy": {"Clusters": {"m": 1}}}, f"{M}: must be an object, got number"),
+        (config(cluster={"LoadBalancingPolicy": 1}), f"{M}.LoadBalancingPolicy: must be a string, got number"),
+        (config(cluster={"Metadata": []}), f"{M}.Metadata: must be an object, got array"),
+        (metadata(MirrorSampleBy="user"), f"{M}.Metadata.MirrorSampleBy: must be one of random, key, got 'user'$"),
+        (metadata(MirrorSampleBy=3), f"{M}.Metadata.MirrorSampleBy: must be a string, got number"),
+        (metadata(MirrorPercent="half"), f"{M}.Metadata.MirrorPercent: must be a number from 0 to 100, got 'half'$"),
+        (metadata(MirrorPercent=True), f"{M}.Metadata.MirrorPercent: must be a number from 0 to 100, got boolean "
+                                       "True$"),
+        (metadata(MirrorPercent=[5]), f"{M}.Metadata.MirrorPercent: must be a number from 0 to 100, got array"),
+        (metadata(MirrorPercent=100.5), f"{M}.Metadata.MirrorPercent: must be a number from 0 to 100, got 100.5$"),
+        (metadata(MirrorPercent="-1"), f"{M}.Metadata.MirrorPercent: must be a number from 0 to 100, got -1.0$"),
+        (metadata(HashBy=1), f"{M}.Metadata.HashBy: must be a string, got number"),
+        (metadata(Key=1), f"{M}.Metadata.Key: must be a string, got number"),
+        (metadata(HashBy="path", Key="k"), f"{M}.Metadata.HashBy: must be one of header, cookie, query, got 'path'$"),
+        (metadata(HashBy="cookie"), f"{M}.Metadata.Key: is required when HashBy is 'cookie'$"),
+        (http_client(DangerousAcceptAnyServerCertificate=1), f"{M}.HttpClient.DangerousAcceptAnyServerCertificate: "
+                                                              "must be true or false, got number 1$"),
+        (http_client(SslProtocols=""), f"{M}.HttpClient.SslProtocols: must be a non-empty array of Tls12 and Tls13, "
+                                       "got ''$"),
+        (http_client(ServerName=""), f"{M}.HttpClient.ServerName: "),
+        (http_client(ServerName=5), f"{M}.HttpClient.ServerName: must be a string, got number"),
+        (http_client(MaxConnectionsPerServer=65537), f"{M}.HttpClient.MaxConnectionsPerServer: must be at most 65536, "
+                                                     "got 65537$"),
+        (http_client(ClientCertificate=3), f"{M}.HttpClient.ClientCertificate: must be a string, got number"),
+        (http_client(ClientKey=3), f"{M}.HttpClient.ClientKey: must be a string, got number"),
+        (http_client(ClientKey="/no/such.pem"), f"{M}.HttpClient.ClientKey: cannot read '/no/such.pem': "),
+        (http_client(ClientCertificate="/no/such.pem"), f"{M}.HttpClient.ClientCertificate: cannot read "
+                                                        "'/no/such.pem': "),
+        (config(cluster={"Destinations": "x"}), f"{M}.Destinations: must be a list or an object of destinations, got "
+                                                "string$"),
+        (config(cluster={"Destinations": [1]}), rf"{M}.Destinations\[0\]: must be an object, got number"),
+        (config(cluster={"Destinations": [{"Address": {}}]}), rf"{M}.Destinations\[0\].Address: must be a string, "
+                                                              "got object"),
+        (config(cluster={"Destinations": [{"Address": "http://a/ b"}]}), rf"{M}.Destinations\[0\].Address: must "
+                                                                         "not contain spaces or control characters: "
+                                                                         "'http://a/ b'$"),
+        (config(cluster={"Destinations": [{"Address": "http://a/#top"}]}), rf"{M}.Destinations\[0\].Address: must "
+                                                                           "not carry a query, fragment or user info"),
+        (config(cluster={"Destinations": [{"Address": "http://a{b}/"}]}), rf"{M}.Destinations\[0\].Address: the "
+                                                                          "host has characters a host name cannot "
+                                                                          "have: 'http://a\\{b\\}/'$"),
+        (config(match={"Paths": "/x"}), f"{R}.Match.Paths: must be an array of strings, got string$"),
+        (config(match={"Paths": [1]}), rf"{R}.Match.Paths\[0\]: must be a string, got number$"),
+        ({"ReverseProxy": {1: 2}}, "ReverseProxy: keys must be strings, got number 1$"),
+        ({"ReverseProxy": {"Routes": (1,)}}, "ReverseProxy.Routes: must be an object, got tuple$"),
+        (config(Mirror={"Executor": 1}), "Mirror.Executor: must be a string, got number"),
+        (config(Mirror={"BreakerFailures": -1}), "Mirror.BreakerFailures: must be at least 0, got -1$"),
+        (config(Mirror={"BreakerSeconds": "5"}), "Mirror.BreakerSeconds: must be a number of seconds, got string"),
+        (config(Mirror={"BreakerSeconds": 3600.5}), "Mirror.BreakerSeconds: must be more than 0 and at most 3600 "
+                                                    "seconds, got 3600.5$"),
+        (config(Mirror={"CaptureDiskBytes": -1}), "Mirror.CaptureDiskBytes: must be at least 0, got -1$"),
+        (config(Mirror={"LoopToken": 5}), "Mirror.LoopToken: must be a string, got number"),
+        (config(Mirror={"MaxInFlight": 65537}), "Mirror.MaxInFlight: must be at most 65536, got 65537$"),
+    ],
+)  # fmt: skip
+def test_each_error_names_its_key_path_and_the_value(data, message):
+    with pytest.raises(ConfigError, match="^" + message):
+        load_config(data)
+
+
+def test_values_are_read_as_dotnet_and_the_seed_proxy_write_them():
+    loaded = load_config(
+        config(
+            route={"Match": {"Paths": ["/*"], "Methods": ["get", "Post"]}},
+            cluster={"Metadata": {"MirrorSampleBy": "Key", "MirrorPercent": "12.5%", "Key": "X-User"}},
+        )
+    )
+    (route,) = loaded.routes
+    cluster = loaded.clusters["m"]
+    assert (route.order, route.methods, cluster.id) == (0, ("GET", "POST"), "m")
+    assert (cluster.sample_by, cluster.percent, cluster.hash_by, cluster.hash_key) == ("key", 12.5, "header", "X-User")
+    for edge in (0, 100, "0", "100%"):
+        assert load_config(metadata(MirrorPercent=edge)).clusters["m"].percent == float(str(edge).rstrip("%"))
+    for spelled, value in ((" TRUE ", True), ("False", False), (True, True)):
+        settings = load_config(http_client(DangerousAcceptAnyServerCertificate=spelled)).clusters["m"].http_client
+        assert settings.accept_any_certificate is value
+    assert load_config(http_client(SslProtocols="Tls12, Tls13")).clusters["m"].http_client.protocols == (
+        "Tls12", "Tls13"
+    )  # fmt: skip
+    assert load_config(config(match={"Hosts": ["*api.com:8080", "*"]})).routes[0].hosts == ("*api.com:8080", "*")
+    edges = load_config(config(Mirror={"MaxInFlight": 65536, "BreakerSeconds": 3600, "CaptureDiskBytes": 0}))
+    assert (edges.mirror.max_in_flight, edges.mirror.breaker_seconds, edges.mirror.capture_disk_bytes) == (
+        65536, 3600.0, 0
+    )  # fmt: skip
+
+
+def test_list_destinations_are_named_by_address_with_repeats_numbered():
+    listed = [{"Address": "http://127.0.0.1:9/v2/"}, {"Address": "http://127.0.0.1:9/v2/"}, {"Address": "http://b"}]
+    destinations = load_config(config(cluster={"Destinations": listed})).clusters["m"].destinations
+    assert [d.name for d in destinations] == ["http://127.0.0.1:9/v2/", "http://127.0.0.1:9/v2/#2", "http://b"]
+    first = destinations[0]
+    assert (first.address, first.scheme, first.host, first.port, first.base_path) == (
+        "http://127.0.0.1:9/v2/", "http", "127.0.0.1", 9, "/v2"
+    )  # fmt: skip
+    named = load_config(config(cluster={"Destinations": {"v2": {"Address": "https://b"}}})).clusters["m"]
+    assert [(d.name, d.port, d.base_path) for d in named.destinations] == [("v2", 443, "")]
+
+
+def test_a_client_certificate_with_its_key_in_another_file_loads(tmp_path):
+    ca = trustme.CA()
+    issued = ca.issue_cert("client.test")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    settings = load_config(http_client(ClientCertificate=str(cert), ClientKey=str(key))).clusters["m"].http_client
+    assert (settings.client_certificate, settings.client_key) == (str(cert), str(key))
+    with pytest.raises(ConfigError, match=f"^{M}.HttpClient.ClientCertificate: '{cert}' and its key do not load"):
+        load_config(http_client(ClientCertificate=str(cert)))  # the certificate alone has no private key
+
+
+def test_warnings_name_the_section_and_the_keys_read(caplog):
+    caplog.set_level(logging.WARNING, logger="wsgimirror.config")
+    load_config(http_client(WebProxy="x", DangerousAcceptAnyServerCertificate=True))
+    load_config(metadata(MirrorPercentage=5))
+    load_config(config(Mirror={"MaxInFlights": 3}))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{M}.HttpClient: keys ['WebProxy'] are ignored; wsgimirror reads DangerousAcceptAnyServerCertificate, "
+        "SslProtocols, MaxConnectionsPerServer, CaFile, ClientCertificate, ClientKey, ServerName",
+        "cluster 'm': DangerousAcceptAnyServerCertificate is true: its HTTPS destinations are not verified, anyone "
+        "on the path can read and change the mirrored traffic",
+        f"{M}.Metadata.MirrorPercentage: unknown mirror key is ignored; known keys: MirrorCluster, MirrorPercent, "
+        "MirrorSampleBy, MirrorCompare, MirrorBaseline",
+        "Mirror: unknown keys ['MaxInFlights'] are ignored; known keys: MaxInFlight, MemoryBodyBytes, MaxBodyBytes, "
+        "ConnectTimeout, Timeout, Executor, RemoveHeaders, BreakerFailures, BreakerSeconds, LoopToken, "
+        "CaptureMemoryBytes, CaptureDiskBytes",
+    ]
+    caplog.clear()
+    load_config(http_client(sslprotocols=["Tls12"], MAXCONNECTIONSPERSERVER=2))  # known keys, in any case
+    assert caplog.records == []
+
+
+def test_a_file_is_read_as_utf_8_with_or_without_a_byte_order_mark(tmp_path):
+    import json
+
+    path = tmp_path / "c.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(config(route={"Order": 3})).encode())
+    assert load_config(str(path)).routes[0].order == 3
