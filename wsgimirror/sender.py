@@ -496,7 +496,8 @@ class Dispatcher:
             target.success(state.cluster.id)
         finally:
             if comparer is not None and answer is not None:
-                self._compare(comparer, route, state.cluster.id, environ, head, body, answer, kept)
+                self._compare(comparer, route, state.cluster.id, environ, head, body, answer, kept,
+                              self._runtime_shared.cooperative)  # fmt: skip
             target.in_flight -= 1
             body.release()
             self._runtime_shared.ended(target.pool)
@@ -513,6 +514,7 @@ class Dispatcher:
         body: BodyBuffer,
         answer: Answer,
         kept: Answer | None,
+        cooperative: bool,
     ) -> None:
         """Compare the mirror's answer with the app's (or count why not), then free both.
 
@@ -532,6 +534,7 @@ class Dispatcher:
                     lambda: request_record(head, body.head_bytes, body.size),
                     answer,
                     kept,
+                    cooperative,
                 )
         finally:
             if kept is not None:

@@ -432,3 +432,32 @@ def test_a_reload_keeps_the_counts_and_takes_the_new_settings(server):
     fields = compare["by_endpoint"][ENDPOINT]["fields"]
     assert compare["compared"] == 2 and fields["body.total"]["differences"] == 1  # the second one ignores it
     assert fields["body.total"]["regression"] is False  # judged with the new threshold
+
+
+def test_comparing_a_large_json_answer_does_not_hold_the_event_loop(server):
+    """A 2 MiB JSON diff takes a few hundred ms of CPU: it runs in a native thread, and the loop,
+    which serves the real traffic, keeps turning (a greenlet ticking every millisecond sees no long gap)."""
+    items = [{"id": i, "name": f"item {i}", "price": i} for i in range(40_000)]
+    app_body = json.dumps({"items": items}).encode()
+    changed = json.dumps({"items": [{**item, "price": item["price"] + i % 2} for i, item in enumerate(items)]})
+    candidate = url(server(answering(headers=[("Content-Type", "application/json")], body=changed.encode())))
+    app = answering(headers=[("Content-Type", "application/json")], body=app_body)
+    mw = MirrorMiddleware(app, compare_config(candidate, MaxBodyBytes=4 << 20))
+    address = server(mw)
+    gaps, running = [], True
+
+    def tick():
+        last = time.perf_counter()
+        while running:
+            gevent.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = gevent.spawn(tick)
+    one_request(address, target="/big")
+    compare = settled(mw, 1)
+    running = False
+    ticker.join()
+    assert compare["by_endpoint"]["GET /big"]["fields"]["body.items[].price"]["differences"] == 1
+    assert max(gaps) < 0.1, f"the loop was held {max(gaps) * 1000:.0f} ms"

@@ -208,6 +208,7 @@ def test_a_destination_without_tcp_nodelay_does_not_stall_each_mirror_on_delayed
     legacy.start()
     try:
         config = mirror_config(f"http://127.0.0.1:{legacy.address[1]}")
+
         def app(environ, start_response):
             start_response("200 OK", [("Content-Length", "2")])
             return [b"ok"]

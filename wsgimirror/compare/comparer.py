@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 import typing as t
 from collections import deque
@@ -33,6 +34,7 @@ if t.TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _failed = Throttled(log)
 
+COMPARE_THREADS = 1  # native threads comparing answers, per process: the CPU is bounded by MaxPerSecond
 KEPT_EXAMPLES = 200  # example records kept in memory for ``serve``'s live /compare page
 REMOVED = "(removed: Mirror.RemoveHeaders)"
 SHOWN_VALUE_CHARS = 2048  # a differing value longer than this (as JSON) is cut in the diff log
@@ -54,6 +56,8 @@ class Comparer:
         self._next_counts = 0.0
         self._writer: DiffLogWriter | None = None
         self.budget = CaptureBudget(settings.memory_bytes)
+        self._pool: t.Any = None  # a gevent ThreadPool, made on first use in each process
+        self._pool_pid = -1
         self.examples: deque[dict[str, t.Any]] = deque(maxlen=KEPT_EXAMPLES)  # the newest, for the live page
         self.configure(settings)
 
@@ -110,8 +114,13 @@ class Comparer:
         request: t.Callable[[], dict[str, t.Any]],
         app: Answer,
         mirror: Answer,
+        cooperative: bool = False,
     ) -> None:
-        """Compare and count one mirror's answer; ``request`` describes the request for an example. Never raises."""
+        """Compare and count one mirror's answer; ``request`` describes the request for an example. Never raises.
+
+        ``cooperative``: called in a greenlet of gevent's loop (the gevent executor); the diff then runs
+        in a native thread.
+        """
         endpoint = self.endpoint(environ)
         try:
             if not app.complete:
@@ -120,20 +129,38 @@ class Comparer:
             if not self.admit():
                 self.skip(BUDGET, route, cluster, endpoint)
                 return
-            settings = self.settings
-            head = environ.get("REQUEST_METHOD") == "HEAD"
-            ignore = settings.ignore_headers
-            limit = settings.max_body_bytes
-            differences = compare(
-                comparable(app, ignore, head, limit),
-                comparable(mirror, ignore, head, limit),
-                settings.array_order == "ordered",
-                settings.ignore_fields,
+            differences = self._off_the_loop(
+                cooperative, self._differences, environ.get("REQUEST_METHOD") == "HEAD", app, mirror
             )
             self._count(route, cluster, baseline, endpoint, differences, request, app, mirror)
         except Exception:
             _failed.warning("wsgimirror could not compare an answer of route %r", route, exc_info=True)
             self.skip(ERROR, route, cluster, endpoint)
+
+    def _differences(self, head: bool, app: Answer, mirror: Answer) -> list[Difference]:
+        settings = self.settings
+        ignore, limit = settings.ignore_headers, settings.max_body_bytes
+        return compare(
+            comparable(app, ignore, head, limit),
+            comparable(mirror, ignore, head, limit),
+            settings.array_order == "ordered",
+            settings.ignore_fields,
+        )
+
+    def _off_the_loop(
+        self, cooperative: bool, work: t.Callable[..., list[Difference]], *args: t.Any
+    ) -> list[Difference]:
+        """Run the CPU-heavy part in a native thread when called in a greenlet, so that a large JSON
+        answer (1 MiB takes about 60 to 150 ms) cannot hold the event loop that serves the real traffic;
+        the loop gets the interpreter back at least every switch interval (5 ms), between C calls.
+        In the thread executor the mirror already runs in a thread of its own."""
+        if not cooperative:
+            return work(*args)
+        if self._pool_pid != os.getpid():
+            from gevent.threadpool import ThreadPool
+
+            self._pool, self._pool_pid = ThreadPool(COMPARE_THREADS), os.getpid()
+        return t.cast("list[Difference]", self._pool.apply(work, args))
 
     def _count(
         self,
