@@ -36,7 +36,7 @@ def test_a_path_a_dict_and_a_config_give_the_same_result():
 
 def test_global_defaults_and_overrides():
     defaults = MirrorSettings()
-    assert (defaults.max_in_flight, defaults.memory_body_bytes, defaults.max_body_bytes) == (64, 1 << 20, 64 << 20)
+    assert (defaults.max_in_flight, defaults.memory_body_bytes, defaults.max_body_bytes) == (256, 1 << 20, 64 << 20)
     assert (defaults.connect_timeout, defaults.timeout, defaults.executor) == (1.0, 5.0, "auto")
     data = seed()
     data["Mirror"] = {"MaxInFlight": 8, "MemoryBodyBytes": 0, "MaxBodyBytes": 10, "Timeout": 0.5, "Executor": "Thread"}

@@ -86,7 +86,7 @@ _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 class MirrorSettings:
     """The global knobs of the top-level ``Mirror`` section."""
 
-    max_in_flight: int = 64
+    max_in_flight: int = 256  # Little's law: 400 mirrors/s to a destination answering in 500 ms, with room
     memory_body_bytes: int = 1 << 20
     max_body_bytes: int = 64 << 20
     connect_timeout: float = 1.0

@@ -110,3 +110,23 @@ def test_soak_stays_flat_and_accounts_for_every_mirror(server, private_tempdir):
         assert elapsed < 120
     finally:
         sink_server.stop(timeout=1)
+
+
+def test_the_default_config_has_room_for_a_burst_to_a_slow_destination(server, make_sink):
+    """100 requests at once to a destination answering in 200 ms: every copy is delivered with the default
+    MaxInFlight (sized for 400 mirrors/s at 200 ms and more); the former default of 64 dropped 36."""
+    slow = make_sink(delay=0.2)
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, mirror_config(slow.address))
+    address = server(mw)
+    jobs = [gevent.spawn(one_request, address, method="POST", target="/burst", body=b"x" * 100) for _ in range(100)]
+    gevent.joinall(jobs, raise_error=True)
+    wait_until(lambda: mw.stats()["in_flight"] == 0 and mw.stats()["pending"] == 0)
+    stats = mw.stats()
+    assert (stats["copies"], stats["succeeded"], stats["dropped"]) == (100, 100, {})
+    assert len(slow.wait_for(100)) == 100
