@@ -18,7 +18,7 @@ def test_check_prints_the_routing_table(capsys):
     assert "mirror   shadow: Hash by header 'X-Forwarded-For', 2 destinations" in out
     assert "- http://127.0.0.1:9001" in out and "- http://127.0.0.1:9002" in out
     assert "Clusters not mirrored to: app" in out
-    assert "Mirror: MaxInFlight 256, MemoryBodyBytes 1 MiB, MaxBodyBytes 64 MiB" in out
+    assert "Mirror: MaxInFlight 64, MemoryBodyBytes 1 MiB, MaxBodyBytes 64 MiB" in out
 
 
 def test_check_lists_routes_in_the_order_they_are_tried(tmp_path, capsys):
