@@ -47,6 +47,7 @@ def kinds(app, mirror, **kwargs):
         ({"l": [1, 2]}, {"l": [1.0, 2]}, [("body.l[]", "type")]),
         ({"l": [{"p": 1}, {"p": 2}]}, {"l": [{"p": 1}, {"p": 3}]}, [("body.l[].p", "value")]),
         ([1, 2], [1, 3], [("body[]", "value")]),
+        ([1, 2, 3], [4, 5, 6], [("body[]", "value")]),  # one finding per field and kind, however many elements
         ({"a": 1}, [1], [("body", "type")]),
     ],
 )

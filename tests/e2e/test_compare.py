@@ -435,14 +435,14 @@ def test_a_reload_keeps_the_counts_and_takes_the_new_settings(server):
 
 
 def test_comparing_a_large_json_answer_does_not_hold_the_event_loop(server):
-    """A 2 MiB JSON diff takes a few hundred ms of CPU: it runs in a native thread, and the loop,
+    """A 4 MiB JSON diff takes about a second of CPU: it runs in a native thread, and the loop,
     which serves the real traffic, keeps turning (a greenlet ticking every millisecond sees no long gap)."""
-    items = [{"id": i, "name": f"item {i}", "price": i} for i in range(40_000)]
+    items = [{"id": i, "name": f"item {i}", "price": i} for i in range(80_000)]
     app_body = json.dumps({"items": items}).encode()
     changed = json.dumps({"items": [{**item, "price": item["price"] + i % 2} for i, item in enumerate(items)]})
     candidate = url(server(answering(headers=[("Content-Type", "application/json")], body=changed.encode())))
     app = answering(headers=[("Content-Type", "application/json")], body=app_body)
-    mw = MirrorMiddleware(app, compare_config(candidate, MaxBodyBytes=4 << 20))
+    mw = MirrorMiddleware(app, compare_config(candidate, MaxBodyBytes=8 << 20))
     address = server(mw)
     gaps, running = [], True
 
@@ -460,4 +460,4 @@ def test_comparing_a_large_json_answer_does_not_hold_the_event_loop(server):
     running = False
     ticker.join()
     assert compare["by_endpoint"]["GET /big"]["fields"]["body.items[].price"]["differences"] == 1
-    assert max(gaps) < 0.1, f"the loop was held {max(gaps) * 1000:.0f} ms"
+    assert max(gaps) < 0.3, f"the loop was held {max(gaps) * 1000:.0f} ms"

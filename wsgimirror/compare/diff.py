@@ -49,7 +49,16 @@ def compare(
     if ignore:
         matcher = ignored_matcher(tuple(ignore))
         found = [d for d in found if not matcher(d.field)]
-    return found
+    return _first_of_each(found)
+
+
+def _first_of_each(found: list[Difference]) -> list[Difference]:
+    """One difference per field and kind (the first): an array of 40,000 changed prices is one finding,
+    counted once per comparison, and shown once in an example."""
+    seen: dict[tuple[str, str], Difference] = {}
+    for d in found:
+        seen.setdefault((d.field, d.kind), d)
+    return list(seen.values())
 
 
 def _headers(app: dict[str, list[str]], mirror: dict[str, list[str]], found: list[Difference]) -> None:
