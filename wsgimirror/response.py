@@ -35,6 +35,7 @@ class Answer:
         "_refs",
         "_lock",
         "complete",
+        "invalid",
         "_initial_limit",
     )
 
@@ -51,9 +52,17 @@ class Answer:
         self._refs = 1  # holders that will call release(): the request, then each mirror comparing with it
         self._lock = new_lock()
         self.complete = False
+        self.invalid = False  # a chunk that is not bytes went by
 
     def feed(self, chunk: bytes) -> None:
-        """Add body bytes: hashed and counted always, kept while within the limit and the budget."""
+        """Add body bytes: hashed and counted always, kept while within the limit and the budget.
+
+        Anything but bytes (an app's bug the server will report) marks the answer as not comparable, and
+        never raises here: the chunk reaches the server as the app gave it.
+        """
+        if not isinstance(chunk, (bytes, bytearray)):
+            self.invalid = True
+            return
         if not chunk:
             return
         self.length += len(chunk)
@@ -152,4 +161,4 @@ class AnswerTee:
             answer.feed(chunk)
             yield chunk
         # After write() and a second iteration the body seen is not the body sent: not compared.
-        answer.complete = answer.status != 0 and not (self._written and self._iterations > 1)
+        answer.complete = answer.status != 0 and not answer.invalid and not (self._written and self._iterations > 1)

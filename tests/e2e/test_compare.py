@@ -461,3 +461,14 @@ def test_comparing_a_large_json_answer_does_not_hold_the_event_loop(server):
     ticker.join()
     assert compare["by_endpoint"]["GET /big"]["fields"]["body.items[].price"]["differences"] == 1
     assert max(gaps) < 0.3, f"the loop was held {max(gaps) * 1000:.0f} ms"
+
+
+def test_an_app_yielding_text_instead_of_bytes_fails_as_without_the_middleware(server, sink):
+    def buggy(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["not bytes"]
+
+    bare = raw_exchange(server(buggy), "/bug")
+    mw = MirrorMiddleware(buggy, compare_config(sink.address))
+    assert raw_exchange(server(mw), "/bug") == bare
+    assert settled(mw, 1)["skipped"] == {"not_captured": 1}
