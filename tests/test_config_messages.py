@@ -192,3 +192,86 @@ def test_a_file_is_read_as_utf_8_with_or_without_a_byte_order_mark(tmp_path):
     path = tmp_path / "c.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(config(route={"Order": 3})).encode())
     assert load_config(str(path)).routes[0].order == 3
+
+
+# -- the Compare section ------------------------------------------------------------------------------
+
+
+def compare(**values):
+    return config(Compare=values)
+
+
+def two_clusters(**route_metadata):
+    data = config()
+    data["ReverseProxy"]["Clusters"]["o"] = {"Destinations": {"d": {"Address": "http://127.0.0.1:9"}}}
+    data["ReverseProxy"]["Routes"]["r"]["Metadata"] = {"MirrorCluster": "m,o", **route_metadata}
+    return data
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (compare(ArrayOrder=1), "Compare.ArrayOrder: must be a string, got number"),
+        (compare(MemoryBytes=-1), "Compare.MemoryBytes: must be at least 0, got -1$"),
+        (compare(MaxPerSecond=1_000_001), "Compare.MaxPerSecond: must be at most 1000000, got 1000001$"),
+        (compare(RelativeThreshold="x"), "Compare.RelativeThreshold: must be a percentage, got string 'x'$"),
+        (compare(Log=5), "Compare.Log: must be a string, got number"),
+        (compare(Log="/tmp/a\x00b"), r"Compare.Log: must be a file path, got '/tmp/a\\x00b'$"),
+        (compare(Log="/tmp/run-{pid}/diff.jsonl"), "Compare.Log: {pid} belongs in the file name, not the directory: "
+                                                   "'/tmp/run-{pid}/diff.jsonl'$"),
+        (compare(Log="/proc/self/diff.jsonl"), "Compare.Log: directory '/proc/self' is not writable$"),
+        (compare(Endpoints=[1]), r"Compare.Endpoints\[0\]: must be path template, got number 1$"),
+        (compare(Endpoints=["/a b"]), r"Compare.Endpoints\[0\]: must be a path template such as /users/{id}, got "
+                                      "'/a b'$"),
+        (compare(Endpoints=["/a\x01"]), r"Compare.Endpoints\[0\]: must be a path template"),
+        (compare(IgnoreFields=["body.a b"]), r"Compare.IgnoreFields\[0\]: must be a field path under status, headers "
+                                             "or body, got 'body.a b'$"),
+        (compare(IgnoreFields=["body.a\x01"]), r"Compare.IgnoreFields\[0\]: must be a field path"),
+        (two_clusters(MirrorCompare="m", MirrorBaseline="m"), f"{R}.Metadata.MirrorBaseline: cluster 'm' is also in "
+                                                              "MirrorCompare; a baseline runs the app's code and a "
+                                                              "compared cluster the new code, so one cluster cannot "
+                                                              "be both$"),
+        (two_clusters(MirrorBaseline=7), f"{R}.Metadata.MirrorBaseline: must be a string, got number"),
+    ],
+)  # fmt: skip
+def test_each_compare_error_names_its_key_path(data, message):
+    with pytest.raises(ConfigError, match="^" + message):
+        load_config(data)
+
+
+@pytest.mark.parametrize(
+    "segment, valid",
+    [("{a}", True), ("{id}", True), ("x", True), ("{}", False), ("x{id}", False), ("ab}", False), ("{ab", False),
+     ("x{id", False), ("{{a}", False), ("{}a}", False), ("{a{b}", False), ("{ab{}", False), ("{ab}}", False)],
+)  # fmt: skip
+def test_an_endpoint_placeholder_is_a_whole_segment(segment, valid):
+    data = compare(Endpoints=[f"/users/{segment}/orders"])
+    if valid:
+        assert load_config(data).compare.endpoints == (f"/users/{segment}/orders",)
+    else:
+        with pytest.raises(ConfigError, match=r"^Compare.Endpoints\[0\]: a placeholder must be a whole segment"):
+            load_config(data)
+
+
+def test_compare_values_that_load(tmp_path):
+    fields = ["status", "body[].id", "body[][]", "headers.X-A", "body.*.id"]
+    loaded = load_config(compare(IgnoreFields=fields, MemoryBytes=0, MaxPerSecond=1_000_000,
+                                 Log=str(tmp_path / "diff-{pid}.jsonl")))  # fmt: skip
+    assert loaded.compare.ignore_fields == ("status", "body[].id", "body[][]", "headers.x-a", "body.*.id")
+    assert (loaded.compare.memory_bytes, loaded.compare.max_per_second) == (0, 1_000_000)
+    assert loaded.compare.log == str(tmp_path / "diff-{pid}.jsonl")
+    (route,) = load_config(two_clusters(MirrorCompare="m, ,O", MirrorBaseline=" ")).routes
+    assert (route.compare_clusters, route.baseline_cluster) == (("m", "o"), None)
+    assert load_config(config(match={"Hosts": ["*[::1]:8080"]})).routes[0].hosts == ("*[::1]:8080",)
+
+
+def test_the_compare_warning_lists_the_keys_read(caplog):
+    caplog.set_level(logging.WARNING, logger="wsgimirror.config")
+    load_config(compare(maxbodybytes=5, LOGSECONDS=2))  # known keys, in any case: no warning
+    assert caplog.records == []
+    load_config(compare(Thresholds=5))
+    assert [r.getMessage() for r in caplog.records] == [
+        "Compare: unknown keys ['Thresholds'] are ignored; known keys: MaxBodyBytes, MemoryBytes, IgnoreHeaders, "
+        "IgnoreFields, ArrayOrder, Endpoints, RelativeThreshold, AbsoluteThreshold, Log, LogMaxBytes, LogSeconds, "
+        "Examples, MaxPerSecond"
+    ]

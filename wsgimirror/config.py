@@ -643,7 +643,9 @@ def _log_path(raw: t.Any, path: str) -> str | None:
         return None
     if not value.strip() or "\x00" in value:
         raise ConfigError(path, f"must be a file path, got {shown(value)}")
-    directory = os.path.dirname(os.path.abspath(value.replace("{pid}", "0")))
+    directory = os.path.dirname(os.path.abspath(value))
+    if "{pid}" in directory:
+        raise ConfigError(path, f"{{pid}} belongs in the file name, not the directory: {shown(value)}")
     if not os.path.isdir(directory):
         raise ConfigError(path, f"directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
