@@ -175,6 +175,12 @@ def test_diffys_rule(r, s, regresses):
     assert regression(r, s, 20, 0.03) is regresses
 
 
+def test_the_rule_needs_both_thresholds_and_never_divides_by_zero():
+    assert regression(0.5, 0.25, 20, 30) is False  # 33 % relative, but only 25 points absolute
+    assert regression(0.5, 0.25, 40, 1) is False  # 25 points absolute, but only 33 % relative
+    assert regression(0.0, 0.0, 0, 0) is False
+
+
 def test_counts_separate_candidate_from_baseline_and_field_rates():
     analysis = Analysis()
     for i in range(4):
@@ -206,3 +212,37 @@ def test_merged_counts_add_up():
     total = merge([counts, counts])
     assert total["GET /x"]["compared"] == 2 and total["GET /x"]["fields"]["status"]["kinds"] == {"value": 2}
     assert summarize(total, 20, 0.03)["GET /x"]["regression"]
+
+
+def test_skips_register_the_endpoint_and_endpoints_are_capped():
+    from wsgimirror.compare.analysis import MAX_ENDPOINTS, OTHER_ENDPOINT
+
+    analysis = Analysis()
+    assert analysis.skip("budget", "GET /x") == "GET /x"
+    assert analysis.counts() == ({"GET /x": {"compared": 0, "same": 0, "different": 0, "baseline_compared": 0,
+                                             "baseline_different": 0, "fields": {}}}, {"budget": 1})  # fmt: skip
+    for i in range(MAX_ENDPOINTS - 1):
+        analysis.record(f"GET /e{i}", False, [], 0)
+    assert analysis.record("GET /late", False, [("status", "value")], 5) == (OTHER_ENDPOINT, ["status"], ["status"])
+    assert analysis.skip("no_answer", "GET /later") == OTHER_ENDPOINT
+    assert analysis.record("GET /x", False, [], 0)[0] == "GET /x"  # known before the cap: still itself
+    assert len(analysis.counts()[0]) == MAX_ENDPOINTS + 1
+
+
+def test_merging_reads_records_with_counters_left_out():
+    total = merge([{"GET /": {"compared": 2, "fields": {"status": {"differences": 1}}}}, {"GET /": {"same": 1}}])
+    assert total == {"GET /": {"compared": 2, "same": 1, "different": 0, "baseline_compared": 0,
+                               "baseline_different": 0,
+                               "fields": {"status": {"kinds": {}, "differences": 1, "noise": 0}}}}  # fmt: skip
+
+
+def test_rates_are_rounded_to_six_places_and_zero_without_comparisons():
+    counts = {"GET /": {"compared": 3, "same": 2, "different": 1, "baseline_compared": 0, "baseline_different": 0,
+                        "fields": {"status": {"kinds": {"value": 1}, "differences": 1, "noise": 0}}},
+              "GET /b": {"compared": 0, "same": 0, "different": 0, "baseline_compared": 7, "baseline_different": 1,
+                         "fields": {"body": {"kinds": {}, "differences": 0, "noise": 1}}}}  # fmt: skip
+    summary = summarize(counts, 20, 0.03)
+    assert summary["GET /"]["fields"]["status"]["rate"] == 0.333333
+    assert summary["GET /b"]["fields"]["body"] == {"kinds": {}, "differences": 0, "noise": 1, "rate": 0.0,
+                                                   "noise_rate": 0.142857, "regression": False}  # fmt: skip
+    assert summary["GET /"]["regression"] is True and summary["GET /b"]["regression"] is False
