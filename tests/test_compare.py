@@ -1,6 +1,7 @@
 """The comparison's pure parts: trees, the field diff, endpoint names, counting and Diffy's rule."""
 
 import gzip
+import hashlib
 import json
 import zlib
 
@@ -246,3 +247,85 @@ def test_rates_are_rounded_to_six_places_and_zero_without_comparisons():
     assert summary["GET /b"]["fields"]["body"] == {"kinds": {}, "differences": 0, "noise": 1, "rate": 0.0,
                                                    "noise_rate": 0.142857, "regression": False}  # fmt: skip
     assert summary["GET /"]["regression"] is True and summary["GET /b"]["regression"] is False
+
+
+# -- what each difference carries, and the edges of decoding (mutation gaps) ----------------------------
+
+
+def differences(app, mirror, **kwargs):
+    return [tuple(d) for d in compare(app, mirror, **kwargs)]
+
+
+def test_each_difference_carries_both_values():
+    old = [("Content-Type", "application/json"), ("Vary", "a"), ("X-Old", "1"), ("X-Both", "1"), ("X-Both", "2")]
+    new = [("Content-Type", "application/json"), ("Vary", "b"), ("X-New", "1"), ("X-Both", "2")]
+    a = comparable(answer(b'{"a": {"x": 1}, "l": [1, 2], "m": 1}', old), frozenset(), False, 99)
+    b = comparable(answer(b'{"a": {"x": 2}, "l": [1, 2, 3], "n": 2}', new, status=500), frozenset(), False, 99)
+    assert differences(a, b) == [
+        ("status", "value", 200, 500),
+        ("headers.vary", "value", "a", "b"),
+        ("headers.x-old", "missing", "1", None),
+        ("headers.x-both", "value", ["1", "2"], "2"),
+        ("headers.x-new", "extra", None, "1"),
+        ("body.a.x", "value", 1, 2),
+        ("body.l", "size", 2, 3),
+        ("body.m", "missing", 1, None),
+        ("body.n", "extra", None, 2),
+    ]
+
+
+def test_bodies_of_other_shapes_are_shown_by_size_and_digest():
+    binary, text, json_body = tree(bytes(range(128, 228))), tree(b"hi"), tree({"a": 1})
+    big = comparable(answer(b"x" * 200, [("Content-Type", "application/json")], limit=100), frozenset(), False, 100)
+    shown = {"length": 100, "bytes": bytes(range(128, 192)).hex()}
+    assert differences(json_body, binary) == [("body", "type", {"a": 1}, shown)]
+    assert differences(text, json_body) == [("body", "type", "hi", {"a": 1})]
+    digest = {"length": 200, "sha256": hashlib.sha256(b"x" * 200).hexdigest()}
+    assert differences(big, text) == [("body", "bytes", digest, "hi")]
+    assert differences(big, big) == [] and isinstance(big.body, Digest) and big.status == 200
+
+
+def test_array_elements_pair_up_by_position_or_by_canonical_order():
+    a, b = tree({"l": [{"id": 1}, {"id": 2}]}), tree({"l": [{"id": 4}, {"id": 3}]})
+    assert differences(a, b, ordered=False) == [("body.l[].id", "value", 1, 3)]  # 1-3 and 2-4, sorted
+    assert differences(a, b) == [("body.l[].id", "value", 1, 4)]  # 1-4 and 2-3, by position; one kept per kind
+    assert kinds({"l": [[1, 2]]}, {"l": [[2, 1]]}) == [("body.l[]", "order")]  # nested arrays keep the order rule
+    assert kinds({"l": [1, 2.0]}, {"l": [2, 1]}) == [("body.l[]", "value"), ("body.l[]", "type")]  # no reorder
+    many = list(range(100))
+    assert kinds({"l": many}, {"l": many[::-1]}) == [("body.l", "order")]
+    assert kinds({"l": many}, {"l": [n + 1000 for n in many]}) == [("body.l[]", "value")]
+
+
+@pytest.mark.parametrize(
+    "body, content_type, is_json",
+    [(b" 42", "application/json", True), (b"42", "text/plain", False), (b'  {"a": 1}', "text/plain", True),
+     (b"[1]", "text/plain", True), (b"[1]", "Application/JSON", True), (b"1 ", "application/problem+json", True)],
+)  # fmt: skip
+def test_when_a_body_is_json(body, content_type, is_json):
+    assert tree(body, content_type).is_json is is_json
+
+
+def test_decoding_stops_at_the_limit_exactly():
+    for size, decoded in ((1000, True), (1001, False)):
+        data = b"[0" + b" " * (size - 3) + b"]"
+        assert len(data) == size
+        got = comparable(answer(gzip.compress(data), [("Content-Encoding", "gzip")]), frozenset(), False, 1000)
+        assert got.is_json is decoded, size
+    wrapped = zlib.compress(b'{"a": 1}')  # zlib data labelled gzip: not decoded, compared as bytes
+    assert comparable(answer(wrapped, [("Content-Encoding", "gzip")]), frozenset(), False, 99).body == wrapped
+
+
+def test_a_decompression_bomb_is_never_inflated_in_memory():
+    import tracemalloc
+
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=1)
+    tracemalloc.start()
+    got = comparable(answer(bomb, [("Content-Encoding", "gzip")], limit=1 << 20), frozenset(), False, 1 << 20)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert isinstance(got.body, Digest) and peak < 8 << 20
+
+
+def test_a_head_answer_keeps_its_status_and_headers():
+    got = comparable(answer(b"x", [("X-A", "1")], status=204), frozenset(), True, 99)
+    assert got == (204, {"x-a": ["1"]}, b"", False)
