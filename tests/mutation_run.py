@@ -43,7 +43,7 @@ TESTS: dict[str, list[str]] = {
     "compare.diff": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
     "compare.endpoints": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
     "compare.analysis": ["tests/test_compare.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
-    "compare.comparer": ["tests/e2e/test_compare.py"],
+    "compare.comparer": ["tests/test_comparer.py", "tests/e2e/test_compare.py"],
     "compare.difflog": ["tests/test_difflog.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
 }  # fmt: skip
 COPIED = ("wsgimirror", "tests", "examples", "setup.py", "README.md")

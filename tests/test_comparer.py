@@ -1,0 +1,143 @@
+"""The comparer in-process: its budget, what it counts and reports to Prometheus, and the diff log's records."""
+
+import base64
+import json
+
+from wsgimirror.capture import CaptureBudget
+from wsgimirror.compare import comparer as comparer_module
+from wsgimirror.compare.comparer import Comparer, request_record
+from wsgimirror.config import CompareSettings
+from wsgimirror.response import Answer
+
+ENVIRON = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/api", "PATH_INFO": "/users/42"}
+HEAD = b"GET /users/42?x=1 HTTP/1.1\r\nHost: m.test\r\nX-Note: a: b\r\nAccept: */*\r\n\r\n"
+
+
+class Metrics:
+    def __init__(self):
+        self.events = []
+
+    def compared(self, *args):
+        self.events.append(("compared", *args))
+
+    def field_difference(self, *args):
+        self.events.append(("field", *args))
+
+
+def answer(body: bytes, status: int = 200, headers=(("Content-Type", "application/json"),)) -> Answer:
+    a = Answer(1 << 20, CaptureBudget())
+    a.status, a.headers, a.complete = status, list(headers), True
+    a.feed(body)
+    return a
+
+
+def request():
+    return request_record(HEAD, lambda limit: b"body"[:limit], 4)
+
+
+def test_the_budget_admits_exactly_max_per_second_in_each_second(monkeypatch):
+    clock = [100.2]
+    monkeypatch.setattr(comparer_module.time, "monotonic", lambda: clock[0])
+    comparer = Comparer(CompareSettings(max_per_second=3))
+    assert [comparer.admit() for _ in range(4)] == [True, True, True, False]
+    clock[0] = 100.9
+    assert comparer.admit() is False  # the same second
+    clock[0] = 101.0
+    assert [comparer.admit() for _ in range(4)] == [True, True, True, False]
+
+
+def test_skips_are_counted_and_reported_with_their_labels():
+    metrics = Metrics()
+    comparer = Comparer(CompareSettings(), metrics)
+    incomplete = answer(b"{}")
+    incomplete.complete = False
+    comparer.compare("r", "c", False, ENVIRON, request, incomplete, answer(b"{}"))
+    assert metrics.events == [("compared", "r", "c", "GET /api/users/{id}", "not_captured")]
+    assert comparer.snapshot()["skipped"] == {"not_captured": 1}
+    assert list(comparer.snapshot()["by_endpoint"]) == ["GET /api/users/{id}"]
+
+
+def test_a_comparison_reports_its_result_and_each_field_once(tmp_path):
+    metrics = Metrics()
+    comparer = Comparer(CompareSettings(), metrics)
+    comparer.compare(
+        "r", "c", True, ENVIRON, request, answer(b'{"a": 1, "b": [1, 2]}'), answer(b'{"a": 2, "b": [3, 4]}')
+    )
+    comparer.compare("r", "c", False, ENVIRON, request, answer(b'{"a": 1}'), answer(b'{"a": 1}'))
+    endpoint = "GET /api/users/{id}"
+    assert metrics.events == [
+        ("compared", "r", "c", endpoint, "different"),
+        ("field", endpoint, "body.a", "baseline"),
+        ("field", endpoint, "body.b[]", "baseline"),
+        ("compared", "r", "c", endpoint, "same"),
+    ]
+
+
+def test_the_diff_log_records_examples_and_counts_in_full(tmp_path, monkeypatch):
+    log = tmp_path / "d.jsonl"
+    settings = CompareSettings(log=str(log), examples=1, log_seconds=60)
+    comparer = Comparer(settings)
+    comparer.remove_headers(frozenset({"x-secret"}))
+    app = answer(b'{"a": 1, "s": "' + b"x" * 3000 + b'"}', headers=[("Content-Type", "application/json"),
+                 ("X-Secret", "app")])  # fmt: skip
+    mirror = answer(b'{"a": 2, "s": "y"}', status=201, headers=[("Content-Type", "application/json"),
+                    ("X-Secret", "mirror")])  # fmt: skip
+    comparer.compare("r", "c", False, ENVIRON, request, app, mirror)
+    comparer.compare("r", "c", False, ENVIRON, request, app, mirror)  # no second example: Examples is 1
+    comparer.close()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["type"] for r in records] == ["example", "counts", "counts"]  # the first counts is due at once
+    example = records[0]
+    assert example["time"] == round(example["time"], 3)
+    assert {k: example[k] for k in ("endpoint", "route", "cluster", "source")} == {
+        "endpoint": "GET /api/users/{id}", "route": "r", "cluster": "c", "source": "candidate"
+    }  # fmt: skip
+    assert example["request"] == {
+        "method": "GET", "target": "/users/42?x=1",
+        "headers": [["Host", "m.test"], ["X-Note", "a: b"], ["Accept", "*/*"]],
+        "body": base64.b64encode(b"body").decode(), "body_length": 4,
+    }  # fmt: skip
+    assert example["app"]["status"] == 200 and example["app"]["body_length"] == len(app.body)
+    assert example["app"]["headers"] == [["Content-Type", "application/json"]]  # X-Secret left out
+    mirror_body = base64.b64encode(b'{"a": 2, "s": "y"}').decode()
+    assert example["mirror"] == {"status": 201, "headers": [["Content-Type", "application/json"]],
+                                 "body": mirror_body, "body_length": 18}  # fmt: skip
+    differences = {d["field"]: d for d in example["differences"]}
+    assert differences["status"] == {"field": "status", "kind": "value", "app": 200, "mirror": 201}
+    assert differences["headers.x-secret"]["app"] == "(removed: Mirror.RemoveHeaders)"
+    assert differences["body.a"] == {"field": "body.a", "kind": "value", "app": 1, "mirror": 2}
+    long = differences["body.s"]["app"]
+    assert long == {"truncated": json.dumps("x" * 3000)[:2048], "chars": 3002}
+    counts = records[-1]
+    assert counts["time"] == round(counts["time"], 6)
+    assert counts["thresholds"] == {"relative": 20.0, "absolute": 0.03} and counts["skipped"] == {}
+    assert counts["by_endpoint"]["GET /api/users/{id}"]["compared"] == 2
+    assert len(comparer.examples) == 1 and comparer.examples[0]["endpoint"] == "GET /api/users/{id}"
+
+
+def test_counts_are_written_at_most_every_log_seconds(tmp_path, monkeypatch):
+    clock = [50.0]
+    monkeypatch.setattr(comparer_module.time, "monotonic", lambda: clock[0])
+    log = tmp_path / "d.jsonl"
+    comparer = Comparer(CompareSettings(log=str(log), examples=0, log_seconds=10))
+    for now in (50.0, 55.0, 59.9, 60.0, 61.0):
+        clock[0] = now
+        comparer.compare("r", "c", False, ENVIRON, request, answer(b"{}"), answer(b'{"a": 1}'))
+    times = [
+        json.loads(line)["by_endpoint"]["GET /api/users/{id}"]["compared"] for line in log.read_text().splitlines()
+    ]
+    assert times == [1, 4]  # at 50 s, then at 60 s
+
+
+def test_a_value_of_exactly_the_cap_is_shown_whole():
+    exact = "x" * (comparer_module.SHOWN_VALUE_CHARS - 2)  # 2046 characters and two quotes
+    assert comparer_module._capped(exact) == exact
+    assert comparer_module._capped(exact + "x") == {"truncated": json.dumps(exact + "x")[:2048], "chars": 2049}
+    assert comparer_module._capped(b"raw") == b"raw"  # not JSON: shown by str() when cut, never an error
+
+
+def test_a_body_field_named_like_a_removed_header_is_shown():
+    from wsgimirror.compare.diff import Difference
+
+    shown = comparer_module._shown_difference(Difference("body.x-secret", "value", 1, 2), frozenset({"x-secret"}))
+    assert shown["app"] == 1
