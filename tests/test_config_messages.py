@@ -108,6 +108,9 @@ def http_client(**values):
         (config(Mirror={"CaptureDiskBytes": -1}), "Mirror.CaptureDiskBytes: must be at least 0, got -1$"),
         (config(Mirror={"LoopToken": 5}), "Mirror.LoopToken: must be a string, got number"),
         (config(Mirror={"MaxInFlight": 65537}), "Mirror.MaxInFlight: must be at most 65536, got 65537$"),
+        (config(match={"Hosts": ["*[::1]:8x"]}), rf"{R}.Match.Hosts\[0\]: the port must be a number from 0 to "
+                                                  "99999"),
+        (metadata(MirrorPercent="5X"), f"{M}.Metadata.MirrorPercent: must be a number from 0 to 100, got '5X'$"),
     ],
 )  # fmt: skip
 def test_each_error_names_its_key_path_and_the_value(data, message):
@@ -149,6 +152,8 @@ def test_list_destinations_are_named_by_address_with_repeats_numbered():
     assert (first.address, first.scheme, first.host, first.port, first.base_path) == (
         "http://127.0.0.1:9/v2/", "http", "127.0.0.1", 9, "/v2"
     )  # fmt: skip
+    ending = load_config(config(cluster={"Destinations": [{"Address": "http://b/apiX/"}]})).clusters["m"]
+    assert ending.destinations[0].base_path == "/apiX"
     named = load_config(config(cluster={"Destinations": {"v2": {"Address": "https://b"}}})).clusters["m"]
     assert [(d.name, d.port, d.base_path) for d in named.destinations] == [("v2", 443, "")]
 
