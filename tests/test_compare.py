@@ -330,3 +330,16 @@ def test_a_decompression_bomb_is_never_inflated_in_memory():
 def test_a_head_answer_keeps_its_status_and_headers():
     got = comparable(answer(b"x", [("X-A", "1")], status=204), frozenset(), True, 99)
     assert got == (204, {"x-a": ["1"]}, b"", False)
+
+
+def test_type_order_and_unordered_differences_carry_their_values():
+    assert differences(tree({"a": 1}), tree({"a": 1.0})) == [("body.a", "type", 1, 1.0)]
+    assert differences(tree({"l": [1, 2]}), tree({"l": [2, 1]})) == [("body.l", "order", [1, 2], [2, 1])]
+    # twins (1 and 9) are set aside first, then what is left pairs up: 5 against 7
+    assert differences(tree({"l": [9, 1, 5]}), tree({"l": [1, 9, 7]}), ordered=False) == [("body.l[]", "value", 5, 7)]
+
+
+def test_a_bomb_keeps_the_answers_status_headers_and_digest():
+    bomb = gzip.compress(bytes(1 << 20))
+    got = comparable(answer(bomb, [("Content-Encoding", "gzip")], status=203), frozenset(), False, 1000)
+    assert got == (203, {"content-encoding": ["gzip"]}, Digest(len(bomb), hashlib.sha256(bomb).hexdigest()), False)
