@@ -99,3 +99,38 @@ def test_reading_skips_blank_lines_and_names_a_missing_file(tmp_path):
     assert report.counts["GET /"]["compared"] == 1 and len(report.examples) == 1 and report.processes == 1
     with pytest.raises(LogError, match=f"^{tmp_path / 'gone.jsonl'}: cannot read: No such file or directory$"):
         read_logs([str(tmp_path / "gone.jsonl")])
+
+
+def counts_record(host, pid, start, time, compared, thresholds=None):
+    record = {"type": "counts", "time": time, "process": {"host": host, "pid": pid, "start": start},
+              "by_endpoint": {"GET /": {"compared": compared}}}  # fmt: skip
+    if thresholds is not None:
+        record["thresholds"] = thresholds
+    return json.dumps(record)
+
+
+def test_each_process_counts_once_by_its_last_record_and_the_newest_thresholds_apply(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join([
+        counts_record("a", 1, 10.0, 100, 5),
+        counts_record("a", 1, 10.0, 200, 7, {"relative": 50, "absolute": 1}),  # the same process, later: 7 not 5
+        counts_record("a", 1, 99.0, 150, 1),  # pid 1 again after a restart: another process
+        counts_record("b", 1, 10.0, 120, 2),  # another host
+        counts_record("a", 2, 10.0, 110, 3),  # another pid
+        counts_record("a", 1, 10.0, 200, 7, {"relative": 50, "absolute": 1}),  # the same record read twice (rotation)
+    ]) + "\n")  # fmt: skip
+    report = read_logs([str(path)])
+    assert (report.processes, report.counts["GET /"]["compared"]) == (4, 7 + 1 + 2 + 3)
+    assert report.thresholds == (50.0, 1.0)
+
+
+def test_without_thresholds_or_times_the_defaults_apply(tmp_path):
+    path = tmp_path / "d.jsonl"
+    record = json.loads(counts_record("a", 1, 1.0, "soon", 4))
+    path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "time": 5}) + "\n")
+    report = read_logs([str(path)])
+    assert report.thresholds == (20.0, 0.03) and report.counts["GET /"]["compared"] == 4
+    assert read_logs([str(tmp_path / "d.jsonl")]).processes == 1
+    empty = tmp_path / "e.jsonl"
+    empty.write_text(json.dumps({"type": "example", "endpoint": "GET /"}) + "\n")
+    assert read_logs([str(empty)]).thresholds == (20.0, 0.03)
