@@ -95,15 +95,42 @@ class CaptureBudget:
 UNLIMITED = CaptureBudget()
 
 
-class BodyBuffer:
+class Shared:
+    """Something held by a request and by each mirror that uses it; the last holder to let go frees it.
+
+    Subclasses call ``super().__init__()`` and say what freeing is.
+    """
+
+    __slots__ = ("_lock", "_refs")
+
+    def __init__(self) -> None:
+        self._lock = new_lock()
+        self._refs = 1  # the request's hold; each mirror that uses it retains its own
+
+    def retain(self) -> None:
+        with self._lock:
+            self._refs += 1
+
+    def release(self) -> None:
+        """Drop one reference; the last one frees."""
+        with self._lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            self._free()
+
+    def _free(self) -> None:
+        raise NotImplementedError
+
+
+class BodyBuffer(Shared):
     """The captured body: memory up to ``memory_limit`` bytes, the rest in a temp file.
 
     ``failure`` is None while the copy is whole, else the reason it was given up
     (``body_too_large``, ``capture_error``, ``spill_budget``); a failed buffer holds nothing.
     """
 
-    __slots__ = ("size", "failure", "_memory", "_file", "_disk", "_memory_limit", "_max_size", "_budget", "_refs",
-                 "_lock")  # fmt: skip
+    __slots__ = ("size", "failure", "_memory", "_file", "_disk", "_memory_limit", "_max_size", "_budget")  # fmt: skip
 
     def __init__(self, memory_limit: int, max_size: int, budget: CaptureBudget = UNLIMITED) -> None:
         self.size = 0
@@ -114,8 +141,7 @@ class BodyBuffer:
         self._memory_limit = memory_limit
         self._max_size = max_size
         self._budget = budget
-        self._refs = 1
-        self._lock = new_lock()
+        super().__init__()
 
     @property
     def too_large(self) -> bool:
@@ -199,17 +225,9 @@ class BodyBuffer:
             offset += len(piece)
             yield piece
 
-    def retain(self) -> None:
-        with self._lock:
-            self._refs += 1
-
-    def release(self) -> None:
-        """Drop one reference; the last one frees the memory and removes the temp file."""
-        with self._lock:
-            self._refs -= 1
-            last = self._refs == 0
-        if last:
-            self._discard()
+    def _free(self) -> None:
+        """The last reference is gone: free the memory and remove the temp file."""
+        self._discard()
 
     def _discard(self) -> None:
         memory, disk = len(self._memory), self._disk

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import typing as t
 
-from .capture import CaptureBudget
-from .stats import new_lock
+from .capture import CaptureBudget, Shared
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
 
 
-class Answer:
+class Answer(Shared):
     """One side's answer to a request: complete once its body has been seen to the end."""
 
     __slots__ = (
@@ -32,8 +31,6 @@ class Answer:
         "_limit",
         "_budget",
         "_taken",
-        "_refs",
-        "_lock",
         "complete",
         "invalid",
         "_initial_limit",
@@ -49,8 +46,7 @@ class Answer:
         self._initial_limit = limit
         self._budget = budget
         self._taken = 0  # bytes of the budget this answer holds
-        self._refs = 1  # holders that will call release(): the request, then each mirror comparing with it
-        self._lock = new_lock()
+        super().__init__()  # held by the request, then by each mirror comparing with it
         self.complete = False
         self.invalid = False  # a chunk that is not bytes went by
 
@@ -98,17 +94,9 @@ class Answer:
         name = name.lower()
         return next((v for k, v in self.headers if k.lower() == name), "")
 
-    def retain(self) -> None:
-        with self._lock:
-            self._refs += 1
-
-    def release(self) -> None:
-        """One holder is done; the last one gives the kept body's bytes back to the budget."""
-        with self._lock:
-            self._refs -= 1
-            last = self._refs == 0
-        if last:
-            self._forget()
+    def _free(self) -> None:
+        """The last holder is done: give the kept body's bytes back to the budget."""
+        self._forget()
 
     def _forget(self) -> None:
         self.body = bytearray()
