@@ -352,7 +352,7 @@ def _cluster(cid: str, raw: t.Any, path: str) -> Cluster:
 def _http_client(raw: t.Any, path: str, cluster_id: str) -> HttpClientSettings:
     """The cluster's ``HttpClient`` section; every file it names is read and parsed now."""
     body = _object(raw, path)
-    ignored = sorted(key for key in body if key.lower() not in {k.lower() for k in KNOWN_HTTP_CLIENT_KEYS})
+    ignored = _unknown_keys(body, KNOWN_HTTP_CLIENT_KEYS)
     if ignored:
         log.warning("%s: keys %s are ignored; wsgimirror reads %s", path, ignored, ", ".join(KNOWN_HTTP_CLIENT_KEYS))
     accept_any = _boolean(body.get("DangerousAcceptAnyServerCertificate", False),
@@ -523,9 +523,7 @@ def _destination(name: str | None, raw: t.Any, path: str) -> Destination:
 
 def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
     body = _object(raw, path)
-    unknown = sorted(key for key in body if key.lower() not in {k.lower() for k in KNOWN_MIRROR_KEYS})
-    if unknown:
-        log.warning("%s: unknown keys %s are ignored; known keys: %s", path, unknown, ", ".join(KNOWN_MIRROR_KEYS))
+    _warn_unknown_keys(body, path, KNOWN_MIRROR_KEYS)
     defaults = MirrorSettings()
     executor = _optional_str(body.get("Executor"), f"{path}.Executor") or defaults.executor
     if executor.lower() not in EXECUTORS:
@@ -556,11 +554,21 @@ def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
     )
 
 
+def _unknown_keys(body: t.Mapping[str, t.Any], known: t.Sequence[str]) -> list[str]:
+    """The keys of a section that are none of ``known``, in any case, sorted."""
+    lowered = {k.lower() for k in known}
+    return sorted(key for key in body if key.lower() not in lowered)
+
+
+def _warn_unknown_keys(body: t.Mapping[str, t.Any], path: str, known: t.Sequence[str]) -> None:
+    unknown = _unknown_keys(body, known)
+    if unknown:
+        log.warning("%s: unknown keys %s are ignored; known keys: %s", path, unknown, ", ".join(known))
+
+
 def _compare_settings(raw: t.Any, path: str) -> CompareSettings:
     body = _object(raw, path)
-    unknown = sorted(key for key in body if key.lower() not in {k.lower() for k in KNOWN_COMPARE_KEYS})
-    if unknown:
-        log.warning("%s: unknown keys %s are ignored; known keys: %s", path, unknown, ", ".join(KNOWN_COMPARE_KEYS))
+    _warn_unknown_keys(body, path, KNOWN_COMPARE_KEYS)
     defaults = CompareSettings()
     order = _optional_str(body.get("ArrayOrder"), f"{path}.ArrayOrder") or defaults.array_order
     if order.lower() not in ARRAY_ORDERS:
