@@ -82,3 +82,32 @@ def test_write_then_a_second_iteration_is_not_comparable_but_write_alone_is():
     assert tee.answer.complete and bytes(tee.answer.body) == b"written returned" and server.written == [b"written "]
     assert list(tee.iterate([b"returned"])) == [b"returned"]  # a server iterating again
     assert tee.answer.complete is False
+
+
+def test_a_second_iteration_inside_the_first_one_is_counted_once():
+    """gevent sums a sized response's chunk lengths while writing its first chunk: two iterations, nested."""
+    tee = AnswerTee(lambda status, headers, exc_info=None: None, 1 << 20, CaptureBudget(1 << 20))
+    tee.start_response("200 OK", [])
+    result = [b"one ", b"two ", b"three"]
+    outer = tee.iterate(result)
+    sent = [next(outer)]
+    assert sum(len(chunk) for chunk in tee.iterate(result)) == 13  # the server's Content-Length pass
+    sent.extend(outer)
+    assert b"".join(sent) == b"one two three"
+    assert (bytes(tee.answer.body), tee.answer.length, tee.answer.complete) == (b"one two three", 13, True)
+
+
+def test_a_prefix_answer_keeps_the_first_bytes_past_its_limit_and_is_no_longer_whole():
+    budget = CaptureBudget(1 << 20)
+    answer = Answer(10, budget, prefix=True)
+    answer.feed(b"abcdef")
+    answer.feed(b"ghijkl")
+    answer.feed(b"mno")
+    assert (bytes(answer.body), answer.length, answer.whole) == (b"abcdefghij", 15, False)
+    assert budget.memory == 10
+    answer.release()
+    assert budget.memory == 0
+    plain = Answer(10, budget)
+    plain.feed(b"abcdef")
+    plain.feed(b"ghijkl")
+    assert (bytes(plain.body), plain.whole, budget.memory) == (b"", False, 0)

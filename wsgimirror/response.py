@@ -24,6 +24,7 @@ class Answer(Shared):
 
     __slots__ = (
         "status",
+        "status_text",
         "headers",
         "body",
         "length",
@@ -34,10 +35,12 @@ class Answer(Shared):
         "complete",
         "invalid",
         "_initial_limit",
+        "_prefix",
     )
 
-    def __init__(self, limit: int, budget: CaptureBudget) -> None:
+    def __init__(self, limit: int, budget: CaptureBudget, prefix: bool = False) -> None:
         self.status = 0
+        self.status_text = ""  # the status line's text after the version, as the app gave it
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
         self.length = 0
@@ -49,6 +52,8 @@ class Answer(Shared):
         super().__init__()  # held by the request, then by each mirror comparing with it
         self.complete = False
         self.invalid = False  # a chunk that is not bytes went by
+        # Past the limit, keep the first ``limit`` bytes (a recording cuts the body there) instead of none.
+        self._prefix = prefix
 
     def feed(self, chunk: bytes) -> None:
         """Add body bytes: hashed and counted always, kept while within the limit and the budget.
@@ -68,9 +73,14 @@ class Answer(Shared):
         if self.length <= self._limit and self._budget.take_memory(len(chunk)):
             self._taken += len(chunk)
             self.body += chunk
-        else:
-            self._limit = -1
+            return
+        room = min(self._limit - len(self.body), len(chunk))
+        self._limit = -1
+        if not self._prefix:
             self._forget()
+        elif room > 0 and self._budget.take_memory(room):
+            self._taken += room
+            self.body += chunk[:room]
 
     def restart(self) -> None:
         """Forget the body seen so far (the status and headers stay)."""
@@ -110,8 +120,8 @@ class AnswerTee:
 
     __slots__ = ("answer", "_start_response", "_iterations", "_written")
 
-    def __init__(self, start_response: StartResponse, limit: int, budget: CaptureBudget) -> None:
-        self.answer = Answer(limit, budget)
+    def __init__(self, start_response: StartResponse, limit: int, budget: CaptureBudget, prefix: bool = False) -> None:
+        self.answer = Answer(limit, budget, prefix)
         self._start_response = start_response
         self._iterations = 0
         self._written = False  # the app used write(): those bytes come before the iterable's
@@ -121,6 +131,7 @@ class AnswerTee:
     ) -> t.Callable[[bytes], t.Any]:
         write = self._start_response(status, headers, *exc_info)
         answer = self.answer
+        answer.status_text = status if isinstance(status, str) else ""
         try:
             answer.status = int(status.split(None, 1)[0])
         except (ValueError, IndexError, AttributeError):
@@ -138,15 +149,20 @@ class AnswerTee:
     def iterate(self, result: t.Iterable[bytes]) -> t.Iterator[bytes]:
         """Yield the app's chunks unchanged, each as soon as the app gives it; the answer is complete at the end.
 
-        A server may iterate a sized response more than once (gevent sums a one-element list's
-        lengths for Content-Length): each iteration starts the body over.
+        A server may iterate a sized response more than once, even inside its own iteration: gevent
+        sums the chunks' lengths for Content-Length while writing the first chunk. The body is that
+        of the iteration started last, from its start; earlier ones go on yielding but feed nothing.
         """
         answer = self.answer
         self._iterations += 1
-        if self._iterations > 1:
+        mine = self._iterations
+        if mine > 1:
             answer.restart()
         for chunk in result:
-            answer.feed(chunk)
+            if self._iterations == mine:
+                answer.feed(chunk)
             yield chunk
+        if self._iterations != mine:
+            return  # a later iteration owns the answer
         # After write() and a second iteration the body seen is not the body sent: not compared.
-        answer.complete = answer.status != 0 and not answer.invalid and not (self._written and self._iterations > 1)
+        answer.complete = answer.status != 0 and not answer.invalid and not (self._written and mine > 1)
