@@ -18,7 +18,6 @@ per streak and never reaches a request.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import time
 import typing as t
 
 from .._logs import Throttled
+from .._paths import NoMatch, expand
 from ..stats import new_lock
 from .analysis import Counts, merge
 
@@ -108,12 +108,10 @@ class Report(t.NamedTuple):
 
 def read_logs(patterns: t.Sequence[str]) -> Report:
     """Read diff logs named by paths or globs: the last counts of each process, summed, and all examples."""
-    paths: list[str] = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matched:
-            raise LogError(f"{pattern}: no file matches")
-        paths.extend(matched)
+    try:
+        paths = expand(patterns)
+    except NoMatch as err:
+        raise LogError(f"{err}: no file matches") from None
     latest: dict[tuple[t.Any, ...], tuple[float, dict[str, t.Any]]] = {}
     examples: list[dict[str, t.Any]] = []
     for path in paths:
