@@ -46,6 +46,14 @@ def child_exit(server, worker):
         multiprocess.mark_process_dead(worker.pid)
 
 
+def worker_exit(server, worker):
+    """Wait for the worker's mirrors in flight and write what its file destinations still queue."""
+    middleware = getattr(worker.wsgi, "wsgi_app", worker.wsgi)  # Flask keeps the middleware there
+    close = getattr(middleware, "close", None)
+    if close is not None:
+        close(timeout=5)
+
+
 def on_exit(server):
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if METRICS_BIND and os.path.basename(directory).startswith("wsgimirror-metrics-"):

@@ -181,7 +181,7 @@ def test_warnings_name_the_section_and_the_keys_read(caplog):
         "cluster 'm': DangerousAcceptAnyServerCertificate is true: its HTTPS destinations are not verified, anyone "
         "on the path can read and change the mirrored traffic",
         f"{M}.Metadata.MirrorPercentage: unknown mirror key is ignored; known keys: MirrorCluster, MirrorPercent, "
-        "MirrorSampleBy, MirrorCompare, MirrorBaseline",
+        "MirrorSampleBy, MirrorCompare, MirrorBaseline, MirrorRecordResponses",
         "Mirror: unknown keys ['MaxInFlights'] are ignored; known keys: MaxInFlight, MemoryBodyBytes, MaxBodyBytes, "
         "ConnectTimeout, Timeout, Executor, RemoveHeaders, BreakerFailures, BreakerSeconds, LoopToken, "
         "CaptureMemoryBytes, CaptureDiskBytes",

@@ -26,7 +26,7 @@ CONFIG = {
 
 def cluster_state():
     config = load_config(CONFIG)
-    return ClusterState(config.clusters["m"], config.mirror, Runtime()), config
+    return ClusterState(config.clusters["m"], config, Runtime()), config
 
 
 def test_power_of_two_choices_uses_the_one_destination_whose_circuit_is_closed():
@@ -53,8 +53,8 @@ def test_a_half_open_destination_takes_one_trial_and_frees_it_when_the_trial_nev
 def test_every_configuration_shares_one_admission_count_and_one_pool_per_address():
     runtime = Runtime()
     config = load_config(CONFIG)
-    first = ClusterState(config.clusters["m"], config.mirror, runtime)
-    second = ClusterState(config.clusters["m"], config.mirror, runtime)
+    first = ClusterState(config.clusters["m"], config, runtime)
+    second = ClusterState(config.clusters["m"], config, runtime)
     assert [d.pool for d in first.destinations] == [d.pool for d in second.destinations]
     pool = first.destinations[0].pool
     assert runtime.admit(2, pool) and runtime.admit(2, pool) and not runtime.admit(2, pool)

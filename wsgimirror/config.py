@@ -38,7 +38,15 @@ KNOWN_MIRROR_KEYS = (
     "CaptureMemoryBytes",
     "CaptureDiskBytes",
 )
-KNOWN_MIRROR_METADATA = ("MirrorCluster", "MirrorPercent", "MirrorSampleBy", "MirrorCompare", "MirrorBaseline")
+KNOWN_MIRROR_METADATA = (
+    "MirrorCluster",
+    "MirrorPercent",
+    "MirrorSampleBy",
+    "MirrorCompare",
+    "MirrorBaseline",
+    "MirrorRecordResponses",
+)
+KNOWN_RECORD_KEYS = ("QueueBytes", "FlushSeconds", "ChunkBytes", "MaxBytes")
 KNOWN_COMPARE_KEYS = (
     "MaxBodyBytes",
     "MemoryBytes",
@@ -101,6 +109,16 @@ class MirrorSettings:
 
 
 @dataclass(frozen=True)
+class RecordSettings:
+    """The top-level ``Record`` section: how file destinations write (see :mod:`.record`)."""
+
+    queue_bytes: int = 16 << 20  # records waiting for the writer thread; past it, dropped as backlog_full
+    flush_seconds: float = 1.0
+    chunk_bytes: int = 32 << 20
+    max_bytes: int = 1 << 30  # per process; past it, dropped as disk_budget
+
+
+@dataclass(frozen=True)
 class CompareSettings:
     """The top-level ``Compare`` section: how mirrors' answers are compared with the app's, and logged."""
 
@@ -121,7 +139,11 @@ class CompareSettings:
 
 @dataclass(frozen=True)
 class Destination:
-    """One mirror destination: ``scheme://host:port`` plus a base path prefixed to every mirrored path."""
+    """One mirror destination: ``scheme://host:port`` plus a base path prefixed to every mirrored path.
+
+    A ``file:///path/traffic.gor`` destination records its copies to GoReplay files at ``path``
+    (see :mod:`.record`); its host is empty and its port 0.
+    """
 
     name: str
     address: str
@@ -129,6 +151,11 @@ class Destination:
     host: str
     port: int
     base_path: str
+    path: str = ""  # a file destination's path template
+
+    @property
+    def records(self) -> bool:
+        return self.scheme == "file"
 
     @property
     def host_header(self) -> str:
@@ -179,6 +206,7 @@ class Route:
     transforms: tuple[Transform, ...] = ()
     compare_clusters: tuple[str, ...] = ()  # of mirror_clusters: answers compared with the app's
     baseline_cluster: str | None = None  # of mirror_clusters: runs the app's code; its differences are noise
+    record_responses: bool = False  # file destinations also record the app's answer (type 2)
 
     @property
     def compares(self) -> bool:
@@ -193,6 +221,7 @@ class Config:
     clusters: t.Mapping[str, Cluster]
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
     compare: CompareSettings = field(default_factory=CompareSettings)
+    record: RecordSettings = field(default_factory=RecordSettings)
 
 
 ConfigSource = t.Union[Config, t.Mapping[str, t.Any], str, "os.PathLike[str]"]
@@ -232,7 +261,8 @@ def config_from_dict(data: t.Mapping[str, t.Any]) -> Config:
     routes.sort(key=lambda route: route.order)  # stable: ties keep file order
     mirror = _mirror_settings(root.get("Mirror", {}), "Mirror")
     compare = _compare_settings(root.get("Compare", {}), "Compare")
-    return Config(routes=tuple(routes), clusters=clusters, mirror=mirror, compare=compare)
+    record = _record_settings(root.get("Record", {}), "Record")
+    return Config(routes=tuple(routes), clusters=clusters, mirror=mirror, compare=compare, record=record)
 
 
 def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -> Route:
@@ -264,7 +294,17 @@ def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -
         transforms=compile_transforms(body.get("Transforms"), f"{path}.Transforms"),
         compare_clusters=compared,
         baseline_cluster=baseline[0] if baseline else None,
+        record_responses=_flag(metadata.get("MirrorRecordResponses"), f"{path}.Metadata.MirrorRecordResponses"),
     )
+
+
+def _flag(raw: t.Any, path: str) -> bool:
+    """A Metadata switch: "true" or "false" in any case (Metadata values are strings), or a JSON boolean."""
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise ConfigError(path, f'must be "true" or "false", got {_json_type(raw)} {shown(raw)}')
 
 
 def _compared_clusters(raw: t.Any, path: str, mirrors: tuple[str, ...]) -> tuple[str, ...]:
@@ -503,8 +543,10 @@ def _destination(name: str | None, raw: t.Any, path: str) -> Destination:
     except ValueError as err:
         raise ConfigError(f"{path}.Address", f"is not a valid URL: {err}") from err
     scheme = parts.scheme.lower()
+    if scheme == "file":
+        return _file_destination(name, address, parts.netloc, parts.path, f"{path}.Address")
     if scheme not in DEFAULT_PORTS:
-        raise ConfigError(f"{path}.Address", f"scheme must be http or https, got {parts.scheme!r}")
+        raise ConfigError(f"{path}.Address", f"scheme must be http, https or file, got {parts.scheme!r}")
     if not parts.hostname:
         raise ConfigError(f"{path}.Address", f"has no host: {address!r}")
     if parts.query or parts.fragment or parts.username:
@@ -518,6 +560,39 @@ def _destination(name: str | None, raw: t.Any, path: str) -> Destination:
         host=parts.hostname,
         port=port or DEFAULT_PORTS[scheme],
         base_path=parts.path.rstrip("/"),
+    )
+
+
+def _file_destination(name: str | None, address: str, netloc: str, file_path: str, path: str) -> Destination:
+    """``file:///absolute/path/traffic.gor[.gz]``: its directory must exist and be writable now."""
+    if netloc not in ("", "localhost"):
+        raise ConfigError(path, f"a file address names no host, as in file:///var/lib/traffic.gor: {address!r}")
+    if not file_path.startswith("/") or file_path.endswith("/"):
+        raise ConfigError(path, f"must be file:///absolute/path/name.gor, got {address!r}")
+    if "{pid}" in file_path or any(mark in file_path for mark in ("%M", "%S")):
+        raise ConfigError(path, f"only %Y %m %d %H expand in a file address, got {address!r}")
+    directory = os.path.dirname(file_path)
+    if "%" in directory:
+        raise ConfigError(path, f"%Y %m %d %H expand in the file name only, not the directory: {address!r}")
+    if not os.path.isdir(directory):
+        raise ConfigError(path, f"directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(path, f"directory {directory!r} is not writable")
+    return Destination(
+        name=name if name is not None else address, address=address, scheme="file", host="", port=0, base_path="",
+        path=file_path,
+    )  # fmt: skip
+
+
+def _record_settings(raw: t.Any, path: str) -> RecordSettings:
+    body = _object(raw, path)
+    _warn_unknown_keys(body, path, KNOWN_RECORD_KEYS)
+    defaults = RecordSettings()
+    return RecordSettings(
+        queue_bytes=_integer(body.get("QueueBytes", defaults.queue_bytes), f"{path}.QueueBytes", minimum=4096),
+        flush_seconds=_seconds(body.get("FlushSeconds", defaults.flush_seconds), f"{path}.FlushSeconds"),
+        chunk_bytes=_integer(body.get("ChunkBytes", defaults.chunk_bytes), f"{path}.ChunkBytes", minimum=4096),
+        max_bytes=_integer(body.get("MaxBytes", defaults.max_bytes), f"{path}.MaxBytes", minimum=0),
     )
 
 

@@ -79,7 +79,8 @@ def build_head(
     request = MirrorRequest(method, path, query, _end_to_end_headers(environ))
     for transform in transforms:
         transform.apply(request)
-    host = original_host(environ) if request.original_host else destination.host_header
+    # A recording keeps the request's own Host: it names no destination.
+    host = original_host(environ) if request.original_host or destination.records else destination.host_header
     lines = [f"{request.method} {destination.base_path}{request.path}{'?' if request.query else ''}{request.query} "
              f"HTTP/1.1", f"Host: {_clean('Host', host)}"]  # fmt: skip
     lines.extend(f"{name}: {_clean(name, value)}" for name, value in request.headers if name.lower() not in remove)

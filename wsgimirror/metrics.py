@@ -97,6 +97,9 @@ class PrometheusMetrics:
         self._ended(route, cluster, destination, "succeeded", seconds)
         self._responses.labels(cluster, destination, f"{status // 100}xx").inc()
 
+    def written(self, route: str, cluster: str, destination: str, seconds: float) -> None:
+        self._ended(route, cluster, destination, "succeeded", seconds)
+
     def failed(self, route: str, cluster: str, destination: str, reason: str, seconds: float) -> None:
         self._ended(route, cluster, destination, "timed_out" if reason in TIMEOUTS else "failed", seconds)
         self._failures.labels(cluster, destination, reason).inc()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 import typing as t
 
 from ._logs import Throttled
@@ -131,7 +132,7 @@ class MirrorMiddleware:
         buffer = BodyBuffer(settings.memory_body_bytes, settings.max_body_bytes, self._budget)
         tee = TeeInput(environ["wsgi.input"], length, bool(environ.get("wsgi.input_terminated")), buffer)
         environ["wsgi.input"] = tee
-        return _Capture(self._stats, generation.dispatcher, route, selected, snapshot, tee)
+        return _Capture(self._stats, generation.dispatcher, route, selected, snapshot, tee, time.time_ns())
 
     def stats(self) -> dict[str, t.Any]:
         """Counters since start, in total and by route, cluster and destination (see the README)."""
@@ -239,7 +240,7 @@ def _is_upgrade(environ: WSGIEnvironment) -> bool:
 class _Capture:
     """What one mirrored request needs when its response is closed."""
 
-    __slots__ = ("stats", "dispatcher", "route", "clusters", "environ", "tee", "answer", "done")
+    __slots__ = ("stats", "dispatcher", "route", "clusters", "environ", "tee", "answer", "done", "arrived")
 
     def __init__(
         self,
@@ -249,7 +250,9 @@ class _Capture:
         clusters: list[str],
         environ: WSGIEnvironment,
         tee: TeeInput,
+        arrived: int,
     ) -> None:
+        self.arrived = arrived  # ns since the epoch: a recording's timestamp
         self.stats = stats
         self.dispatcher = dispatcher
         self.route = route
@@ -260,11 +263,12 @@ class _Capture:
         self.done = False
 
     def answer_tee(self, comparer: Comparer, start_response: StartResponse) -> AnswerTee | None:
-        """Tee the app's answer when one of the selected clusters compares it (else None)."""
+        """Tee the app's answer when the route records it, or a selected cluster compares it (else None)."""
         route = self.route
-        if not any(c in route.compare_clusters or c == route.baseline_cluster for c in self.clusters):
+        records = route.record_responses
+        if not records and not any(c in route.compare_clusters or c == route.baseline_cluster for c in self.clusters):
             return None
-        tee = comparer.tee(start_response)
+        tee = comparer.tee(start_response, prefix=records)
         self.answer = tee.answer
         return tee
 
@@ -281,7 +285,8 @@ class _Capture:
                 self.stats.drop(reason, self.route.id, self.clusters)
                 buffer.release()
                 return
-            self.dispatcher.dispatch(self.route, self.clusters, self.environ, buffer, self.answer)
+            timing = (self.arrived, time.time_ns() - self.arrived)  # the answer has been sent by now
+            self.dispatcher.dispatch(self.route, self.clusters, self.environ, buffer, self.answer, timing)
         except Exception:
             _failed.warning("wsgimirror failed to dispatch a mirror of route %r", self.route.id, exc_info=True)
             self.stats.drop("internal_error", self.route.id, self.clusters)

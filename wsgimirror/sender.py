@@ -24,7 +24,9 @@ from ._gevent import sockets_patched
 from .balancing import POLICIES, Policy
 from .compare.comparer import NO_ANSWER, request_record
 from .errors import MirrorSendError
+from .gor import new_id
 from .head import MIRROR_MARK, BadRequest, build_head
+from .record import Record, Recorder
 from .stats import new_lock
 from .transport import MirrorHTTPConnectionPool, MirrorHTTPSConnectionPool, exchange, tls_context
 
@@ -34,7 +36,7 @@ if t.TYPE_CHECKING:
 
     from .capture import BodyBuffer
     from .compare.comparer import Comparer
-    from .config import Cluster, Config, Destination, HttpClientSettings, MirrorSettings, Route
+    from .config import Cluster, Config, Destination, HttpClientSettings, MirrorSettings, RecordSettings, Route
     from .response import Answer
     from .stats import Stats
 
@@ -116,11 +118,12 @@ class DestinationState:
 class ClusterState:
     __slots__ = ("cluster", "policy", "destinations")
 
-    def __init__(self, cluster: Cluster, settings: MirrorSettings, runtime: Runtime) -> None:
+    def __init__(self, cluster: Cluster, config: Config, runtime: Runtime) -> None:
         self.cluster = cluster
         self.policy: Policy = POLICIES[cluster.policy.lower()](cluster)
+        settings = config.mirror
         self.destinations = tuple(
-            DestinationState(cluster.id, d, settings, runtime.pool(d, settings, cluster.http_client))
+            DestinationState(cluster.id, d, settings, runtime.pool(d, settings, cluster.http_client, config.record))
             for d in cluster.destinations
         )
 
@@ -244,16 +247,25 @@ class Runtime:
         return self._executor.name if self._executor is not None and self._pid == os.getpid() else None
 
     def pool(
-        self, destination: Destination, settings: MirrorSettings, http_client: HttpClientSettings
-    ) -> HTTPConnectionPool:
+        self,
+        destination: Destination,
+        settings: MirrorSettings,
+        http_client: HttpClientSettings,
+        record: RecordSettings | None = None,
+    ) -> t.Any:
         """The connection pool of a destination's address and TLS settings, shared by every configuration
-        naming them; it holds at most ``MaxConnectionsPerServer`` connections (``MaxInFlight`` by default)."""
+        naming them; it holds at most ``MaxConnectionsPerServer`` connections (``MaxInFlight`` by default).
+
+        A file destination's "pool" is its :class:`Recorder`, which takes the latest ``Record`` settings.
+        """
         self.executor(settings)
         key = pool_key(destination, http_client)
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = _new_pool(destination, settings, http_client)
+                pool = self._pools[key] = _new_pool(destination, settings, http_client, record)
+            elif isinstance(pool, Recorder) and record is not None:
+                pool.configure(record)
             return pool
 
     def admit(self, limit: int, pool: t.Any) -> bool:
@@ -273,16 +285,20 @@ class Runtime:
     def close_idle(self, keep: t.Container[PoolKey] = ()) -> None:
         """Close the idle connections of every pool whose address is not in ``keep``; pools stay usable."""
         for key, pool in list(self._pools.items()):
-            if key not in keep:
+            if key not in keep and not isinstance(pool, Recorder):
                 _close_idle(pool)
 
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every mirror in flight, then close all connections."""
         if self._executor is None or self._pid != os.getpid():
             return True
+        deadline = time.monotonic() + timeout
         done = self._executor.join(timeout)
         for pool in self._pools.values():
-            pool.close()
+            if isinstance(pool, Recorder):  # write what is queued, flush, close the chunk
+                done = pool.close(max(0.0, deadline - time.monotonic())) and done
+            else:
+                pool.close()
         return done
 
 
@@ -303,14 +319,25 @@ def _close_idle(pool: HTTPConnectionPool) -> None:
         idle.put(conn, block=False)
 
 
-PoolKey = tuple[str, str, int, "HttpClientSettings"]
+PoolKey = tuple[str, str, int, "HttpClientSettings | None"]  # a file destination's: (file, path, 0, None)
 
 
 def pool_key(destination: Destination, http_client: HttpClientSettings) -> PoolKey:
+    if destination.records:
+        return (destination.scheme, destination.path, 0, None)
     return (destination.scheme, destination.host, destination.port, http_client)
 
 
-def _new_pool(destination: Destination, settings: MirrorSettings, http_client: HttpClientSettings) -> t.Any:
+def _new_pool(
+    destination: Destination,
+    settings: MirrorSettings,
+    http_client: HttpClientSettings,
+    record: RecordSettings | None = None,
+) -> t.Any:
+    if destination.records:
+        from .config import RecordSettings
+
+        return Recorder(destination.path, record or RecordSettings())
     size = http_client.max_connections or settings.max_in_flight
     if destination.scheme == "http":
         return MirrorHTTPConnectionPool(destination.host, destination.port, maxsize=size, block=False, retries=False)
@@ -358,7 +385,7 @@ class Dispatcher:
                     settings, runtime = self.config.mirror, self._runtime_shared
                     self._executor = runtime.executor(settings)
                     self._clusters = {
-                        cid: ClusterState(c, settings, runtime) for cid, c in self.config.clusters.items()
+                        cid: ClusterState(c, self.config, runtime) for cid, c in self.config.clusters.items()
                     }
                     self._active = 0
                     self._pid = os.getpid()
@@ -388,10 +415,13 @@ class Dispatcher:
         environ: WSGIEnvironment,
         body: BodyBuffer,
         answer: Answer | None = None,
+        timing: tuple[int, int] = (0, -1),
     ) -> None:
         """Start one mirror per cluster, never waiting; ``body`` is released here.
 
-        ``answer``: the app's, for the route's compared and baseline clusters to be compared with.
+        ``answer``: the app's, for the route's compared and baseline clusters to be compared with, and
+        for its file destinations to record when the route records responses.
+        ``timing``: when the request arrived (ns since the epoch) and the app's time to answer (ns).
         """
         try:
             executor, clusters = self._runtime()
@@ -407,6 +437,11 @@ class Dispatcher:
                     continue
                 target = state.policy.pick(candidates, environ)
                 trial = target.picked(now)
+                if target.destination.records:
+                    recorded = answer if route.record_responses else None
+                    if not self._record(state, target, route, environ, body, recorded, timing) and trial:
+                        target.trial_not_run()
+                    continue
                 compared = (
                     answer if cluster_id in route.compare_clusters or cluster_id == route.baseline_cluster else None
                 )
@@ -444,6 +479,54 @@ class Dispatcher:
             body.release()
             if answer is not None:
                 answer.release()
+            return False
+        return True
+
+    def _record(
+        self,
+        state: ClusterState,
+        target: DestinationState,
+        route: Route,
+        environ: WSGIEnvironment,
+        body: BodyBuffer,
+        answer: Answer | None,
+        timing: tuple[int, int],
+    ) -> bool:
+        """Queue one copy for a file destination's writer, here on the request's greenlet (no I/O)."""
+        settings, cluster_id = self.config.mirror, state.cluster.id
+        try:
+            head = build_head(environ, target.destination, body.size, route.transforms, settings.remove_headers,
+                              self._mark)  # fmt: skip
+        except BadRequest as err:
+            log.debug("not recorded to %s: %s", target.destination.address, err)
+            self._stats.drop("bad_request", route.id, (cluster_id,))
+            return False
+        body.retain()
+        if answer is not None:
+            answer.retain()
+
+        def done(record: Record, reason: str | None) -> None:
+            seconds = time.monotonic() - record.started
+            if reason is None:
+                self._stats.written(route.id, cluster_id, target.key, seconds)
+                target.success(cluster_id)
+            else:
+                self._stats.failed(route.id, cluster_id, target.key, reason, seconds)
+                target.failure(cluster_id, route.id, MirrorSendError(reason, f"cannot write {target.destination.path}"))
+            target.in_flight -= 1
+            if self._count_active(-1) == 0 and self.on_idle is not None:
+                self.on_idle()
+
+        record = Record(new_id(), timing[0], head, body, answer, timing[1], done)
+        target.in_flight += 1
+        self._count_active(+1)
+        self._stats.started(route.id, cluster_id, target.key)
+        refused = t.cast(Recorder, target.pool).submit(record)
+        if refused is not None:
+            record.release()
+            target.in_flight -= 1
+            self._count_active(-1)
+            self._stats.unstart(refused, route.id, cluster_id, target.key)
             return False
         return True
 

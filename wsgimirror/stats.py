@@ -32,6 +32,7 @@ class StatsListener(t.Protocol):
     def started(self, route: str, cluster: str, destination: str) -> None: ...
     def unstart(self, reason: str, route: str, cluster: str, destination: str) -> None: ...
     def succeeded(self, route: str, cluster: str, destination: str, status: int, seconds: float) -> None: ...
+    def written(self, route: str, cluster: str, destination: str, seconds: float) -> None: ...
     def failed(self, route: str, cluster: str, destination: str, reason: str, seconds: float) -> None: ...
 
 
@@ -91,6 +92,12 @@ class Stats:
         self._ended(route, cluster, destination, ("succeeded", f"status.{status // 100}xx"), seconds)
         if self.listener is not None:
             self.listener.succeeded(route, cluster, destination, status, seconds)
+
+    def written(self, route: str, cluster: str, destination: str, seconds: float) -> None:
+        """A copy recorded to a file destination: succeeded, with no status."""
+        self._ended(route, cluster, destination, ("succeeded",), seconds)
+        if self.listener is not None:
+            self.listener.written(route, cluster, destination, seconds)
 
     def failed(self, route: str, cluster: str, destination: str, reason: str, seconds: float) -> None:
         keys = ("failed", "failure." + reason) + (("timed_out",) if reason in TIMEOUTS else ())

@@ -76,8 +76,9 @@ class Comparer:
 
     # -- on the request path ------------------------------------------------------------------
 
-    def tee(self, start_response: StartResponse) -> AnswerTee:
-        return AnswerTee(start_response, self.settings.max_body_bytes, self.budget)
+    def tee(self, start_response: StartResponse, prefix: bool = False) -> AnswerTee:
+        """Tee the app's answer; ``prefix``: past MaxBodyBytes keep the first bytes (a recording needs them)."""
+        return AnswerTee(start_response, self.settings.max_body_bytes, self.budget, prefix)
 
     def endpoint(self, environ: WSGIEnvironment) -> str:
         path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))

@@ -1,0 +1,412 @@
+"""File destinations, end to end: real gevent servers and gunicorn write GoReplay files, read back byte for byte."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+
+from tests.gor_format import ID, payloads
+from tests.helpers import Client, Process, free_port, one_request, wait_until, write_config
+from wsgimirror import ConfigError, MirrorMiddleware, load_config
+from wsgimirror.record import Recorder
+
+PY = sys.executable
+
+
+def echo_app(environ, start_response):
+    """Answers with the body's length and first bytes, so each recorded answer is checkable."""
+    body = environ["wsgi.input"].read()
+    start_response("201 Created", [("Content-Type", "text/plain"), ("X-Seen", str(len(body)))])
+    return [b"seen ", str(len(body)).encode(), b" ", body[:8]]
+
+
+def record_config(address: str, *, record_responses: bool = True, route: dict | None = None, **sections) -> dict:
+    metadata = {"MirrorCluster": "rec"}
+    if record_responses:
+        metadata["MirrorRecordResponses"] = "true"
+    config = {
+        "ReverseProxy": {
+            "Routes": {"all": route or {"Match": {"Paths": ["*"]}, "Metadata": metadata}},
+            "Clusters": {"rec": {"Destinations": [{"Address": address}]}},
+        }
+    }
+    config.update(sections)
+    return config
+
+
+def files(directory: Path, pattern: str = "traffic_*") -> list[Path]:
+    return sorted(directory.glob(pattern), key=lambda p: int(p.name.split("_")[2].split(".")[0]))
+
+
+def recorded(middleware, count: int) -> dict:
+    wait_until(lambda: middleware.stats()["succeeded"] + middleware.stats()["failed"] >= count, 10,
+               f"{count} copies recorded")  # fmt: skip
+    return middleware.stats()
+
+
+@pytest.fixture
+def recording(server, tmp_path):
+    """``recording(config)`` serves echo_app wrapped, and closes the middleware at the end."""
+    made = []
+
+    def factory(config, app=echo_app):
+        middleware = MirrorMiddleware(app, config)
+        made.append(middleware)
+        return middleware, server(middleware)
+
+    yield factory
+    for middleware in made:
+        middleware.close()
+
+
+def test_requests_and_answers_are_recorded_byte_for_byte_in_goreplays_format(recording, tmp_path):
+    middleware, address = recording(record_config(f"file://{tmp_path}/traffic.gor", Mirror={"MemoryBodyBytes": 65536}))
+    large = os.urandom(3 << 20).replace(b"\n\xf0", b"\n\x00")  # spills to disk; no separator inside
+    binary = bytes(range(256)) * 16
+    chunked = b"chunk-" * 5000
+    before = time.time_ns()
+    with Client(address) as client:
+        assert client.request("POST", "/upload?kind=large", body=large, host="shop.test").status == 201
+        assert client.request("PUT", "/bin?p=%2Fx", body=binary, headers={"Content-Type": "application/octet-stream"},
+                              host="shop.test").status == 201  # fmt: skip
+        assert client.request("POST", "/chunked", body=chunked, chunked=True, host="shop.test").status == 201
+        assert client.request("GET", "/empty", host="shop.test").status == 201
+    after = time.time_ns()
+    stats = recorded(middleware, 4)
+    assert (stats["succeeded"], stats["failed"], stats["by_destination"][f"rec/file://{tmp_path}/traffic.gor"]
+            ["succeeded"]) == (4, 0, 4)  # fmt: skip
+    middleware.close()
+
+    [path] = files(tmp_path)
+    assert path.name == f"traffic_{os.getpid()}_0.gor"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    found = payloads(path)
+    assert [p.kind for p in found] == [1, 2] * 4
+    requests, answers = found[0::2], found[1::2]
+    for request, answer in zip(requests, answers):
+        assert ID.fullmatch(request.id) and answer.id == request.id
+        assert before <= request.timestamp <= after and request.latency == -1
+        assert answer.timestamp == request.timestamp and 0 < answer.latency < after - before
+    assert len({r.id for r in requests}) == 4
+    assert [r.start for r in requests] == ["POST /upload?kind=large HTTP/1.1", "PUT /bin?p=%2Fx HTTP/1.1",
+                                           "POST /chunked HTTP/1.1", "GET /empty HTTP/1.1"]  # fmt: skip
+    assert [r.body for r in requests] == [large, binary, chunked, b""]
+    assert [r.header("Content-Length") for r in requests] == [str(len(large)), "4096", str(len(chunked)), None]
+    assert all(r.header("Host") == "shop.test" for r in requests)  # the original Host: a recording names no one
+    assert requests[2].header("Transfer-Encoding") is None
+    assert requests[1].header("Content-Type") == "application/octet-stream"
+    assert requests[0].header("X-Mirrored-By") == "wsgimirror"
+    assert [a.start for a in answers] == ["HTTP/1.1 201 Created"] * 4
+    assert answers[0].body == b"seen %d " % len(large) + large[:8]
+    assert answers[0].header("X-Seen") == str(len(large))
+    assert answers[0].header("Content-Length") == str(len(answers[0].body))
+
+
+def test_a_gzip_destination_writes_a_gzip_file_that_holds_the_same_payloads(recording, tmp_path):
+    middleware, address = recording(record_config(f"file://{tmp_path}/traffic.gor.gz"))
+    for i in range(3):
+        assert one_request(address, method="POST", target=f"/n/{i}", body=b"x" * i).status == 201
+    recorded(middleware, 3)
+    middleware.close()
+    [path] = files(tmp_path)
+    assert path.name == f"traffic_{os.getpid()}_0.gor.gz" and path.read_bytes()[:2] == b"\x1f\x8b"
+    found = payloads(path)
+    assert [p.start for p in found[0::2]] == ["POST /n/0 HTTP/1.1", "POST /n/1 HTTP/1.1", "POST /n/2 HTTP/1.1"]
+    assert [p.body for p in found[1::2]] == [b"seen 0 ", b"seen 1 x", b"seen 2 xx"]
+
+
+def test_records_are_flushed_every_flush_seconds_while_the_server_runs(recording, tmp_path):
+    _middleware, address = recording(record_config(f"file://{tmp_path}/traffic.gor.gz", Record={"FlushSeconds": 0.2}))
+    assert one_request(address, method="POST", target="/live", body=b"abc").status == 201
+
+    def readable() -> bool:
+        found = files(tmp_path)
+        if not found:
+            return False
+        with open(found[0], "rb") as fh:
+            data = gzip.GzipFile(fileobj=fh).read1(1 << 20)  # a gzip stream flushed, not ended
+        return b"POST /live" in data and b"seen 3 abc" in data
+
+    wait_until(readable, 5, "the record to be flushed to the file")
+
+
+def test_answers_are_cut_at_compare_max_body_bytes_and_keep_their_own_content_length(recording, tmp_path):
+    def big(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"a" * 3000, b"b" * 3000])  # no Content-Length: gevent chunks it
+
+    middleware, address = recording(record_config(f"file://{tmp_path}/t.gor", Compare={"MaxBodyBytes": 4000}), big)
+    response = one_request(address, target="/big")
+    assert response.body == b"a" * 3000 + b"b" * 3000
+    recorded(middleware, 1)
+    middleware.close()
+    _, answer = payloads(files(tmp_path, "t_*")[0])
+    assert answer.body == b"a" * 3000 + b"b" * 1000
+    assert answer.header("Content-Length") == "4000"  # added for the bytes recorded (the app set none)
+    assert answer.header("Transfer-Encoding") is None
+
+
+def test_without_record_responses_only_requests_are_written(recording, tmp_path):
+    middleware, address = recording(record_config(f"file://{tmp_path}/t.gor", record_responses=False))
+    one_request(address, method="POST", target="/only", body=b"q")
+    recorded(middleware, 1)
+    middleware.close()
+    assert [(p.kind, p.body) for p in payloads(files(tmp_path, "t_*")[0])] == [(1, b"q")]
+
+
+def test_a_sized_multi_chunk_answer_is_recorded_once_though_gevent_iterates_it_twice(recording, tmp_path):
+    def listed(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"one ", b"two ", b"three"]  # gevent sums the lengths while writing the first chunk
+
+    middleware, address = recording(record_config(f"file://{tmp_path}/t.gor"), listed)
+    assert one_request(address, target="/l").body == b"one two three"
+    recorded(middleware, 1)
+    middleware.close()
+    assert payloads(files(tmp_path, "t_*")[0])[1].body == b"one two three"
+
+
+def test_chunks_roll_over_at_chunk_bytes_and_recording_stops_at_max_bytes(recording, tmp_path):
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False,
+                           Record={"ChunkBytes": 8192, "MaxBytes": 40000})  # fmt: skip
+    middleware, address = recording(config)
+    body = b"z" * 3000
+    with Client(address) as client:
+        for i in range(20):
+            assert client.request("POST", f"/r/{i}", body=body).status == 201
+    wait_until(lambda: middleware.stats()["succeeded"] + middleware.stats()["dropped"].get("disk_budget", 0) == 20)
+    middleware.close()
+    stats = middleware.stats()
+    written = stats["succeeded"]
+    assert 9 <= written <= 13 and stats["dropped"] == {"disk_budget": 20 - written}, stats
+    chunks = files(tmp_path, "t_*")
+    assert [c.name for c in chunks] == [f"t_{os.getpid()}_{n}.gor" for n in range(len(chunks))]
+    assert len(chunks) >= 4 and all(c.stat().st_size <= 8192 + 3500 for c in chunks)
+    assert sum(c.stat().st_size for c in chunks) <= 40000
+    assert all(stat.S_IMODE(c.stat().st_mode) == 0o600 for c in chunks)
+    targets = [p.start for c in chunks for p in payloads(c)]
+    assert targets == [f"POST /r/{i} HTTP/1.1" for i in range(written)]  # in order, none lost before the budget
+
+
+def test_a_new_process_never_writes_over_an_existing_chunk(recording, tmp_path):
+    taken = tmp_path / f"t_{os.getpid()}_0.gor"
+    taken.write_bytes(b"an earlier run's file")
+    middleware, address = recording(record_config(f"file://{tmp_path}/t.gor"))
+    one_request(address, target="/next")
+    recorded(middleware, 1)
+    middleware.close()
+    assert taken.read_bytes() == b"an earlier run's file"
+    assert next(p.start for p in payloads(tmp_path / f"t_{os.getpid()}_1.gor")) == "GET /next HTTP/1.1"
+
+
+def test_the_hour_in_a_path_expands_when_a_chunk_opens(recording, tmp_path):
+    middleware, address = recording(record_config(f"file://{tmp_path}/t-%Y%m%d%H.gor"))
+    one_request(address, target="/t")
+    recorded(middleware, 1)
+    middleware.close()
+    [path] = tmp_path.glob("t-*")
+    assert path.name == f"t-{time.strftime('%Y%m%d%H', time.gmtime())}_{os.getpid()}_0.gor"
+
+
+def test_a_full_disk_fails_the_copies_it_refuses_then_recording_resumes_in_a_new_chunk(recording, tmp_path):
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False, Record={"FlushSeconds": 0.1})
+    middleware, address = recording(config)
+    one_request(address, method="POST", target="/before", body=b"1")
+    recorded(middleware, 1)
+    chunk = str(tmp_path / f"t_{os.getpid()}_0.gor")
+    wait_until(lambda: os.path.getsize(chunk) > 0, 5, "the first record to be flushed")
+    [fd] = [int(fd) for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == chunk]
+    full = os.open("/dev/full", os.O_WRONLY)  # the kernel answers every write with ENOSPC
+    os.dup2(full, fd)
+    os.close(full)
+    one_request(address, method="POST", target="/refused", body=b"2" * 300_000)  # more than the file buffer
+    stats = recorded(middleware, 2)
+    assert (stats["failed"], stats["failures"]) == (1, {"disk_full": 1})
+    one_request(address, method="POST", target="/after", body=b"3")
+    stats = recorded(middleware, 3)
+    middleware.close()
+    assert (stats["succeeded"], stats["failed"]) == (2, 1)
+    assert [p.start for p in payloads(chunk)] == ["POST /before HTTP/1.1"]
+    assert [p.start for p in payloads(tmp_path / f"t_{os.getpid()}_1.gor")] == ["POST /after HTTP/1.1"]
+
+
+class _SlowBody:
+    """A captured body whose bytes come only when the test says: it holds the writer thread."""
+
+    def __init__(self, size: int, gate) -> None:
+        self.size, self._gate, self.released = size, gate, 0
+
+    def chunks(self, size):
+        self._gate.acquire()
+        yield b"s" * self.size
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_past_queue_bytes_copies_are_refused_as_backlog_full_and_nothing_is_held():
+    import threading
+
+    from wsgimirror.config import RecordSettings
+    from wsgimirror.record import Record
+
+    gate = threading.Lock()
+    gate.acquire()
+    outcomes = []
+    recorder = Recorder("/dev/null/never.gor", RecordSettings(queue_bytes=10_000))
+    first = _SlowBody(100, gate)
+    assert recorder.submit(Record("a" * 24, 1, b"GET / HTTP/1.1\r\n\r\n", first, None, -1,
+                                  lambda r, why: outcomes.append(why))) is None  # fmt: skip
+    wait_until(lambda: not recorder._queue, 5, "the writer to take the first copy")
+    queued = [_SlowBody(4000, gate) for _ in range(3)]
+    answers = [recorder.submit(Record("b" * 24, 1, b"", body, None, -1, lambda r, why: outcomes.append(why)))
+               for body in queued]  # fmt: skip
+    assert answers == [None, None, "backlog_full"]  # 8,000 bytes wait; 12,000 would not fit in 10,000
+    gate.release()
+    assert recorder.close(5)
+    assert outcomes == ["io_error", "io_error", "io_error"]  # /dev/null/ is no directory
+    assert [first.released, *(b.released for b in queued[:2])] == [1, 1, 1]
+
+
+def test_every_feature_of_a_cluster_applies_to_file_destinations(recording, tmp_path, sink):
+    from prometheus_client import CollectorRegistry
+
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False)
+    config["ReverseProxy"]["Routes"]["all"] = {
+        "Match": {"Paths": ["*"]},
+        "Metadata": {"MirrorCluster": "rec,net"},
+        "Transforms": [{"RequestHeader": "X-Env", "Set": "shadow"}, {"PathRemovePrefix": "/api"}],
+    }
+    config["ReverseProxy"]["Clusters"]["net"] = {"Destinations": [{"Address": sink.address}]}
+    config["ReverseProxy"]["Clusters"]["rec"]["Metadata"] = {"MirrorPercent": "50", "MirrorSampleBy": "key",
+                                                              "HashBy": "header", "Key": "X-User"}  # fmt: skip
+    config["Mirror"] = {"RemoveHeaders": ["Authorization"]}
+    registry = CollectorRegistry()
+    middleware = MirrorMiddleware(echo_app, config, prometheus=registry)
+    from tests.helpers import serve
+
+    srv = serve(middleware)
+    try:
+        for user in range(40):
+            one_request(srv.address, method="POST", target="/api/items", body=b"i",
+                        headers={"X-User": f"u{user}", "Authorization": "Bearer secret"})  # fmt: skip
+        sink.wait_for(40)
+    finally:
+        srv.stop(timeout=1)
+        middleware.close()
+    rec = middleware.stats()["by_cluster"]["rec"]
+    assert 10 <= rec["succeeded"] <= 30 and rec["succeeded"] + rec["dropped"]["sampled_out"] == 40
+    found = payloads(files(tmp_path, "t_*")[0])
+    assert len(found) == rec["succeeded"]
+    assert all(p.start == "POST /items HTTP/1.1" and p.header("X-Env") == "shadow" for p in found)
+    assert all(p.header("Authorization") is None for p in found)
+    assert {p.header("X-User") for p in found} <= {f"u{u}" for u in range(40)}
+    value = registry.get_sample_value(
+        "wsgimirror_mirrors_total",
+        {"route": "all", "cluster": "rec", "destination": f"rec/file://{tmp_path}/t.gor", "outcome": "succeeded"},
+    )
+    assert value == rec["succeeded"]
+    assert middleware.stats()["by_cluster"]["net"]["succeeded"] == 40
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("file:///no/such/dir/t.gor", "directory '/no/such/dir' does not exist"),
+        ("file://host/tmp/t.gor", "a file address names no host"),
+        ("file:///tmp/", "must be file:///absolute/path/name.gor"),
+        ("file:///tmp/%Y/t.gor", "expand in the file name only"),
+        ("file:///tmp/t-%M.gor", "only %Y %m %d %H expand"),
+    ],
+)
+def test_a_bad_file_address_is_refused_at_load_naming_its_key(address, message):
+    with pytest.raises(ConfigError, match="^ReverseProxy.Clusters.rec.Destinations\\[0\\].Address: ") as err:
+        load_config(record_config(address))
+    assert message in str(err.value)
+
+
+def test_a_directory_that_is_not_writable_is_refused_at_load(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere: make the directory a file's child instead
+        locked = tmp_path / "file"
+        locked.write_text("")
+        with pytest.raises(ConfigError, match="does not exist"):
+            load_config(record_config(f"file://{locked}/t.gor"))
+    else:
+        with pytest.raises(ConfigError, match="is not writable"):
+            load_config(record_config(f"file://{locked}/t.gor"))
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"QueueBytes": 10}, "Record.QueueBytes: "),
+        ({"ChunkBytes": "big"}, "Record.ChunkBytes: "),
+        ({"FlushSeconds": 0}, "Record.FlushSeconds: "),
+        ({"MaxBytes": -1}, "Record.MaxBytes: "),
+    ],
+)
+def test_bad_record_settings_name_their_key(section, message, tmp_path):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        load_config(record_config(f"file://{tmp_path}/t.gor", Record=section))
+
+
+def test_record_responses_must_be_true_or_false(tmp_path):
+    config = record_config(f"file://{tmp_path}/t.gor")
+    config["ReverseProxy"]["Routes"]["all"]["Metadata"]["MirrorRecordResponses"] = "yes"
+    with pytest.raises(ConfigError, match='^ReverseProxy.Routes.all.Metadata.MirrorRecordResponses: must be "true"'):
+        load_config(config)
+
+
+def test_gunicorn_gevent_workers_each_write_their_own_files(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path, record_config(f"file://{tmp_path}/traffic.gor"))
+    proc = Process(
+        [PY, "-m", "gunicorn", "-c", "examples/gunicorn.conf.py"],
+        ready="Booting worker",
+        env={"WSGIMIRROR_CONFIG": config, "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"},
+    )
+    bodies = [json.dumps({"n": i, "pad": "p" * (i * 997)}).encode() for i in range(40)]
+    try:
+        proc.wait_for_line("Booting worker")
+        workers = set()
+        for body in bodies:
+            response = one_request(("127.0.0.1", port), method="POST", target="/api/orders", body=body,
+                                   host="127.0.0.1", headers={"Content-Type": "application/json"})  # fmt: skip
+            assert response.status == 201
+            workers.add(json.loads(response.body)["worker"])
+    finally:
+        status, _, err = proc.stop()
+    assert status == 0 and "Traceback" not in err, err
+    assert len(workers) == 2
+    chunks = sorted(tmp_path.glob("traffic_*.gor"))
+    assert {int(c.name.split("_")[1]) for c in chunks} == workers  # one file per worker, named by its pid
+    found = [p for c in chunks for p in payloads(c)]
+    requests = [p for p in found if p.kind == 1]
+    assert sorted(r.body for r in requests) == sorted(bodies)  # every request, byte for byte, written at exit
+    answers = {p.id: p for p in found if p.kind == 2}
+    assert all(json.loads(answers[r.id].body)["created"] == json.loads(r.body) for r in requests)
+
+
+def test_close_writes_what_is_queued_under_a_burst(recording, tmp_path):
+    middleware, address = recording(record_config(f"file://{tmp_path}/t.gor", record_responses=False))
+
+    def client(n):
+        with Client(address) as c:
+            for i in range(25):
+                c.request("POST", f"/burst/{n}/{i}", body=b"b" * 20_000)
+
+    gevent.joinall([gevent.spawn(client, n) for n in range(8)], raise_error=True)
+    assert middleware.close(10)
+    stats = middleware.stats()
+    assert (stats["succeeded"], stats["failed"], stats["dropped"], stats["in_flight"]) == (200, 0, {}, 0)
+    assert len(payloads(files(tmp_path, "t_*")[0])) == 200

@@ -1,0 +1,365 @@
+"""File destinations: record copies to GoReplay files, off the event loop, in bounded memory and disk.
+
+A cluster destination ``file:///path/traffic.gor`` (or ``.gor.gz``) gets one :class:`Recorder` per
+process. The request path only builds the copy's head and queues a :class:`Record` (the body stays
+in its capture buffer, in memory or spilled, until written); one writer thread per recorder writes
+the queue to ``traffic_<pid>_<n>.gor`` chunks. Every queued copy ends ``succeeded`` (written) or
+``failed`` (``disk_full``, ``io_error``); a copy the queue or the disk budget cannot take is
+dropped (``backlog_full``, ``disk_budget``) before it is counted as mirrored.
+
+Limits (the ``Record`` section): ``QueueBytes`` of copies waiting in memory, a new chunk every
+``ChunkBytes``, and at most ``MaxBytes`` written per process per recorder (files are never
+deleted). Chunks are flushed every ``FlushSeconds`` and at ``close()``, and created 0600.
+
+The writer thread is a real OS thread even under gevent's monkey-patching. It never touches a
+gevent object: under gevent, outcomes go back to the hub through a loop ``async`` watcher and are
+counted there.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import logging
+import os
+import re
+import time
+import typing as t
+import zlib
+from collections import deque
+
+from ._gevent import original
+from ._logs import Throttled
+from .gor import REQUEST, RESPONSE, SEPARATOR, payload_header
+from .stats import new_lock
+
+if t.TYPE_CHECKING:
+    from .capture import BodyBuffer
+    from .config import RecordSettings
+    from .response import Answer
+
+log = logging.getLogger(__name__)
+_failed = Throttled(log)
+
+BACKLOG_FULL = "backlog_full"
+DISK_BUDGET = "disk_budget"
+DISK_FULL = "disk_full"
+IO_ERROR = "io_error"
+# "No room for these bytes": the disk or the quota is full, or the file may grow no more.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_WRITE_PIECE = 256 << 10
+# After a wake-up the writer waits this long for more copies: under load it then takes the interpreter
+# once per batch rather than once per copy, which costs the requests' own thread less.
+BATCH_SECONDS = 0.002
+_sleep = original("time", "sleep")
+_PAYLOAD_OVERHEAD = 2 + 24 + 2 * 21 + len(SEPARATOR) + 8  # "1 <id> <ts> <latency>\n" and the separator
+
+
+class Record:
+    """One copy to write: its request payload, and the app's answer when the route records responses."""
+
+    __slots__ = ("id", "arrived_ns", "latency_ns", "head", "body", "answer", "size", "done", "started")
+
+    def __init__(
+        self,
+        payload_id: str,
+        arrived_ns: int,
+        head: bytes,
+        body: BodyBuffer,
+        answer: Answer | None,
+        latency_ns: int,
+        done: t.Callable[[Record, str | None], None],
+    ) -> None:
+        self.id = payload_id
+        self.arrived_ns = arrived_ns
+        self.latency_ns = latency_ns  # the app's time to the end of its answer
+        self.head = head
+        self.body = body  # retained by the caller; released once written (or refused)
+        self.answer = answer  # retained likewise
+        self.done = done  # called once with None (written) or the failure reason
+        self.started = time.monotonic()
+        self.size = _PAYLOAD_OVERHEAD + len(head) + body.size + (_answer_size(answer) if answer is not None else 0)
+
+    def release(self) -> None:
+        self.body.release()
+        if self.answer is not None:
+            self.answer.release()
+
+
+def _answer_size(answer: Answer) -> int:
+    """At least the bytes the answer's payload takes in the file (its status line, headers and body)."""
+    return _PAYLOAD_OVERHEAD + 64 + len(answer.status_text) + len(answer.body) + \
+        sum(len(k) + len(v) + 4 for k, v in answer.headers)  # fmt: skip
+
+
+def response_message(answer: Answer) -> bytes:
+    """The app's answer as an HTTP/1.1 message: the body as kept (cut at Compare.MaxBodyBytes).
+
+    An answer without Content-Length gets one for the bytes recorded, so the message frames
+    itself. When the body was cut, the app's own Content-Length stays and says how long it was.
+    """
+    headers = [(k, v) for k, v in answer.headers if k.lower() != "transfer-encoding"]
+    if not any(k.lower() == "content-length" for k, _ in headers):
+        headers.append(("Content-Length", str(len(answer.body))))
+    lines = [f"HTTP/1.1 {answer.status_text}"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + bytes(answer.body)
+
+
+class Recorder:
+    """The files of one ``file://`` destination in this process, and the thread that writes them."""
+
+    def __init__(self, template: str, settings: RecordSettings) -> None:
+        self.template = template
+        self.settings = settings
+        self.busy = 0  # the runtime's admission counts do not apply: recording is bounded in bytes
+        self.limit = 1 << 62
+        self._lock = new_lock()
+        self._wake = new_lock()  # a binary semaphore: released to wake the writer
+        self._wake.acquire()
+        self._queue: deque[Record] = deque()
+        self._queued = 0  # bytes waiting
+        self.written = 0  # bytes written by this process
+        self._reserved = 0  # bytes written or queued, as counted against MaxBytes (a record's size is an upper bound)
+        self.exhausted = False  # MaxBytes reached: every further copy is dropped as disk_budget
+        self._pid = -1
+        self._closing = False
+        self._stopped = new_lock()
+        self._file: t.Any = None  # the open chunk (a GzipFile over the raw file for .gz)
+        self._raw: t.Any = None
+        self._chunk_bytes = 0
+        self._index = 0
+        self._last_flush = time.monotonic()
+        self._notify: t.Any = None  # under gevent: the hub's async watcher, and its outcomes
+        self._outcomes: deque[tuple[Record, str | None]] = deque()
+        self.files: list[str] = []  # chunks opened by this process, oldest first
+
+    # -- the request side ------------------------------------------------------------------------
+
+    def configure(self, settings: RecordSettings) -> None:
+        self.settings = settings
+
+    def submit(self, record: Record) -> str | None:
+        """Queue ``record`` for the writer; None, or why it was refused (the caller releases it then)."""
+        self._started()
+        with self._lock:
+            if self._closing:
+                return "closed"
+            if self.exhausted or self._reserved + record.size > self.settings.max_bytes:
+                if not self.exhausted:
+                    log.warning("recording to %s stopped: Record.MaxBytes (%d) written by this process",
+                                self.template, self.settings.max_bytes)  # fmt: skip
+                self.exhausted = True
+                return DISK_BUDGET
+            if self._queued + record.size > self.settings.queue_bytes and self._queue:
+                return BACKLOG_FULL
+            idle = not self._queue
+            self._queue.append(record)
+            self._queued += record.size
+            self._reserved += record.size
+        if idle:  # a busy writer takes the whole queue when it comes back: no need to wake it per copy
+            self._signal()
+        return None
+
+    def _signal(self) -> None:
+        try:
+            self._wake.release()
+        except RuntimeError:  # already released: the writer will wake anyway
+            pass
+
+    def _started(self) -> None:
+        """Start the writer (again, in a forked child: the parent's thread and files are not ours)."""
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._queue.clear()
+            self._queued = 0
+            self._file = self._raw = None
+            self._chunk_bytes = self.written = self._reserved = 0
+            self.files = []
+            self._outcomes.clear()
+            self._notify = _hub_watcher(self._deliver)
+            self._stopped = new_lock()
+            self._stopped.acquire()
+            original("_thread", "start_new_thread")(self._run, ())
+            self._pid = os.getpid()
+
+    # -- outcomes, back on the submitting side ------------------------------------------------------
+
+    def _report(self, record: Record, reason: str | None) -> None:
+        record.release()
+        if self._notify is None:
+            record.done(record, reason)
+            return
+        self._outcomes.append((record, reason))
+        self._notify.send()
+
+    def _deliver(self) -> None:
+        """On the hub: count the outcomes the writer reported."""
+        while self._outcomes:
+            record, reason = self._outcomes.popleft()
+            try:
+                record.done(record, reason)
+            except Exception:  # counting must never break the loop
+                _failed.warning("wsgimirror could not count a recorded copy", exc_info=True)
+
+    # -- the writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                if self._wake.acquire(timeout=min(self.settings.flush_seconds, 0.5)) and not self._closing:
+                    _sleep(BATCH_SECONDS)  # let a burst gather: one wake-up writes many copies
+                batch = self._take()
+                for record in batch:
+                    before = self.written
+                    reason = self._write(record)
+                    with self._lock:  # the record's upper bound gives way to the bytes it took
+                        self._reserved += self.written - before - record.size
+                    self._report(record, reason)
+                if self._file is not None and (
+                    time.monotonic() - self._last_flush >= self.settings.flush_seconds or self._closing
+                ):
+                    self._flush()
+                if self._closing and not self._queue:
+                    self._close_chunk()
+                    return
+        finally:
+            self._stopped.release()
+
+    def _take(self) -> list[Record]:
+        with self._lock:
+            batch = list(self._queue)
+            self._queue.clear()
+            self._queued = 0
+        return batch
+
+    def _write(self, record: Record) -> str | None:
+        """Write one copy (and its answer); None, or why it was not written."""
+        answer = record.answer
+        size = 0
+        try:
+            if self._file is None:
+                self._open_chunk()
+            write = self._file.write
+            size += write(payload_header(REQUEST, record.id, record.arrived_ns))
+            size += write(record.head)
+            for piece in record.body.chunks(_WRITE_PIECE):
+                size += write(piece)
+            size += write(SEPARATOR)
+            if answer is not None:
+                size += write(payload_header(RESPONSE, record.id, record.arrived_ns, record.latency_ns))
+                size += write(response_message(answer))
+                size += write(SEPARATOR)
+        except OSError as err:
+            self.written += size
+            reason = DISK_FULL if err.errno in _FULL else IO_ERROR
+            _failed.warning("wsgimirror could not record to %s: %s", self._raw_name(), err)
+            self._abandon_chunk()
+            return reason
+        except Exception as err:  # a bug here must not stop the writer
+            self.written += size
+            _failed.warning("wsgimirror could not record to %s: %r", self.template, err, exc_info=True)
+            self._abandon_chunk()
+            return IO_ERROR
+        self.written += size
+        self._chunk_bytes += size
+        if self._chunk_bytes >= self.settings.chunk_bytes:
+            self._close_chunk()
+        return None
+
+    def _raw_name(self) -> str:
+        return self.files[-1] if self.files else self.template
+
+    def _open_chunk(self) -> None:
+        """Create the next chunk, 0600, never over an existing file: ``traffic_<pid>_<n>.gor[.gz]``."""
+        gz = self.template.endswith(".gz")
+        name = _expand_time(self.template[: -len(".gz")] if gz else self.template)
+        base, ext = os.path.splitext(name)
+        pid = os.getpid()
+        while True:
+            path = f"{base}_{pid}_{self._index}{ext}{'.gz' if gz else ''}"
+            self._index += 1
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0),
+                             0o600)  # fmt: skip
+            except FileExistsError:
+                continue  # a chunk of an earlier process with this pid: never overwritten
+            break
+        self._raw = os.fdopen(fd, "wb")
+        self._file = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6) if gz else self._raw
+        self._chunk_bytes = 0
+        self.files.append(path)
+
+    def _flush(self) -> None:
+        try:
+            if self._file is not self._raw:
+                self._file.flush(zlib.Z_SYNC_FLUSH)  # a reader can decompress what was written so far
+            self._raw.flush()
+        except OSError as err:
+            _failed.warning("wsgimirror could not flush %s: %s", self._raw_name(), err)
+            self._abandon_chunk()
+        self._last_flush = time.monotonic()
+
+    def _close_chunk(self) -> None:
+        if self._file is None:
+            return
+        try:
+            if self._file is not self._raw:
+                self._file.close()
+            self._raw.close()
+        except OSError as err:
+            _failed.warning("wsgimirror could not close %s: %s", self._raw_name(), err)
+            self._abandon_chunk()
+        self._file = self._raw = None
+
+    def _abandon_chunk(self) -> None:
+        """After a failed write: leave that chunk (it may end in a partial payload) and start a new one."""
+        for handle in dict.fromkeys((self._file, self._raw)):  # the gzip layer first, then the file
+            if handle is None:
+                continue
+            try:
+                handle.close()  # flushing fails again; the descriptor is closed all the same
+            except (OSError, ValueError):
+                pass
+        self._file = self._raw = None
+
+    # -- the end ---------------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Write what is queued, flush and close the chunk; True when the writer finished in time."""
+        if self._pid != os.getpid():
+            return True
+        with self._lock:
+            if self._closing:
+                return not self._stopped.locked()  # closed before (or still closing, after a timeout)
+            self._closing = True
+        self._signal()
+        done = bool(self._stopped.acquire(timeout=timeout))
+        self._deliver()
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+        return done
+
+
+def _expand_time(path: str) -> str:
+    """``%Y %m %d %H`` expanded (UTC) when a chunk opens; nothing else is a directive."""
+    now = time.gmtime()
+    values = {"%Y": f"{now.tm_year:04d}", "%m": f"{now.tm_mon:02d}", "%d": f"{now.tm_mday:02d}",
+              "%H": f"{now.tm_hour:02d}"}  # fmt: skip
+    return re.sub(r"%[YmdH]", lambda m: values[m.group()], path)
+
+
+def _hub_watcher(deliver: t.Callable[[], None]) -> t.Any:
+    """Under gevent's patched threads: an async watcher of this thread's hub that runs ``deliver``."""
+    try:
+        from gevent import get_hub, monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return None
+    if not monkey.is_module_patched("threading"):
+        return None
+    watcher = get_hub().loop.async_(ref=False)
+    watcher.start(deliver)
+    return watcher
