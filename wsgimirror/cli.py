@@ -22,7 +22,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command not in ("check", "report"):
+    if args.command not in ("check", "report") and not getattr(args, "dry_run", False):
         from gevent import monkey
 
         monkey.patch_all()
@@ -78,6 +78,53 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the figures as JSON")
     report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
     report.set_defaults(handler=_report)
+
+    replay = commands.add_parser(
+        "replay",
+        help="play GoReplay files (.gor, .gor.gz) back to a target, paced, optionally comparing answers",
+        description="Send the requests recorded in GoReplay files (written by wsgimirror's file destinations "
+        "or by GoReplay) to --target, merged by timestamp and paced as recorded. Exit status: 0 every "
+        "request got an answer (and, with --compare, nothing regressed), 1 otherwise, 2 bad arguments or "
+        "unreadable files.",
+    )
+    replay.add_argument("files", nargs="+", metavar="FILE_OR_GLOB", help=".gor or .gor.gz files, or globs")
+    replay.add_argument("--target", metavar="URL", help="http(s)://host:port[/base] to send to (required)")
+    pacing = replay.add_mutually_exclusive_group()
+    pacing.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="scale the recorded pacing (2: twice as fast; 0: as fast as possible)",
+    )
+    pacing.add_argument("--rate", type=float, metavar="N", help="send N requests per second instead")
+    replay.add_argument(
+        "--max-wait",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="cap on any gap in the recording (default: %(default)s)",
+    )
+    replay.add_argument("--loop", action="store_true", help="start over at the end")
+    replay.add_argument("--duration", type=float, metavar="SECONDS", help="stop sending after this long")
+    replay.add_argument("--concurrency", type=int, default=64, metavar="N", help="default: %(default)s")
+    replay.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per request (default: 5)")
+    replay.add_argument("--original-host", action="store_true", help="send the recorded Host, not the target's")
+    replay.add_argument(
+        "--filter-method", action="append", default=[], metavar="METHOD", help="replay only this method (repeatable)"
+    )
+    replay.add_argument("--filter-path", metavar="REGEX", help="replay only targets this regex finds")
+    replay.add_argument(
+        "--compare", action="store_true", help="compare each answer with the recorded one (type 2 payloads)"
+    )
+    replay.add_argument("--config", metavar="FILE", help="a config whose Compare section tunes --compare")
+    replay.add_argument("--diff-log", metavar="FILE", help="write the comparison's diff log here")
+    replay.add_argument("--ca-file", metavar="PEM", help="trust these CA certificates for an https target")
+    replay.add_argument("--insecure", action="store_true", help="do not verify an https target's certificate")
+    replay.add_argument("--dry-run", action="store_true", help="count what would be sent, and how long it takes")
+    replay.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    replay.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    replay.set_defaults(handler=_replay)
 
     sink = commands.add_parser("sink", help="receive mirrored requests and show or record them")
     sink.add_argument("--bind", default="127.0.0.1:9000", metavar="HOST:PORT", help="default: %(default)s")
@@ -168,6 +215,78 @@ def _report(args: argparse.Namespace) -> int:
         except OSError as err:
             raise CommandError(f"cannot write {args.html}: {err.strerror or err}") from err
     return 1 if any(row["regression"] for row in endpoint_rows(report)) else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .gor import Unreadable
+    from .replay import Replay, ReplayError, dumps, exit_status, plan, plan_text, summary_text
+
+    try:
+        options = _replay_options(args)
+        if args.dry_run:
+            figures = plan(options)
+            print(dumps(figures) if args.json else plan_text(figures, options))
+            return 0
+        replay = Replay(options)
+        summary = replay.run()
+    except (ReplayError, Unreadable) as err:
+        raise CommandError(str(err)) from err
+    print(dumps(summary) if args.json else summary_text(summary))
+    return exit_status(summary)
+
+
+def _replay_options(args: argparse.Namespace) -> t.Any:
+    import re
+    from dataclasses import replace
+
+    from .config import CompareSettings, load_config
+    from .replay import Options, ReplayError, expand
+
+    if not args.target and not args.dry_run:
+        raise ReplayError("--target URL is required")
+    numbers = {"--speed": (args.speed, 0.0), "--rate": (args.rate, None), "--max-wait": (args.max_wait, 0.0),
+               "--duration": (args.duration, None), "--timeout": (args.timeout, None)}  # fmt: skip
+    for name, (value, floor) in numbers.items():
+        if value is not None and (value != value or value < 0 or (floor is None and value == 0)):
+            raise ReplayError(f"{name} must be {'at least 0' if floor == 0.0 else 'more than 0'}, got {value:g}")
+    if args.concurrency < 1:
+        raise ReplayError(f"--concurrency must be at least 1, got {args.concurrency}")
+    try:
+        path_filter = re.compile(args.filter_path) if args.filter_path else None
+    except re.error as err:
+        raise ReplayError(f"--filter-path is not a regular expression: {err}") from None
+    if (args.config or args.diff_log) and not args.compare and not args.dry_run:
+        raise ReplayError("--config and --diff-log go with --compare")
+    settings = load_config(args.config).compare if args.config else CompareSettings()
+    if args.diff_log:
+        from .config import _log_path
+
+        settings = replace(settings, log=_log_path(args.diff_log, "--diff-log"))
+    # A replay compares every answer: MaxPerSecond protects a live server's CPU, not a CI run's.
+    settings = replace(settings, max_per_second=1_000_000)
+    options = Options(
+        paths=expand(args.files),
+        target=args.target or "http://127.0.0.1",
+        speed=args.speed,
+        rate=args.rate,
+        max_wait=args.max_wait,
+        loop=args.loop,
+        duration=args.duration,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        original_host=args.original_host,
+        methods=frozenset(m.upper() for m in args.filter_method),
+        path_filter=path_filter,
+        compare=args.compare,
+        compare_settings=settings,
+        ca_file=args.ca_file,
+        insecure=args.insecure,
+    )
+    if args.target:
+        from .replay import _destination
+
+        _destination(args.target)
+    return options
 
 
 def _sink(args: argparse.Namespace) -> int:

@@ -1,0 +1,351 @@
+"""``wsgimirror replay``, end to end: real files (hand-made and recorded), real targets, real pacing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+from gevent import subprocess
+
+from tests.helpers import ROOT, Sink, free_port, one_request, serve, wait_until, write_config
+from wsgimirror import MirrorMiddleware
+from wsgimirror.gor import SEPARATOR
+
+PY = sys.executable
+FIXTURE = ROOT / "tests" / "data" / "goreplay.gor"  # written byte for byte as GoReplay writes (see test below)
+
+
+def replay(*args: str, timeout: float = 60, stderr_fd: int | None = None) -> tuple[int, str, str]:
+    """Run ``wsgimirror replay`` in a child process; (exit status, stdout, stderr)."""
+    proc = subprocess.Popen(
+        [PY, "-m", "wsgimirror", "replay", *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr_fd if stderr_fd is not None else subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err or ""
+
+
+def gor(path: Path, requests: list[tuple[int, bytes]], answers: dict[int, bytes] | None = None) -> Path:
+    """A .gor file of ``(timestamp_ns, raw request)``; ``answers`` by index become type-2 payloads."""
+    data = bytearray()
+    for i, (timestamp, message) in enumerate(requests):
+        data += b"1 %024x %d -1\n" % (i + 1, timestamp) + message + SEPARATOR
+        if answers and i in answers:
+            data += b"2 %024x %d 1000000\n" % (i + 1, timestamp) + answers[i] + SEPARATOR
+    if path.name.endswith(".gz"):
+        path.write_bytes(gzip.compress(bytes(data)))
+    else:
+        path.write_bytes(bytes(data))
+    return path
+
+
+def get(target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: rec.example\r\n\r\n".encode()
+
+
+@pytest.fixture
+def target():
+    with Sink() as s:
+        yield s
+
+
+def test_a_goreplay_file_is_replayed_with_chunked_bodies_decoded_and_bad_records_skipped(target):
+    status, out, err = replay(str(FIXTURE), "--target", target.address, "--speed", "0", "--concurrency", "1",
+                              "--json")  # fmt: skip
+    assert status == 0, err
+    summary = json.loads(out)
+    assert {k: summary[k] for k in ("records", "sent", "succeeded", "failed", "failures", "statuses",
+                                    "skipped_malformed", "partial_files")} == {
+        "records": 3, "sent": 3, "succeeded": 3, "failed": 0, "failures": {}, "statuses": {"200": 3},
+        "skipped_malformed": 1, "partial_files": 1,
+    }  # fmt: skip
+    assert set(summary) >= {"latency_ms", "seconds"} and summary["latency_ms"]["p99"] > 0
+    got = target.requests
+    assert [(r.method, r.target) for r in got] == [("POST", "/orders?src=gor"), ("GET", "/items/42"),
+                                                   ("DELETE", "/items/7")]  # fmt: skip
+    orders = got[0]
+    assert orders.body == b'{"a": 1}\n' and orders.headers["content-length"] == "9"
+    assert "transfer-encoding" not in orders.headers
+    assert orders.headers["content-type"] == "application/json" and orders.headers["user-agent"] == "curl/8.5.0"
+    assert all(r.headers["host"] == f"127.0.0.1:{target.port}" for r in got)
+
+
+def test_the_fixture_follows_goreplays_bytes(target):
+    data = FIXTURE.read_bytes()
+    assert data.count(b"\n\xf0\x9f\x90\xb5\xf0\x9f\x99\x88\xf0\x9f\x99\x89\n") == 6  # six separators, one partial tail
+    assert data.startswith(b"1 4a2c1b7e9f0d3c5a6b8e1f2a 1764160000000000000 -1\nPOST /orders?src=gor HTTP/1.1\r\n")
+    assert data.endswith(b"Content-Length: 5\r\n\r\nab")
+
+
+def test_original_host_keeps_the_recorded_host_and_filters_choose_what_is_sent(target):
+    status, out, err = replay(str(FIXTURE), "--target", target.address, "--speed", "0", "--original-host",
+                              "--filter-method", "get", "--filter-method", "DELETE", "--filter-path", "^/items/4",
+                              "--json")  # fmt: skip
+    assert status == 0, err
+    assert json.loads(out)["filtered"] == 2
+    assert [(r.target, r.headers["host"]) for r in target.requests] == [("/items/42", "shop.example")]
+
+
+def test_several_files_merge_by_timestamp(target, tmp_path):
+    base = 1_764_160_000_000_000_000
+    gor(tmp_path / "a.gor", [(base + i * 2_000_000, get(f"/a{i}")) for i in range(5)])
+    gor(tmp_path / "b.gor.gz", [(base + 1_000_000 + i * 2_000_000, get(f"/b{i}")) for i in range(5)])
+    status, _, err = replay(str(tmp_path / "*.gor*"), "--target", target.address, "--concurrency", "1")
+    assert status == 0, err
+    assert [r.target for r in target.requests] == [f"/{x}{i}" for i in range(5) for x in "ab"]
+
+
+def recording_of(tmp_path: Path, seconds: float, step: float) -> Path:
+    base = 1_764_160_000_000_000_000
+    count = round(seconds / step) + 1
+    return gor(tmp_path / "paced.gor", [(base + int(i * step * 1e9), get(f"/p/{i}")) for i in range(count)])
+
+
+def span(sink: Sink) -> float:
+    return sink.requests[-1].at - sink.requests[0].at
+
+
+def test_original_pacing_is_kept_and_speed_scales_it(tmp_path):
+    path = recording_of(tmp_path, 10.0, 0.5)
+    with Sink() as normal, Sink() as double:
+        runs = [gevent.spawn(replay, str(path), "--target", sink.address, "--speed", speed)
+                for sink, speed in ((normal, "1"), (double, "2"))]  # fmt: skip
+        gevent.joinall(runs, raise_error=True)
+        (status1, _, err1), (status2, _, _) = (run.value for run in runs)
+        assert (status1, status2) == (0, 0)
+        assert len(normal.requests) == len(double.requests) == 21
+        assert 9.0 <= span(normal) <= 11.0, span(normal)
+        assert 4.5 <= span(double) <= 5.5, span(double)
+    # Not on a terminal: a plain progress line every few seconds, for CI logs.
+    progress = [line for line in err1.splitlines() if line.startswith("sent ")]
+    assert progress and "\r" not in err1 and "succeeded" in progress[0] and "elapsed" in progress[0]
+
+
+def test_a_gap_in_the_recording_waits_at_most_max_wait(target, tmp_path):
+    base = 1_764_160_000_000_000_000
+    path = gor(tmp_path / "gap.gor", [(base, get("/1")), (base + 3600 * 10**9, get("/2"))])  # an hour apart
+    status, _, _ = replay(str(path), "--target", target.address, "--max-wait", "0.5")
+    assert status == 0 and 0.4 <= span(target) <= 1.5
+
+
+def test_a_fixed_rate_replaces_the_recorded_pacing(target, tmp_path):
+    path = recording_of(tmp_path, 400.0, 1.0)  # 401 requests a second apart, sent at 200 per second
+    status, _out, err = replay(str(path), "--target", target.address, "--rate", "200", "--json")
+    assert status == 0, err
+    assert len(target.requests) == 401
+    rate = 400 / span(target)
+    assert 180 <= rate <= 220, rate
+
+
+def test_loop_starts_over_until_duration(target):
+    status, out, err = replay(str(FIXTURE), "--target", target.address, "--rate", "40", "--loop", "--duration",
+                              "1.5", "--json")  # fmt: skip
+    assert status == 0, err
+    sent = json.loads(out)["sent"]
+    assert 45 <= sent <= 70 and len(target.requests) == sent  # the fixture's 3 requests, over and over
+    assert {r.target for r in target.requests} == {"/orders?src=gor", "/items/42", "/items/7"}
+
+
+def test_on_a_terminal_progress_is_one_live_line_with_an_eta(target, tmp_path):
+    import pty
+
+    path = recording_of(tmp_path, 2.0, 0.25)
+    leader, follower = pty.openpty()
+    try:
+        status, _, _ = replay(str(path), "--target", target.address, stderr_fd=follower)
+        os.close(follower)
+        follower = -1
+        os.set_blocking(leader, False)
+        shown = b""
+        while True:  # the replay has exited: everything it showed is in the terminal's buffer
+            try:
+                piece = os.read(leader, 65536)
+            except OSError:  # EAGAIN: all read (EIO: the other end is gone)
+                break
+            if not piece:
+                break
+            shown += piece
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert status == 0
+    text = shown.decode()
+    assert text.count("\r\x1b[K") >= 3 and "ETA" in text and "rate" in text and "\n" not in text.strip("\r\n")
+
+
+def test_dry_run_counts_per_method_and_endpoint_and_the_expected_duration(tmp_path):
+    path = recording_of(tmp_path, 10.0, 0.5)
+    status, out, _ = replay(str(path), "--dry-run", "--speed", "2", "--json")
+    assert status == 0
+    plan = json.loads(out)
+    assert (plan["requests"], plan["methods"], plan["endpoints"]) == (21, {"GET": 21}, {"GET /p/{id}": 21})
+    assert plan["expected_seconds"] == 5.0
+    status, out, _ = replay(str(FIXTURE), "--dry-run", "--rate", "2")
+    assert status == 0
+    assert "3 requests to replay" in out and "expected duration: 1.0s (2/s)" in out and "DELETE /items/{id}" in out
+
+
+def test_a_target_that_does_not_answer_fails_the_run(tmp_path):
+    status, out, _err = replay(str(FIXTURE), "--target", f"http://127.0.0.1:{free_port()}", "--json")
+    summary = json.loads(out)
+    assert status == 1 and summary["failed"] == 3 and summary["failures"] == {"refused": 3}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.gor", "--target", "http://127.0.0.1:1"], "missing.gor: No such file or directory"),
+        (["nothing-*.gor", "--target", "http://127.0.0.1:1"], "no file matches 'nothing-*.gor'"),
+        ([str(FIXTURE)], "--target URL is required"),
+        ([str(FIXTURE), "--target", "ftp://x"], "--target must be http://"),
+        ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--speed", "-1"], "--speed must be at least 0"),
+        ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--rate", "0"], "--rate must be more than 0"),
+        ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--filter-path", "("], "--filter-path is not a regular"),
+        ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--concurrency", "0"], "--concurrency must be at least 1"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, message):
+    status, out, err = replay(*args)
+    assert status == 2 and out == ""
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_file_that_is_not_gzip_exits_2(tmp_path):
+    fake = tmp_path / "t.gor.gz"
+    fake.write_bytes(b"plain text")
+    status, _, err = replay(str(fake), "--target", "http://127.0.0.1:1")
+    assert status == 2 and "not a gzip file" in err and err.count("\n") == 1
+
+
+def echo(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"path": environ["PATH_INFO"], "length": len(body), "version": 1}).encode()]
+
+
+def echo_v2(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"path": environ["PATH_INFO"], "length": len(body), "version": 2}).encode()]
+
+
+def test_record_then_replay_with_compare_finds_the_regression_and_report_reads_its_log(tmp_path):
+    config = {
+        "ReverseProxy": {
+            "Routes": {"all": {"Match": {"Paths": ["*"]},
+                               "Metadata": {"MirrorCluster": "rec", "MirrorRecordResponses": "true"}}},
+            "Clusters": {"rec": {"Destinations": [{"Address": f"file://{tmp_path}/friday.gor"}]}},
+        },
+        "Compare": {"Endpoints": ["/users/{id}"]},
+    }  # fmt: skip
+    middleware = MirrorMiddleware(echo, config)
+    srv = serve(middleware)
+    try:
+        for i in range(20):
+            one_request(srv.address, method="POST", target=f"/users/{i}", body=b"u" * i)
+    finally:
+        srv.stop(timeout=1)
+        middleware.close()
+    files = str(tmp_path / "friday_*.gor")
+    config_file = write_config(tmp_path, config)
+    same, changed = serve(echo), serve(echo_v2)
+    try:
+        status, out, err = replay(files, "--target", f"http://127.0.0.1:{same.server_port}", "--speed", "0",
+                                  "--compare", "--config", config_file, "--json")  # fmt: skip
+        assert status == 0, err
+        compare = json.loads(out)["compare"]
+        assert (compare["compared"], compare["same"], compare["regression"]) == (20, 20, False)
+
+        log = tmp_path / "diff.jsonl"
+        status, out, err = replay(files, "--target", f"http://127.0.0.1:{changed.server_port}", "--speed", "0",
+                                  "--compare", "--config", config_file, "--diff-log", str(log))  # fmt: skip
+        assert status == 1, err
+        assert "compared 20: 20 different" in out and "REGRESSION" in out
+    finally:
+        same.stop(timeout=1)
+        changed.stop(timeout=1)
+    report = subprocess.run([PY, "-m", "wsgimirror", "report", str(log), "--json"], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert report.returncode == 1
+    [row] = json.loads(report.stdout)["endpoints"]
+    assert row["endpoint"] == "POST /users/{id}" and row["worst_field"] == "body.version"
+
+
+def test_requests_without_a_recorded_answer_are_counted_not_recorded(target):
+    status, out, _err = replay(str(FIXTURE), "--target", target.address, "--speed", "0", "--compare", "--json")
+    compare = json.loads(out)["compare"]
+    assert compare["skipped"] == {"not_recorded": 2} and compare["compared"] == 1
+    assert status == 1  # the sink's answer is not the recorded 201
+
+
+def test_an_https_target_is_verified_with_ca_file(tmp_path):
+    import ssl
+
+    import trustme
+    from gevent.pywsgi import WSGIServer
+
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    bodies = []
+
+    def app(environ, start_response):
+        bodies.append(environ["wsgi.input"].read())
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    srv = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None, ssl_context=context)
+    srv.start()
+    try:
+        address = f"https://127.0.0.1:{srv.server_port}"
+        status, out, _ = replay(str(FIXTURE), "--target", address, "--speed", "0", "--json")
+        assert status == 1 and json.loads(out)["failures"] == {"tls_error": 3}
+        status, out, err = replay(str(FIXTURE), "--target", address, "--speed", "0", "--ca-file", str(ca_path))
+        assert status == 0, err
+        assert sorted(bodies) == [b"", b"", b'{"a": 1}\n']
+    finally:
+        srv.stop(timeout=1)
+
+
+def test_replay_in_process_sends_and_summarises(target):
+    """The same run without a child process (mutation testing sees only in-process calls)."""
+    from wsgimirror.replay import Options, Replay, exit_status, summary_text
+
+    started = time.monotonic()
+    replayer = Replay(Options(paths=[str(FIXTURE)], target=target.address, speed=0, concurrency=2))
+    summary = replayer.run()
+    assert time.monotonic() - started < 5
+    assert (summary["sent"], summary["succeeded"], summary["skipped_malformed"]) == (3, 3, 1)
+    assert exit_status(summary) == 0
+    assert summary_text(summary).startswith("records 3  sent 3  succeeded 3  failed 0  malformed 1")
+    wait_until(lambda: len(target.requests) == 3)
+
+
+def test_ctrl_c_stops_sending_and_still_prints_the_summary(target, tmp_path):
+    import signal
+
+    path = recording_of(tmp_path, 10.0, 0.5)
+    proc = subprocess.Popen([PY, "-m", "wsgimirror", "replay", str(path), "--target", target.address, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    wait_until(lambda: len(target.requests) >= 3, 10, "the replay to start")
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - started < 3
+    summary = json.loads(out)
+    assert 3 <= summary["sent"] < 21 and summary["sent"] == summary["succeeded"] == len(target.requests)
+    assert proc.returncode == 0 and "Traceback" not in err
