@@ -3,6 +3,8 @@
 Calls a plain WSGI app with a prepared environ, bare and wrapped, and prints the extra
 microseconds per request (median of 5 runs) as JSON: an unmatched request, a sampled-out
 request, and a matched one up to the hand-off to the executor (the send itself excluded).
+A recorded request goes to a file destination instead: its cost includes building the
+copy's head, queueing it and, since the writer thread shares the interpreter, the writing.
 """
 
 from gevent import monkey
@@ -11,9 +13,12 @@ monkey.patch_all()
 
 import io  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
+import gevent  # noqa: E402
 from apps import BODY, config, plain_app  # noqa: E402
 
 from wsgimirror import MirrorMiddleware  # noqa: E402
@@ -81,10 +86,15 @@ def per_request(app) -> float:
     return (time.perf_counter() - start) / N * 1e6
 
 
-def wrapped(case: str, compare: bool = False):
+def wrapped(case: str, compare: bool = False, record_to: str | None = None, responses: bool = False):
     settings = config(case, 9, 9, 9)
     if compare:  # the app's answer is teed for the mirror's answer to be compared with
         settings["ReverseProxy"]["Routes"]["api"]["Metadata"]["MirrorCompare"] = "shadow"
+    if record_to is not None:  # a file destination: written for real, by the writer thread
+        settings["ReverseProxy"]["Clusters"]["shadow"]["Destinations"] = [{"Address": f"file://{record_to}"}]
+        settings["ReverseProxy"]["Routes"]["api"]["Metadata"]["MirrorRecordResponses"] = str(responses).lower()
+        settings["Record"] = {"MaxBytes": 1 << 40}
+        return MirrorMiddleware(plain_app, settings)
     mw = MirrorMiddleware(plain_app, settings)
     mw._generation.dispatcher._runtime()
     mw._generation.dispatcher._executor = NullExecutor(mw._runtime)
@@ -92,17 +102,25 @@ def wrapped(case: str, compare: bool = False):
 
 
 def main() -> None:
+    directory = tempfile.mkdtemp(prefix="bench-record-")
     apps = {
         "unmatched": wrapped("nomatch"),
         "sampled out (0 %)": wrapped("sample0"),
         "matched, up to the hand-off": wrapped("fast"),
         "matched and compared, up to the hand-off": wrapped("fast", compare=True),
-    }
+        "recorded to a file, written": wrapped("fast", record_to=f"{directory}/r.gor"),
+        "recorded with its answer, written": wrapped("fast", record_to=f"{directory}/a.gor", responses=True),
+        "recorded with its answer to .gor.gz, written": wrapped("fast", record_to=f"{directory}/z.gor.gz",
+                                                               responses=True),
+    }  # fmt: skip
     runs: dict[str, list[float]] = {name: [] for name in apps}
     for _ in range(5):
         bare = per_request(plain_app)
         for name, app in apps.items():
             runs[name].append(per_request(app) - bare)
+            while "recorded" in name and app.stats()["in_flight"]:  # its writing belongs to the requests measured
+                gevent.sleep(0.001)
+    shutil.rmtree(directory)
     print(json.dumps({name: statistics.median(values) for name, values in runs.items()}))
 
 

@@ -3,7 +3,13 @@
 import re
 from pathlib import Path
 
-from wsgimirror.config import KNOWN_COMPARE_KEYS, KNOWN_HTTP_CLIENT_KEYS, KNOWN_MIRROR_KEYS, KNOWN_MIRROR_METADATA
+from wsgimirror.config import (
+    KNOWN_COMPARE_KEYS,
+    KNOWN_HTTP_CLIENT_KEYS,
+    KNOWN_MIRROR_KEYS,
+    KNOWN_MIRROR_METADATA,
+    KNOWN_RECORD_KEYS,
+)
 from wsgimirror.transforms import _APPLY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +38,8 @@ def test_every_config_key_and_transform_is_documented():
         assert f"`HttpClient.{key}`" in README, key
     for key in KNOWN_COMPARE_KEYS:
         assert f"`Compare.{key}`" in README, key
+    for key in KNOWN_RECORD_KEYS:
+        assert f"`Record.{key}`" in README, key
     for transform in _APPLY:
         assert f'{{"{transform}"' in README, transform
 
@@ -40,7 +48,8 @@ def test_every_drop_and_failure_reason_is_documented():
     reasons = (
         "loop sampled_out circuit_open body_too_large incomplete_body expect_continue backlog_full upgrade "
         "bad_request closed internal_error refused connect_timeout connect_error timeout reset bad_response "
-        "socket_error no_input capture_error spill_budget not_closed tls_error"
+        "socket_error no_input capture_error spill_budget not_closed tls_error disk_full io_error disk_budget "
+        "not_recorded"
     )
     for reason in reasons.split():
         assert f"`{reason}`" in README, reason
