@@ -45,6 +45,10 @@ TESTS: dict[str, list[str]] = {
     "compare.analysis": ["tests/test_compare.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
     "compare.comparer": ["tests/test_comparer.py", "tests/e2e/test_compare.py"],
     "compare.difflog": ["tests/test_difflog.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
+    # record and replay (replay's own runs are child processes: only its in-process tests count)
+    "gor": ["tests/test_gor.py", "tests/test_replay.py", "tests/e2e/test_record.py"],
+    "record": ["tests/e2e/test_record.py", "-k", "not gunicorn"],
+    "replay": ["tests/test_replay.py", "tests/e2e/test_replay.py::test_replay_in_process_sends_and_summarises"],
 }  # fmt: skip
 COPIED = ("wsgimirror", "tests", "examples", "setup.py", "README.md")
 

@@ -39,3 +39,18 @@ def test_the_thread_pool_is_bounded_and_never_blocks():
     stats = result["stats"]
     assert stats["dropped"].get("backlog_full", 0) >= 1
     assert stats["mirrored"] + stats["dropped"]["backlog_full"] == 3
+
+
+def test_a_threaded_server_records_to_a_file_destination(tmp_path):
+    from tests.gor_format import payloads
+
+    child = subprocess.run([sys.executable, str(SCRIPT), "record", str(tmp_path)], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    stats = result["stats"]
+    assert result["closed"] and (stats["executor"], stats["succeeded"], stats["in_flight"]) == ("thread", 5, 0)
+    [path] = tmp_path.glob("t_*.gor")
+    found = payloads(path)
+    assert [p.start for p in found[0::2]] == [f"POST /r{i} HTTP/1.1" for i in range(5)]
+    assert [p.body for p in found[1::2]] == [b"app got " + b"b" * i for i in range(5)]

@@ -2,6 +2,7 @@
 
 ``threaded_server.py N``: MaxInFlight N, three small requests, one of them slow to mirror.
 ``threaded_server.py clusters N``: three 6 MiB bodies (spilled to disk) mirrored to N clusters at once.
+``threaded_server.py record DIR``: five requests recorded, with their answers, to a file destination in DIR.
 Prints one JSON line: what the client got, what the sinks received, and the middleware's stats.
 """
 
@@ -95,7 +96,32 @@ def clusters(count: int) -> None:
     print(json.dumps({"sent": sent, "received": {str(k): v for k, v in hashes.items()}, "stats": mw.stats()}))
 
 
+def record(directory: str) -> None:
+    config = {
+        "ReverseProxy": {
+            "Routes": {"r": {"Metadata": {"MirrorCluster": "rec", "MirrorRecordResponses": "true"}}},
+            "Clusters": {"rec": {"Destinations": [{"Address": f"file://{directory}/t.gor"}]}},
+        }
+    }
+    mw = MirrorMiddleware(app, config)
+    server = make_server("127.0.0.1", 0, mw, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    for i in range(5):
+        conn.request("POST", f"/r{i}", body=b"b" * i)
+        conn.getresponse().read()
+    deadline = time.monotonic() + 10  # outcomes are counted by the writer thread itself here
+    while mw.stats()["succeeded"] + mw.stats()["failed"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    closed = mw.close(timeout=5)
+    print(json.dumps({"closed": closed, "stats": mw.stats()}))
+    server.shutdown()
+
+
 def main() -> None:
+    if sys.argv[1] == "record":
+        record(sys.argv[2])
+        return
     if sys.argv[1] == "clusters":
         clusters(int(sys.argv[2]))
         return

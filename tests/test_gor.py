@@ -1,0 +1,140 @@
+"""Reading GoReplay files in-process: the payloads, what is skipped, and the HTTP messages inside."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from tests.helpers import ROOT
+from wsgimirror.gor import (
+    SEPARATOR,
+    BadMessage,
+    ReadCounts,
+    Unreadable,
+    merged,
+    new_id,
+    parse_message,
+    parse_payload,
+    payload_header,
+    read_payloads,
+)
+
+FIXTURE = ROOT / "tests" / "data" / "goreplay.gor"
+
+
+def test_the_fixture_reads_as_goreplay_reads_it():
+    counts = ReadCounts()
+    found = list(read_payloads(str(FIXTURE), counts))
+    assert [(p.kind, p.id, p.timestamp, p.latency) for p in found] == [
+        ("1", "4a2c1b7e9f0d3c5a6b8e1f2a", 1764160000000000000, -1),
+        ("2", "4a2c1b7e9f0d3c5a6b8e1f2a", 1764160000001000000, 1523000),
+        ("1", "0123456789abcdef0123456789abcdef01234567", 1764160000250000000, -1),
+        ("3", "0123456789abcdef0123456789abcdef01234567", 1764160000260000000, 900000),
+        ("1", "5b3d9a0c1e2f4a6b8c0d2e4f", 1764160000500000000, -1),
+    ]
+    assert (counts.malformed, counts.partial, counts.files) == (1, 1, 1)
+    assert (
+        found[1].message
+        == b'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{"id": "o-1"}'
+    )
+    assert found[2].message == b"GET /items/42 HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\n\r\n"
+
+
+def test_a_payload_written_is_read_back_exactly_whatever_its_last_bytes(tmp_path):
+    messages = [b"GET / HTTP/1.1\r\n\r\n", b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab\n", b"X\n\n", b""]
+    data = b"".join(payload_header("1", f"{i:024x}", 10 + i) + m + SEPARATOR for i, m in enumerate(messages))
+    path = tmp_path / "t.gor.gz"
+    path.write_bytes(gzip.compress(data))
+    found = list(read_payloads(str(path)))
+    assert [p.message for p in found] == messages
+    assert [p.timestamp for p in found] == [10, 11, 12, 13]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [b"1 id\nGET / HTTP/1.1", b"4 id 1 -1\nGET /", b"1 id x -1\nGET /", b"1 id 1 y\nGET /", b"1  1 -1\nGET /",
+     b"1 id 1 -1"],
+)  # fmt: skip
+def test_malformed_headers_are_refused(record):
+    assert parse_payload(record) is None
+
+
+def test_a_header_of_three_fields_has_an_unknown_latency():
+    payload = parse_payload(b"2 ab 5\nHTTP/1.1 200 OK\r\n\r\n")
+    assert payload is not None and (payload.kind, payload.id, payload.timestamp, payload.latency) == ("2", "ab", 5, -1)
+
+
+def test_several_files_merge_by_timestamp_and_counts_add_up(tmp_path):
+    for name, stamps in (("a.gor", [1, 4, 6]), ("b.gor", [2, 3, 9])):
+        (tmp_path / name).write_bytes(b"".join(payload_header("1", name, s) + b"GET / HTTP/1.1\r\n\r\n" + SEPARATOR
+                                               for s in stamps) + b"1 cut")  # fmt: skip
+    counts = ReadCounts()
+    found = list(merged([str(tmp_path / "a.gor"), str(tmp_path / "b.gor")], counts))
+    assert [(p.timestamp, p.id) for p in found] == [(1, "a.gor"), (2, "b.gor"), (3, "b.gor"), (4, "a.gor"),
+                                                    (6, "a.gor"), (9, "b.gor")]  # fmt: skip
+    assert (counts.files, counts.partial, counts.malformed) == (2, 2, 0)
+
+
+def test_a_missing_file_and_a_corrupt_gzip_are_unreadable(tmp_path):
+    with pytest.raises(Unreadable, match="No such file"):
+        list(read_payloads(str(tmp_path / "none.gor")))
+    bad = tmp_path / "bad.gor.gz"
+    bad.write_bytes(b"\x1f\x8bnot really gzip at all")
+    with pytest.raises(Unreadable, match="bad.gor.gz"):
+        list(read_payloads(str(bad)))
+
+
+def test_a_gzip_file_cut_short_keeps_what_came_before(tmp_path):
+    data = b"".join(payload_header("1", f"{i:024x}", i) + b"GET / HTTP/1.1\r\n\r\n" + SEPARATOR for i in range(200))
+    packed = gzip.compress(data)
+    path = tmp_path / "cut.gor.gz"
+    path.write_bytes(packed[: len(packed) - 20])  # the writer was killed before the gzip trailer
+    counts = ReadCounts()
+    found = list(read_payloads(str(path), counts))
+    assert 150 <= len(found) <= 200 and counts.partial == 1
+
+
+def test_a_chunked_message_is_decoded_and_its_framing_is_dropped_from_the_body():
+    message = parse_message(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: t\r\n\r\n")  # fmt: skip
+    assert (message.start, message.body, message.cut) == (("POST", "/x", "HTTP/1.1"), b"hello world", False)
+    assert message.header("transfer-encoding") == "chunked"
+
+
+def test_a_chunked_body_cut_off_is_marked_cut():
+    cut = parse_message(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+    assert (cut.body, cut.cut) == (b"hel", True)
+    no_end = parse_message(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    assert (no_end.body, no_end.cut) == (b"hello", True)
+
+
+def test_content_length_frames_the_body_and_a_short_one_is_cut():
+    whole = parse_message(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef")
+    assert (whole.start, whole.body, whole.cut) == (("HTTP/1.1", "200", "OK"), b"abc", False)
+    short = parse_message(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc")
+    assert (short.body, short.cut) == (b"abc", True)
+    unframed = parse_message(b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nto the end")
+    assert (unframed.body, unframed.cut) == (b"to the end", False)
+
+
+def test_header_values_are_trimmed_and_a_bare_lf_message_is_read():
+    message = parse_message(b"GET /a HTTP/1.1\nHost:  h.example \nX-Empty:\n\nbody")
+    assert message.headers == [("Host", "h.example"), ("X-Empty", "")]
+    assert message.body == b"body"
+    assert parse_message(b"HTTP/1.1 204\r\n\r\n").start == ("HTTP/1.1", "204", "")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"nonsense\r\n\r\n", b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", b"GET / HTTP/1.1\r\n Folded: x\r\n\r\n",
+     b"GET / HTTP/1.1\r\nContent-Length: ten\r\n\r\n", b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+)  # fmt: skip
+def test_what_is_not_an_http_message_is_a_bad_message(raw):
+    with pytest.raises(BadMessage):
+        parse_message(raw)
+
+
+def test_ids_are_24_lower_case_hex_characters_and_differ():
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 24 and i == i.lower() and int(i, 16) >= 0 for i in ids)
