@@ -141,3 +141,89 @@ def test_a_body_field_named_like_a_removed_header_is_shown():
 
     shown = comparer_module._shown_difference(Difference("body.x-secret", "value", 1, 2), frozenset({"x-secret"}))
     assert shown["app"] == 1
+
+
+def test_a_reload_keeps_the_diff_log_open_unless_its_path_or_size_changes(tmp_path):
+    first = CompareSettings(log=str(tmp_path / "d.jsonl"), log_max_bytes=1 << 20)
+    comparer = Comparer(first)
+    writer = comparer._writer
+    writer.write({"type": "probe"})
+    comparer.configure(CompareSettings(log=str(tmp_path / "d.jsonl"), log_max_bytes=1 << 20, examples=9))
+    assert comparer._writer is writer and writer._fd >= 0  # the same file goes on
+    comparer.configure(CompareSettings(log=str(tmp_path / "d.jsonl"), log_max_bytes=1 << 21))
+    assert comparer._writer is not writer and writer._fd == -1  # a new size: a new writer, the old one closed
+    second = comparer._writer
+    comparer.configure(CompareSettings(log=str(tmp_path / "e.jsonl"), log_max_bytes=1 << 21))
+    assert comparer._writer is not second and comparer._writer.template.endswith("e.jsonl")
+    third = comparer._writer
+    third.write({"type": "probe"})
+    comparer.configure(CompareSettings())
+    assert comparer._writer is None and third._fd == -1
+
+
+def test_close_writes_the_last_counts_and_closes_the_log(tmp_path):
+    comparer = Comparer(CompareSettings(log=str(tmp_path / "d.jsonl")))
+    comparer.compare("r", "c", False, ENVIRON, request, answer(b"{}"), answer(b"{}"))
+    comparer.close()
+    assert comparer._writer._fd == -1
+    records = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert records[-1]["type"] == "counts" and records[-1]["by_endpoint"]["GET /api/users/{id}"]["same"] == 1
+    assert isinstance(records[-1]["time"], float)
+
+
+def test_the_endpoint_of_an_environ_without_optional_keys():
+    comparer = Comparer(CompareSettings())
+    assert comparer.endpoint({"PATH_INFO": "/a"}) == "GET /a"  # no method, no SCRIPT_NAME (PEP 3333 allows it)
+    assert comparer.endpoint({"REQUEST_METHOD": "PUT", "SCRIPT_NAME": "/app"}) == "PUT /app"
+    assert comparer.endpoint({"REQUEST_METHOD": "DELETE", "SCRIPT_NAME": "/app", "PATH_INFO": "/x"}) == "DELETE /app/x"
+
+
+def test_a_comparison_over_budget_is_skipped_with_its_labels(monkeypatch):
+    metrics = Metrics()
+    comparer = Comparer(CompareSettings(max_per_second=1), metrics)
+    monkeypatch.setattr(comparer, "admit", lambda: False)
+    comparer.compare("r", "c", False, ENVIRON, request, answer(b"{}"), answer(b"{}"))
+    assert metrics.events == [("compared", "r", "c", "GET /api/users/{id}", "budget")]
+    assert comparer.snapshot()["skipped"] == {"budget": 1}
+
+
+def test_a_failing_comparison_is_logged_once_and_counted_as_internal_error(monkeypatch, caplog):
+    import logging
+
+    metrics = Metrics()
+    comparer = Comparer(CompareSettings(), metrics)
+
+    def broken(*args):
+        raise RuntimeError("a bug in the diff")
+
+    monkeypatch.setattr(comparer, "_differences", broken)
+    monkeypatch.setattr(comparer_module._failed, "_next", 0.0)  # not held back by an earlier test's warning
+    monkeypatch.setattr(comparer_module._failed, "_held", 0)
+    caplog.set_level(logging.WARNING, logger="wsgimirror.compare.comparer")
+    comparer.compare("r", "c", False, ENVIRON, request, answer(b"{}"), answer(b"{}"))
+    assert metrics.events == [("compared", "r", "c", "GET /api/users/{id}", "internal_error")]
+    assert comparer.snapshot()["skipped"] == {"internal_error": 1}
+    [record] = [r for r in caplog.records if "could not compare" in r.getMessage()]
+    assert record.getMessage() == "wsgimirror could not compare an answer of route 'r'"
+    assert record.exc_info is not None and "a bug in the diff" in str(record.exc_info[1])
+
+
+def test_the_live_page_keeps_the_newest_200_examples_and_marks_their_source():
+    comparer = Comparer(CompareSettings(examples=1000, max_per_second=1000))
+    for i in range(201):
+        comparer.compare("r", "c", i % 2 == 1, ENVIRON, request, answer(b'{"n": 0}'), answer(b'{"n": %d}' % (i + 1)))
+    report = comparer.report()
+    assert len(report.examples) == 200 and report.processes == 1
+    assert [e["mirror"]["body"] for e in report.examples[-1:]] == [base64.b64encode(b'{"n": 201}').decode()]
+    assert report.examples[-1]["source"] == "candidate" and report.examples[-2]["source"] == "baseline"
+    assert isinstance(report.examples[-1]["time"], float)
+    assert report.thresholds == (20.0, 0.03)
+    assert report.counts["GET /api/users/{id}"]["different"] == 101
+    assert report.counts["GET /api/users/{id}"]["baseline_different"] == 100
+
+
+def test_an_example_request_shows_at_most_its_first_16_kib():
+    big = b"x" * 40000
+    shown = request_record(HEAD, lambda limit: big[:limit], len(big))
+    assert len(base64.b64decode(shown["body"])) == 16384 and shown["body_length"] == 40000
+    assert (shown["method"], shown["target"]) == ("GET", "/users/42?x=1")
