@@ -38,7 +38,16 @@ def main() -> None:
             return [body]
         return app(environ, start_response)
 
-    server = WSGIServer(make_listener(("127.0.0.1", port)), with_stats, log=None, error_log=None)
+    served = with_stats
+    per_connection: dict[str, int] = {}
+    if os.environ.get("BENCH_PER_CONNECTION"):  # count requests per client connection (its port): fairness
+
+        def served(environ, start_response):
+            port = environ.get("REMOTE_PORT", "")
+            per_connection[port] = per_connection.get(port, 0) + 1
+            return with_stats(environ, start_response)
+
+    server = WSGIServer(make_listener(("127.0.0.1", port)), served, log=None, error_log=None)
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     server.start()
@@ -48,6 +57,8 @@ def main() -> None:
     stats = app.stats() if hasattr(app, "stats") else {}
     if hasattr(app, "close"):
         app.close(timeout=2)
+    if per_connection:
+        stats["per_connection"] = sorted(per_connection.values())
     print(json.dumps(stats), flush=True)
 
 

@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 import typing as t
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from ._gevent import sockets_patched
@@ -41,6 +42,9 @@ if t.TYPE_CHECKING:
     from .stats import Stats
 
 log = logging.getLogger(__name__)
+
+IDLE_PRIORITY = -2  # libev's EV_MINPRI: mirrors start after every other event of the loop
+OVERLOADED = "overloaded"  # a mirror waited longer than Timeout for the loop to be idle
 
 
 # -- per-destination state -------------------------------------------------------------------------
@@ -138,7 +142,14 @@ class ClusterState:
 
 
 class _GeventExecutor:
-    """Greenlets in a group; the runtime's admission count bounds how many run."""
+    """Greenlets in a group, each started when the event loop has nothing else to do.
+
+    A mirror waits in a FIFO until a libev idle watcher of the lowest priority fires: only when no
+    I/O, timer or other event is pending, that is when the real traffic has been served. Under
+    saturation the loop is never idle, mirrors wait, ``MaxInFlight`` fills, and further copies are
+    dropped (``backlog_full``); a mirror that waited longer than ``Timeout`` is dropped when its turn
+    comes (``overloaded``). The runtime's admission count bounds how many wait or run.
+    """
 
     name = "gevent"
 
@@ -146,13 +157,41 @@ class _GeventExecutor:
         from gevent.pool import Group
 
         self._group = Group()
+        self._waiting: deque[tuple[t.Callable[..., None], tuple[t.Any, ...]]] = deque()
+        self._idle: t.Any = None  # the loop's idle watcher, made on the first mirror
 
     def try_submit(self, fn: t.Callable[..., None], *args: t.Any) -> bool:
-        self._group.spawn(fn, *args)
+        self._waiting.append((fn, args))
+        idle = self._idle
+        if idle is None:
+            from gevent import get_hub
+
+            idle = self._idle = get_hub().loop.idle()
+            idle.priority = IDLE_PRIORITY
+        if not idle.active:
+            idle.start(self._start_one)
         return True
 
+    def _start_one(self) -> None:
+        """The loop is idle: start the mirror that waited longest."""
+        waiting = self._waiting
+        if waiting:
+            fn, args = waiting.popleft()
+            self._group.spawn(fn, *args)
+        if not waiting:
+            self._idle.stop()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     def join(self, timeout: float) -> bool:
-        return bool(self._group.join(timeout=timeout))
+        import gevent
+
+        deadline = time.monotonic() + timeout
+        while self._waiting and time.monotonic() < deadline:
+            gevent.sleep(0.001)  # idle now, so they start
+        return not self._waiting and bool(self._group.join(timeout=max(0.0, deadline - time.monotonic())))
 
 
 class _ThreadExecutor:
@@ -360,6 +399,10 @@ def address_keys(config: Config) -> frozenset[PoolKey]:
 # -- the dispatcher ------------------------------------------------------------------------------------
 
 
+class _Overloaded(Exception):
+    """The mirror waited longer than ``Timeout`` for the loop to be idle: a copy that late is dropped."""
+
+
 class Dispatcher:
     """Hands mirrors of one configuration to the shared runtime and sends them."""
 
@@ -397,11 +440,26 @@ class Dispatcher:
         now = time.monotonic()
         return [cid for cid in cluster_ids if not clusters[cid].candidates(now)]
 
+    def full(self, cluster_ids: t.Sequence[str]) -> list[str]:
+        """The clusters among ``cluster_ids`` that cannot take a copy now: ``MaxInFlight`` mirrors wait or run.
+
+        A cluster with a file destination always can (recording is bounded in bytes, not mirrors).
+        """
+        if self._runtime_shared.in_flight < self.config.mirror.max_in_flight:
+            return []
+        clusters = self.config.clusters
+        return [cid for cid in cluster_ids if not any(d.records for d in clusters[cid].destinations)]
+
     def circuits(self) -> dict[str, str]:
         """The circuit state of each destination in this process: closed, open or half_open."""
         if self._pid != os.getpid():
             return {}
         return {d.key: d.state for state in self._clusters.values() for d in state.destinations}
+
+    @property
+    def cooperative(self) -> bool:
+        """Mirrors run in greenlets of gevent's loop (with patched sockets)."""
+        return self._runtime_shared.cooperative
 
     @property
     def active(self) -> int:
@@ -551,6 +609,8 @@ class Dispatcher:
         kept = comparer.mirror_answer() if comparer is not None else None
         head = b""
         try:
+            if self._runtime_shared.cooperative and time.monotonic() - started > settings.timeout:
+                raise _Overloaded
             head = build_head(environ, target.destination, body.size, route.transforms, settings.remove_headers,
                               self._mark)  # fmt: skip
             status = exchange(
@@ -563,12 +623,13 @@ class Dispatcher:
                 self._runtime_shared.cooperative,
                 kept,
             )
-        except BadRequest as err:
+        except (BadRequest, _Overloaded) as err:
             kept = None  # not sent: nothing to compare, nor to count as a comparison
             log.debug("not mirrored to %s: %s", target.destination.address, err)
             if target.trial:
                 target.trial_not_run()
-            self._stats.unstart("bad_request", route.id, state.cluster.id, target.key)
+            reason = OVERLOADED if isinstance(err, _Overloaded) else "bad_request"
+            self._stats.unstart(reason, route.id, state.cluster.id, target.key)
         except Exception as err:  # a bug here must not reach the hub or the app
             failure = err if isinstance(err, MirrorSendError) else MirrorSendError("internal_error", repr(err))
             seconds = time.monotonic() - started

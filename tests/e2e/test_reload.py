@@ -21,7 +21,10 @@ def slow_reader(environ, start_response):
 
 def test_reload_under_load_loses_and_duplicates_nothing(server, make_sink):
     before, after = make_sink(), make_sink()
-    mw = MirrorMiddleware(slow_reader, mirror_config(before.address))
+    # The clients share the server's process and keep its loop busy: mirrors wait for it to be idle, so room
+    # for every copy to wait (MaxInFlight) and time (Timeout) make this about reloading, not about shedding.
+    room = {"MaxInFlight": 2000, "Timeout": 60}
+    mw = MirrorMiddleware(slow_reader, mirror_config(before.address, **room))
     address = server(mw)
     spans = {}
 
@@ -37,7 +40,7 @@ def test_reload_under_load_loses_and_duplicates_nothing(server, make_sink):
     wait_until(lambda: len(spans) >= 400)
     old = mw._generation.dispatcher
     swapped_at = time.monotonic()
-    mw.reload(mirror_config(after.address))
+    mw.reload(mirror_config(after.address, **room))
     with pytest.raises(ConfigError, match="^Mirror.MaxInFlight: must be at least 1"):
         mw.reload(mirror_config(before.address, MaxInFlight=0))  # changes nothing
     gevent.joinall(workers, raise_error=True)
@@ -58,7 +61,7 @@ def test_reload_under_load_loses_and_duplicates_nothing(server, make_sink):
 
 def test_several_clusters_each_take_their_share_of_one_capture(server, make_sink):
     thirty, seventy, everything = make_sink(), make_sink(), make_sink()
-    config = mirror_config(everything.address)
+    config = mirror_config(everything.address, MaxInFlight=10000, Timeout=60)  # see the test above
     clusters = config["ReverseProxy"]["Clusters"]
     clusters["thirty"] = {"Metadata": {"MirrorPercent": 30}, "Destinations": [{"Address": thirty.address}]}
     clusters["seventy"] = {"Metadata": {"MirrorPercent": "70"}, "Destinations": [{"Address": seventy.address}]}

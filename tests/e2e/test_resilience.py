@@ -130,3 +130,55 @@ def test_the_default_config_has_room_for_a_burst_to_a_slow_destination(server, m
     stats = mw.stats()
     assert (stats["copies"], stats["succeeded"], stats["dropped"]) == (100, 100, {})
     assert len(slow.wait_for(100)) == 100
+
+
+def echo(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def keep_the_loop_busy(seconds: float) -> gevent.Greenlet:
+    """A greenlet with a timer due at every turn of the loop, as a saturated server has events: never idle."""
+
+    def spin():
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            gevent.sleep(1e-6)
+
+    return gevent.spawn(spin)
+
+
+def test_mirrors_wait_for_an_idle_loop_and_are_dropped_as_overloaded_after_timeout(server, sink):
+    mw = MirrorMiddleware(echo, mirror_config(sink.address, Timeout=0.3))
+    address = server(mw)
+    busy = keep_the_loop_busy(1.0)
+    with Client(address) as client:
+        for i in range(3):
+            assert client.request("POST", f"/busy/{i}", body=b"x").body == b"x"  # the real traffic is served
+    stats = mw.stats()
+    assert (stats["mirrored"], stats["in_flight"], sink.requests) == (3, 3, [])  # waiting, not started
+    busy.join()
+    wait_until(lambda: mw.stats()["in_flight"] == 0)
+    stats = mw.stats()
+    assert stats["dropped"] == {"overloaded": 3} and stats["mirrored"] == 0 and sink.requests == []
+    one_request(address, method="POST", target="/idle", body=b"y")  # an idle loop sends at once
+    assert [r.target for r in sink.wait_for(1)] == ["/idle"]
+
+
+def test_a_full_backlog_sheds_the_copy_before_capturing_the_request(server, make_sink):
+    slow = make_sink(delay=1.0)
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(type(environ["wsgi.input"]).__name__)
+        return echo(environ, start_response)
+
+    mw = MirrorMiddleware(app, mirror_config(slow.address, MaxInFlight=2))
+    with Client(server(mw)) as client:
+        for i in range(5):
+            assert client.request("POST", f"/{i}", body=b"%d" % i).body == b"%d" % i
+    stats = mw.stats()
+    assert stats["dropped"] == {"backlog_full": 3} and stats["mirrored"] == 2
+    assert seen == ["TeeInput", "TeeInput", "Input", "Input", "Input"]  # the shed ones were never teed
+    assert [r.body for r in slow.wait_for(2)] == [b"0", b"1"]
