@@ -56,9 +56,12 @@ def main() -> None:
     ensure_tools()
     with tempfile.TemporaryDirectory() as tmp:
         lua = os.path.join(tmp, "post.lua")
-        Path(lua).write_text(
-            f'wrk.method = "POST"\nwrk.body = [==[{BODY.decode()}]==]\nwrk.headers["Content-Type"] = "application/json"\n'
-        )
+        lines = [
+            'wrk.method = "POST"',
+            f"wrk.body = [==[{BODY.decode()}]==]",
+            'wrk.headers["Content-Type"] = "application/json"',
+        ]
+        Path(lua).write_text("\n".join(lines) + "\n")
         ports = {"fast": free_port()}
         sink = Proc([sys.executable, str(HERE / "sink_server.py"), str(ports["fast"])], LOAD_CPU)
         try:
