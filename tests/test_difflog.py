@@ -134,3 +134,75 @@ def test_without_thresholds_or_times_the_defaults_apply(tmp_path):
     empty = tmp_path / "e.jsonl"
     empty.write_text(json.dumps({"type": "example", "endpoint": "GET /"}) + "\n")
     assert read_logs([str(empty)]).thresholds == (20.0, 0.03)
+
+
+def test_the_newest_record_of_a_process_wins_whatever_the_reading_order(tmp_path):
+    current, rotated = tmp_path / "d.jsonl", tmp_path / "d.jsonl.1"
+    current.write_text(counts_record("a", 1, 1.0, 300, 9) + "\n")
+    rotated.write_text(counts_record("a", 1, 1.0, 100, 4) + "\n")  # older, read second
+    assert read_logs([str(current), str(rotated)]).counts["GET /"]["compared"] == 9
+
+
+def test_a_time_that_is_not_a_number_counts_as_the_oldest(tmp_path):
+    path = tmp_path / "d.jsonl"
+    timed = counts_record("a", 1, 1.0, 0.5, 4)
+    untimed = json.dumps({**json.loads(counts_record("a", 1, 1.0, 0, 9)), "time": "soon"})
+    path.write_text(timed + "\n" + untimed + "\n")
+    assert read_logs([str(path)]).counts["GET /"]["compared"] == 4
+
+
+def test_of_two_records_with_the_same_time_the_later_one_read_wins(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(counts_record("a", 1, 1.0, 100, 4) + "\n" + counts_record("a", 1, 1.0, 100, 6) + "\n")
+    assert read_logs([str(path)]).counts["GET /"]["compared"] == 6
+
+
+def test_processes_whose_last_records_share_a_time_are_read_without_error(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(counts_record("a", 1, 1.0, 100, 4, {"relative": 30, "absolute": 1}) + "\n"
+                    + counts_record("b", 1, 1.0, 100, 6, {"relative": 30, "absolute": 1}) + "\n")  # fmt: skip
+    report = read_logs([str(path)])
+    assert (report.processes, report.counts["GET /"]["compared"], report.thresholds) == (2, 10, (30.0, 1.0))
+
+
+def test_a_write_after_close_reopens_the_same_file(tmp_path):
+    writer = DiffLogWriter(str(tmp_path / "d.jsonl"), 1 << 20)
+    assert writer.write({"type": "counts", "n": 1})
+    writer.close()
+    assert writer.write({"type": "counts", "n": 2})
+    writer.close()
+    assert [json.loads(line)["n"] for line in lines(tmp_path / "d.jsonl")] == [1, 2]
+
+
+def test_a_rotation_that_fails_leaves_no_descriptor_to_write_to(tmp_path, capfd):
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    writer = DiffLogWriter(str(directory / "d.jsonl"), 200)
+    assert writer.write({"type": "counts", "pad": "p" * 100})
+    for name in os.listdir(directory):
+        os.unlink(directory / name)
+    directory.rmdir()  # the log's directory is gone: rotating and reopening both fail
+    assert writer.write({"type": "counts", "pad": "q" * 150}) is False
+    assert writer.write({"type": "counts", "pad": "r"}) is False
+    assert capfd.readouterr().out == ""  # nothing went to another descriptor
+    writer.close()
+
+
+def test_values_json_cannot_hold_are_written_as_text(tmp_path):
+    writer = DiffLogWriter(str(tmp_path / "d.jsonl"), 1 << 20)
+    assert writer.write({"type": "example", "raw": b"\x00bytes", "when": {1}})
+    writer.close()
+    [record] = [json.loads(line) for line in lines(tmp_path / "d.jsonl")]
+    assert (record["raw"], record["when"]) == ("b'\\x00bytes'", "{1}")
+
+
+def test_the_write_warning_names_the_file_and_the_error(caplog):
+    caplog.set_level(logging.WARNING, logger="wsgimirror.compare.difflog")
+    difflog._write_failed._next = 0.0
+    difflog._write_failed._held = 0
+    writer = DiffLogWriter("/dev/full", 1 << 20)
+    assert writer.write({"type": "counts"}) is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "wsgimirror cannot write the diff log /dev/full: [Errno 28] No space left on device"
+    ]
+    writer.close()
