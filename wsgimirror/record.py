@@ -123,6 +123,7 @@ class Recorder:
         self.exhausted = False  # MaxBytes reached: every further copy is dropped as disk_budget
         self._pid = -1
         self._closing = False
+        self._chunk_done = False  # asked to close the current chunk once the queue is written
         self._stopped = new_lock()
         self._file: t.Any = None  # the open chunk (a GzipFile over the raw file for .gz)
         self._raw: t.Any = None
@@ -222,6 +223,9 @@ class Recorder:
                     time.monotonic() - self._last_flush >= self.settings.flush_seconds or self._closing
                 ):
                     self._flush()
+                if self._chunk_done and not self._queue:
+                    self._chunk_done = False
+                    self._close_chunk()
                 if self._closing and not self._queue:
                     self._close_chunk()
                     return
@@ -326,6 +330,12 @@ class Recorder:
         self._file = self._raw = None
 
     # -- the end ---------------------------------------------------------------------------------------
+
+    def close_chunk(self) -> None:
+        """Close the current chunk once what is queued is written, without waiting; the recorder stays usable."""
+        if self._pid == os.getpid():
+            self._chunk_done = True
+            self._signal()
 
     def close(self, timeout: float = 5.0) -> bool:
         """Write what is queued, flush and close the chunk; True when the writer finished in time."""

@@ -324,7 +324,11 @@ class Runtime:
     def close_idle(self, keep: t.Container[PoolKey] = ()) -> None:
         """Close the idle connections of every pool whose address is not in ``keep``; pools stay usable."""
         for key, pool in list(self._pools.items()):
-            if key not in keep and not isinstance(pool, Recorder):
+            if key in keep:
+                continue
+            if isinstance(pool, Recorder):
+                pool.close_chunk()  # no longer configured: its file is closed, a late copy opens a new one
+            else:
                 _close_idle(pool)
 
     def join(self, timeout: float) -> bool:

@@ -410,3 +410,27 @@ def test_close_writes_what_is_queued_under_a_burst(recording, tmp_path):
     stats = middleware.stats()
     assert (stats["succeeded"], stats["failed"], stats["dropped"], stats["in_flight"]) == (200, 0, {}, 0)
     assert len(payloads(files(tmp_path, "t_*")[0])) == 200
+
+
+def test_a_reload_away_from_a_file_closes_it_and_a_reload_back_writes_a_new_chunk(recording, tmp_path):
+    first, second = f"file://{tmp_path}/a.gor", f"file://{tmp_path}/b.gor"
+    middleware, address = recording(record_config(first, record_responses=False))
+    one_request(address, target="/1")
+    recorded(middleware, 1)
+    chunk = str(tmp_path / f"a_{os.getpid()}_0.gor")
+
+    def is_open(path: str) -> bool:
+        return any(os.path.realpath(f"/proc/self/fd/{fd}") == path for fd in os.listdir("/proc/self/fd"))
+
+    assert is_open(chunk)
+    middleware.reload(record_config(second, record_responses=False))
+    one_request(address, target="/2")
+    recorded(middleware, 2)
+    wait_until(lambda: not is_open(chunk), 5, "the file of the destination no longer configured to be closed")
+    assert [p.start for p in payloads(chunk)] == ["GET /1 HTTP/1.1"]  # complete: flushed and closed
+    middleware.reload(record_config(first, record_responses=False))
+    one_request(address, target="/3")
+    recorded(middleware, 3)
+    middleware.close()
+    assert [p.start for p in payloads(tmp_path / f"a_{os.getpid()}_1.gor")] == ["GET /3 HTTP/1.1"]
+    assert [p.start for p in payloads(tmp_path / f"b_{os.getpid()}_0.gor")] == ["GET /2 HTTP/1.1"]
