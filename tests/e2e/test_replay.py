@@ -349,3 +349,11 @@ def test_ctrl_c_stops_sending_and_still_prints_the_summary(target, tmp_path):
     summary = json.loads(out)
     assert 3 <= summary["sent"] < 21 and summary["sent"] == summary["succeeded"] == len(target.requests)
     assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_a_target_slower_than_timeout_fails_each_request_as_timeout(tmp_path):
+    with Sink(delay=2.0) as slow:
+        status, out, _ = replay(str(FIXTURE), "--target", slow.address, "--speed", "0", "--timeout", "0.3", "--json")
+    summary = json.loads(out)
+    assert status == 1 and summary["failures"] == {"timeout": 3} and summary["succeeded"] == 0
+    assert summary["seconds"] < 1.9  # nobody waited for the slow answers
