@@ -141,6 +141,9 @@ def test_a_body_field_named_like_a_removed_header_is_shown():
 
     shown = comparer_module._shown_difference(Difference("body.x-secret", "value", 1, 2), frozenset({"x-secret"}))
     assert shown["app"] == 1
+    # a field whose name past the length of "headers." happens to be a removed header is not a header either
+    shown = comparer_module._shown_difference(Difference("body.abcx-secret", "value", 1, 2), frozenset({"x-secret"}))
+    assert (shown["app"], shown["mirror"]) == (1, 2)
 
 
 def test_a_reload_keeps_the_diff_log_open_unless_its_path_or_size_changes(tmp_path):

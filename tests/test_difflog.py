@@ -206,3 +206,11 @@ def test_the_write_warning_names_the_file_and_the_error(caplog):
         "wsgimirror cannot write the diff log /dev/full: [Errno 28] No space left on device"
     ]
     writer.close()
+
+
+def test_a_counts_record_without_a_time_counts_as_the_oldest(tmp_path):
+    path = tmp_path / "d.jsonl"
+    untimed = json.loads(counts_record("a", 1, 1.0, 0, 9))
+    del untimed["time"]
+    path.write_text(counts_record("a", 1, 1.0, 0.5, 4) + "\n" + json.dumps(untimed) + "\n")
+    assert read_logs([str(path)]).counts["GET /"]["compared"] == 4

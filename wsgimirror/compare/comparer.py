@@ -76,7 +76,7 @@ class Comparer:
 
     # -- on the request path ------------------------------------------------------------------
 
-    def tee(self, start_response: StartResponse, prefix: bool = False) -> AnswerTee:
+    def tee(self, start_response: StartResponse, *, prefix: bool) -> AnswerTee:
         """Tee the app's answer; ``prefix``: past MaxBodyBytes keep the first bytes (a recording needs them)."""
         return AnswerTee(start_response, self.settings.max_body_bytes, self.budget, prefix)
 
