@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in ("check", "report") and not getattr(args, "dry_run", False):
         from gevent import monkey
 
-        monkey.patch_all()
+        if not monkey.is_module_patched("socket"):  # main() called again in one process (tests) patches once
+            monkey.patch_all()
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, getattr(args, "log_level", "info").upper()),

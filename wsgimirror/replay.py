@@ -214,11 +214,11 @@ class Results:
 
 
 class Replay:
-    def __init__(self, options: Options, progress: t.TextIO = sys.stderr) -> None:
+    def __init__(self, options: Options, progress: t.TextIO | None = None) -> None:
         self.options = options
         self.source = Source(options)
         self.results = Results()
-        self._progress = progress
+        self._progress = progress if progress is not None else sys.stderr
         self._started = 0.0
         self._stopping = False
         self._comparer: t.Any = None

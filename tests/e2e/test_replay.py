@@ -21,8 +21,27 @@ PY = sys.executable
 FIXTURE = ROOT / "tests" / "data" / "goreplay.gor"  # written byte for byte as GoReplay writes (see test below)
 
 
-def replay(*args: str, timeout: float = 60, stderr_fd: int | None = None) -> tuple[int, str, str]:
-    """Run ``wsgimirror replay`` in a child process; (exit status, stdout, stderr)."""
+def replay(
+    *args: str, timeout: float = 60, stderr_fd: int | None = None, process: bool = False
+) -> tuple[int, str, str]:
+    """Run ``wsgimirror replay``; (exit status, stdout, stderr).
+
+    In this process by default (the targets are this process's greenlets, and mutation testing sees the code run);
+    ``process=True`` runs the command as a child process, as a user does.
+    """
+    if not process and stderr_fd is None:
+        import contextlib
+        import io
+
+        from wsgimirror.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), gevent.Timeout(timeout):
+            try:
+                status = main(["replay", *args])
+            except SystemExit as exit:  # argparse's own errors
+                status = int(exit.code or 0)
+        return status, out.getvalue(), err.getvalue()
     proc = subprocess.Popen(
         [PY, "-m", "wsgimirror", "replay", *args],
         stdout=subprocess.PIPE,
@@ -61,7 +80,7 @@ def target():
 
 def test_a_goreplay_file_is_replayed_with_chunked_bodies_decoded_and_bad_records_skipped(target):
     status, out, err = replay(str(FIXTURE), "--target", target.address, "--speed", "0", "--concurrency", "1",
-                              "--json")  # fmt: skip
+                              "--json", process=True)  # fmt: skip
     assert status == 0, err
     summary = json.loads(out)
     assert {k: summary[k] for k in ("records", "sent", "succeeded", "failed", "failures", "statuses",
