@@ -138,3 +138,73 @@ def test_what_is_not_an_http_message_is_a_bad_message(raw):
 def test_ids_are_24_lower_case_hex_characters_and_differ():
     ids = {new_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(len(i) == 24 and i == i.lower() and int(i, 16) >= 0 for i in ids)
+
+
+def test_every_malformed_payload_and_every_cut_file_is_counted(tmp_path):
+    good = payload_header("1", "a" * 24, 1) + b"GET / HTTP/1.1\r\n\r\n" + SEPARATOR
+    (tmp_path / "m.gor").write_bytes(b"1 x\nGET /\r\n\r\n" + SEPARATOR + good + b"junk\n" + SEPARATOR)
+    counts = ReadCounts()
+    assert len(list(read_payloads(str(tmp_path / "m.gor"), counts))) == 1 and counts.malformed == 2
+    packed = gzip.compress(good * 100)
+    for name in ("a.gor.gz", "b.gor.gz"):
+        (tmp_path / name).write_bytes(packed[:-20])
+    counts = ReadCounts()
+    list(merged([str(tmp_path / "a.gor.gz"), str(tmp_path / "b.gor.gz")], counts))
+    assert counts.partial == 2
+
+
+def test_a_missing_file_is_named_with_the_reason_only(tmp_path):
+    missing = tmp_path / "none.gor"
+    with pytest.raises(Unreadable) as err:
+        list(read_payloads(str(missing)))
+    assert str(err.value) == f"{missing}: No such file or directory"
+
+
+def test_a_start_line_keeps_a_reason_phrase_of_several_words():
+    assert parse_message(b"HTTP/1.1 404 Not Found Here\r\n\r\n").start == ("HTTP/1.1", "404", "Not Found Here")
+
+
+def test_a_bare_lf_message_ends_its_head_at_the_first_blank_line():
+    message = parse_message(b"POST / HTTP/1.1\nContent-Length: 4\n\na\n\nb")
+    assert message.body == b"a\n\nb"[:4] and message.headers == [("Content-Length", "4")]
+
+
+def test_a_header_value_keeps_its_colons_and_a_stray_blank_line_is_skipped():
+    message = parse_message(b"GET / HTTP/1.1\r\nHost: a.example:8080\r\n\nX-After: 1\r\n\r\n")
+    assert message.headers == [("Host", "a.example:8080"), ("X-After", "1")]
+
+
+def test_a_body_of_exactly_its_content_length_is_whole():
+    message = parse_message(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+    assert (message.body, message.cut) == (b"abc", False)
+
+
+def test_chunk_sizes_are_hexadecimal_and_extensions_are_ignored():
+    raw = (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10;a=1;b=2\r\n" + b"x" * 16 + b"\r\n"
+           b"a\r\n" + b"y" * 10 + b"\r\n0\r\n\r\n")  # fmt: skip
+    message = parse_message(raw)
+    assert (message.body, message.cut) == (b"x" * 16 + b"y" * 10, False)
+
+
+def test_a_chunked_body_cut_inside_a_later_chunk_keeps_the_earlier_ones():
+    message = parse_message(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n9\r\nwor")
+    assert (message.body, message.cut) == (b"hellowor", True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"X" * 90 + b"\r\n\r\n", f"not an HTTP start line: {'X' * 80!r}"),
+        (b"GET / HTTP/1.1\r\n" + b"n" * 90 + b"\r\n\r\n", f"not a header line: {'n' * 80!r}"),
+        (b"GET / HTTP/1.1\r\nContent-Length: ten\r\n\r\n", "Content-Length is not a number: 'ten'"),
+        (
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"z" * 30 + b"\r\n",
+            f"bad chunk size {b'z' * 20!r}",
+        ),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "bad chunk size b''"),
+    ],
+)
+def test_a_bad_message_says_what_is_wrong_in_a_bounded_line(raw, message):
+    with pytest.raises(BadMessage) as err:
+        parse_message(raw)
+    assert str(err.value) == message

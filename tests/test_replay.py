@@ -61,7 +61,7 @@ def test_a_bodiless_request_gets_no_content_length_unless_it_was_framed():
 @pytest.mark.parametrize(
     "raw",
     [b"G(T / HTTP/1.1\r\n\r\n", b"GET / SMTP\r\n\r\n", b"GET * HTTP/1.1\r\n\r\n",
-     b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n"],
+     b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n", b"GET\t/ HTTP/1.1\r\n\r\n"],
 )  # fmt: skip
 def test_a_request_that_cannot_be_sent_as_recorded_is_malformed(raw):
     with pytest.raises(BadMessage):
