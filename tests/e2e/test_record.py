@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import stat
 import sys
@@ -434,3 +435,187 @@ def test_a_reload_away_from_a_file_closes_it_and_a_reload_back_writes_a_new_chun
     middleware.close()
     assert [p.start for p in payloads(tmp_path / f"a_{os.getpid()}_1.gor")] == ["GET /3 HTTP/1.1"]
     assert [p.start for p in payloads(tmp_path / f"b_{os.getpid()}_0.gor")] == ["GET /2 HTTP/1.1"]
+
+
+def recorded_size(recording, tmp_path, name: str) -> int:
+    """The bytes one copy of ``POST /same`` with a 3000-byte body takes in a file (all such copies take as many)."""
+    middleware, address = recording(record_config(f"file://{tmp_path}/{name}.gor", record_responses=False))
+    one_request(address, method="POST", target="/same", body=b"s" * 3000)
+    recorded(middleware, 1)
+    middleware.close()
+    return (tmp_path / f"{name}_{os.getpid()}_0.gor").stat().st_size
+
+
+def send_one_by_one(middleware, address, count: int) -> None:
+    with Client(address) as client:
+        for _ in range(count):
+            client.request("POST", "/same", body=b"s" * 3000)
+            wait_until(lambda: middleware.stats()["in_flight"] == 0)  # written (or refused) before the next
+
+
+@pytest.mark.parametrize(("extra", "per_chunk"), [(0, 2), (1, 3)])
+def test_a_chunk_ends_with_the_copy_that_reaches_chunk_bytes(recording, tmp_path, extra, per_chunk):
+    size = recorded_size(recording, tmp_path, "probe")
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False,
+                           Record={"ChunkBytes": 2 * size + extra})  # fmt: skip
+    middleware, address = recording(config)
+    send_one_by_one(middleware, address, 6)
+    middleware.close()
+    chunks = files(tmp_path, "t_*")
+    assert [c.stat().st_size for c in chunks] == [per_chunk * size] * (6 // per_chunk)
+
+
+def test_max_bytes_holds_exactly_the_copies_that_fit(recording, tmp_path):
+    size = recorded_size(recording, tmp_path, "probe")
+    # A copy is admitted when the bytes written so far plus its reservation fit; the reservation is its size
+    # plus the room a payload header may take beyond this one's (26 bytes here). Exactly four fit.
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False,
+                           Record={"MaxBytes": 4 * size + 26})  # fmt: skip
+    middleware, address = recording(config)
+    send_one_by_one(middleware, address, 7)
+    middleware.close()
+    stats = middleware.stats()
+    assert (stats["succeeded"], stats["dropped"]) == (4, {"disk_budget": 3})
+    assert sum(c.stat().st_size for c in files(tmp_path, "t_*")) == 4 * size
+
+
+def an_answer(headers, body=b"body", status="200 OK"):
+    from wsgimirror.capture import CaptureBudget
+    from wsgimirror.response import Answer
+
+    answer = Answer(1 << 20, CaptureBudget())
+    answer.status_text, answer.headers = status, list(headers)
+    answer.feed(body)
+    return answer
+
+
+def test_a_recorded_answer_frames_itself_without_transfer_encoding():
+    from wsgimirror.record import response_message
+
+    assert response_message(an_answer([("Transfer-Encoding", "chunked"), ("X-A", "1")])) == (
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 4\r\n\r\nbody"
+    )
+    assert response_message(an_answer([("content-length", "9")], b"cut")) == (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ncut"  # the app's own length stays: the body was cut
+    )
+    assert response_message(an_answer([("X-Name", "café ☕")], b"", "404 Not Found")) == (
+        "HTTP/1.1 404 Not Found\r\nX-Name: café ?\r\nContent-Length: 0\r\n\r\n".encode("latin-1")
+    )
+
+
+class _Body:
+    """A captured body the writer reads, with a gate the test can hold it at."""
+
+    def __init__(self, size: int, gate=None, fail: Exception | None = None) -> None:
+        self.size, self._gate, self._fail, self.released = size, gate, fail, 0
+
+    def chunks(self, size):
+        if self._gate is not None:
+            self._gate.acquire()
+            self._gate.release()
+        if self._fail is not None:
+            raise self._fail
+        yield b"b" * self.size
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def a_record(body, outcomes, head=b"GET / HTTP/1.1\r\n\r\n"):
+    from wsgimirror.record import Record
+
+    return Record("c" * 24, 1, head, body, None, -1, lambda r, why: outcomes.append((r.id, why)))
+
+
+def held_recorder(tmp_path, **settings):
+    """A recorder whose writer is held on a first copy until the returned gate is released."""
+    from wsgimirror.config import RecordSettings
+    from wsgimirror.stats import new_lock
+
+    gate = new_lock()  # a native lock: the writer is a native thread
+    gate.acquire()
+    outcomes: list = []
+    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(**settings))
+    assert recorder.submit(a_record(_Body(10, gate), outcomes)) is None
+    wait_until(lambda: not recorder._queue, 5, "the writer to take the first copy")
+    return recorder, gate, outcomes
+
+
+def test_a_copy_that_exactly_fills_queue_bytes_waits_and_one_byte_more_is_refused(tmp_path):
+    recorder, gate, outcomes = held_recorder(tmp_path, queue_bytes=10_000)
+    first = a_record(_Body(100), outcomes)
+    room = 10_000 - first.size
+    assert recorder.submit(first) is None
+    exact = a_record(_Body(room - (first.size - 100)), outcomes)
+    assert exact.size == room and recorder.submit(exact) is None
+    assert recorder.submit(a_record(_Body(1), outcomes)) == "backlog_full"
+    gate.release()
+    assert recorder.close(5)
+    assert [why for _, why in outcomes] == [None, None, None]
+
+
+def test_past_max_bytes_recording_stops_for_good_with_one_warning(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="wsgimirror.record")
+    recorder, gate, outcomes = held_recorder(tmp_path, max_bytes=5_000)
+    assert recorder.submit(a_record(_Body(6_000), outcomes)) == "disk_budget"
+    assert recorder.submit(a_record(_Body(10), outcomes)) == "disk_budget"  # stopped, even for a small one
+    gate.release()
+    assert recorder.close(5) and recorder.submit(a_record(_Body(10), outcomes)) == "closed"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"recording to {tmp_path / 't.gor'} stopped: Record.MaxBytes (5000) written by this process"
+    ]
+
+
+def test_a_bug_while_writing_fails_the_copy_as_io_error_and_the_next_one_is_written(tmp_path, caplog):
+    from wsgimirror import record as record_module
+
+    record_module._failed._next, record_module._failed._held = 0.0, 0
+    caplog.set_level(logging.WARNING, logger="wsgimirror.record")
+    recorder, gate, outcomes = held_recorder(tmp_path)
+    broken, fine = _Body(10, fail=RuntimeError("a bug")), _Body(10)
+    recorder.submit(a_record(broken, outcomes))
+    recorder.submit(a_record(fine, outcomes))
+    gate.release()
+    assert recorder.close(5)
+    assert [why for _, why in outcomes] == [None, "io_error", None] and broken.released == fine.released == 1
+    [warning] = [r for r in caplog.records if "could not record" in r.getMessage()]
+    assert warning.getMessage() == f"wsgimirror could not record to {tmp_path / 't.gor'}: RuntimeError('a bug')"
+    assert len(recorder.files) == 2  # the chunk the failure may have cut was left; the next copy opened another
+
+
+def test_without_gevents_threads_outcomes_are_counted_by_the_writer_itself(tmp_path, monkeypatch):
+    from wsgimirror import record as record_module
+
+    monkeypatch.setattr(record_module, "_hub_watcher", lambda deliver: None)
+    outcomes: list = []
+    from wsgimirror.config import RecordSettings
+
+    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings())
+    body = _Body(5)
+    assert recorder.submit(a_record(body, outcomes)) is None
+    wait_until(lambda: outcomes, 5, "the outcome")
+    assert outcomes == [("c" * 24, None)] and body.released == 1
+    recorder.close(5)
+
+
+def test_a_failure_to_count_an_outcome_is_logged_and_the_others_are_still_counted(tmp_path, caplog):
+    from wsgimirror import record as record_module
+    from wsgimirror.config import RecordSettings
+    from wsgimirror.record import Record
+
+    record_module._failed._next, record_module._failed._held = 0.0, 0
+    caplog.set_level(logging.WARNING, logger="wsgimirror.record")
+    counted = []
+
+    def done(record, why):
+        if record.id == "bad" * 8:
+            raise ValueError("broken counter")
+        counted.append(why)
+
+    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings())
+    for rid in ("bad" * 8, "e" * 24):
+        assert recorder.submit(Record(rid, 1, b"GET / HTTP/1.1\r\n\r\n", _Body(3), None, -1, done)) is None
+    assert recorder.close(5)
+    assert counted == [None]
+    [warning] = [r for r in caplog.records if "count" in r.getMessage()]
+    assert warning.getMessage() == "wsgimirror could not count a recorded copy" and warning.exc_info is not None
