@@ -111,27 +111,31 @@ class Recorder:
     def __init__(self, template: str, settings: RecordSettings) -> None:
         self.template = template
         self.settings = settings
-        self.busy = 0  # the runtime's admission counts do not apply: recording is bounded in bytes
-        self.limit = 1 << 62
         self._lock = new_lock()
         self._wake = new_lock()  # a binary semaphore: released to wake the writer
         self._wake.acquire()
         self._queue: deque[Record] = deque()
+        self._outcomes: deque[tuple[Record, str | None]] = deque()
+        self._index = 0  # the next chunk's number
+        self._pid = -1  # the process whose writer runs (none yet)
+        self._closing = False
+        self._chunk_done = False  # asked to close the current chunk once the queue is written
+        self._last_flush = time.monotonic()
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one process's writer: nothing queued, written or open."""
+        self._queue.clear()
+        self._outcomes.clear()
         self._queued = 0  # bytes waiting
         self.written = 0  # bytes written by this process
         self._reserved = 0  # bytes written or queued, as counted against MaxBytes (a record's size is an upper bound)
         self.exhausted = False  # MaxBytes reached: every further copy is dropped as disk_budget
-        self._pid = -1
-        self._closing = False
-        self._chunk_done = False  # asked to close the current chunk once the queue is written
-        self._stopped = new_lock()
         self._file: t.Any = None  # the open chunk (a GzipFile over the raw file for .gz)
         self._raw: t.Any = None
         self._chunk_bytes = 0
-        self._index = 0
-        self._last_flush = time.monotonic()
         self._notify: t.Any = None  # under gevent: the hub's async watcher, and its outcomes
-        self._outcomes: deque[tuple[Record, str | None]] = deque()
+        self._stopped = new_lock()  # held while the writer runs
         self.files: list[str] = []  # chunks opened by this process, oldest first
 
     # -- the request side ------------------------------------------------------------------------
@@ -174,14 +178,8 @@ class Recorder:
         with self._lock:
             if self._pid == os.getpid():
                 return
-            self._queue.clear()
-            self._queued = 0
-            self._file = self._raw = None
-            self._chunk_bytes = self.written = self._reserved = 0
-            self.files = []
-            self._outcomes.clear()
+            self._reset()
             self._notify = _hub_watcher(self._deliver)
-            self._stopped = new_lock()
             self._stopped.acquire()
             original("_thread", "start_new_thread")(self._run, ())
             self._pid = os.getpid()

@@ -559,6 +559,7 @@ def test_past_max_bytes_recording_stops_for_good_with_one_warning(tmp_path, capl
     recorder, gate, outcomes = held_recorder(tmp_path, max_bytes=5_000)
     assert recorder.submit(a_record(_Body(6_000), outcomes)) == "disk_budget"
     assert recorder.submit(a_record(_Body(10), outcomes)) == "disk_budget"  # stopped, even for a small one
+    assert recorder.submit(a_record(_Body(20), outcomes)) == "disk_budget"
     gate.release()
     assert recorder.close(5) and recorder.submit(a_record(_Body(10), outcomes)) == "closed"
     assert [r.getMessage() for r in caplog.records] == [
@@ -619,3 +620,23 @@ def test_a_failure_to_count_an_outcome_is_logged_and_the_others_are_still_counte
     assert counted == [None]
     [warning] = [r for r in caplog.records if "count" in r.getMessage()]
     assert warning.getMessage() == "wsgimirror could not count a recorded copy" and warning.exc_info is not None
+
+
+def test_what_a_copy_reserves_of_max_bytes_covers_what_it_writes_and_little_more(tmp_path):
+    from wsgimirror.config import RecordSettings
+    from wsgimirror.record import Record
+
+    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings())
+    long_head = b"POST /a/long/path?x=1 HTTP/1.1\r\nHost: h.example\r\nX-A: " + b"a" * 500 + b"\r\n\r\n"
+    answers = [None, an_answer([]), an_answer([("Content-Type", "text/plain")] * 20, b"x" * 5000, "503 Busy Now")]
+    outcomes: list = []
+    for head in (b"GET / HTTP/1.1\r\n\r\n", long_head):
+        for answer in answers:
+            record = Record("d" * 24, 1764160000000000000, head, _Body(777), answer, 123456789,
+                            lambda r, why: outcomes.append(why))  # fmt: skip
+            before, count = recorder.written, len(outcomes)
+            assert recorder.submit(record) is None
+            wait_until(lambda: len(outcomes) > count, 5, "the copy to be written")  # noqa: B023 - waited for here
+            written = recorder.written - before
+            assert outcomes[-1] is None and written <= record.size <= written + 100, (written, record.size)
+    recorder.close(5)
