@@ -56,7 +56,7 @@ def test_reload_under_load_loses_and_duplicates_nothing(server, make_sink):
     assert {k for k, (_, end) in spans.items() if end < swapped_at} <= set(got_before)
     wait_until(lambda: old.active == 0)
     idle = [c for s in old._clusters.values() for d in s.destinations for c in d.pool.pool.queue if c]
-    assert len(idle) > 1 and all(c.sock is None for c in idle)  # the retired config closed its connections
+    assert idle and all(c.sock is None for c in idle)  # the retired config closed its connections
 
 
 def test_several_clusters_each_take_their_share_of_one_capture(server, make_sink):
