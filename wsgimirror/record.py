@@ -345,6 +345,8 @@ class Recorder:
             self._closing = True
         self._signal()
         done = bool(self._stopped.acquire(timeout=timeout))
+        if done:
+            self._stopped.release()  # it stays free: a later close() sees the writer has ended
         self._deliver()
         if self._notify is not None:
             self._notify.close()
