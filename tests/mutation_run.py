@@ -35,7 +35,8 @@ TESTS: dict[str, list[str]] = {
     "head": ["tests/test_head.py", "tests/test_transforms.py", "tests/e2e/test_hostile_requests.py",
              "-k", "not gunicorn and not werkzeug"],
     "sender": ["tests/test_sender.py", "tests/e2e/test_breaker.py", "tests/e2e/test_reload.py",
-               "tests/e2e/test_control_faults.py", "-k", "not sigterm and not sighup and not check_and_serve"],
+               "tests/e2e/test_control_faults.py", "tests/e2e/test_record.py", "tests/e2e/test_compare.py", "-k",
+               "not sigterm and not sighup and not check_and_serve and not gunicorn"],
     "transport": ["tests/e2e/test_mirror_faults.py", "tests/e2e/test_tls.py", "tests/test_sender.py",
                   "tests/e2e/test_compare.py"],
     # shadow comparison (a module of the compare package is named with a dot)
