@@ -255,17 +255,16 @@ class Recorder:
                 size += write(response_message(answer))
                 size += write(SEPARATOR)
         except OSError as err:
-            self.written += size
             reason = DISK_FULL if err.errno in _FULL else IO_ERROR
             _failed.warning("wsgimirror could not record to %s: %s", self._raw_name(), err)
             self._abandon_chunk()
             return reason
         except Exception as err:  # a bug here must not stop the writer
-            self.written += size
             _failed.warning("wsgimirror could not record to %s: %r", self.template, err, exc_info=True)
             self._abandon_chunk()
             return IO_ERROR
-        self.written += size
+        finally:
+            self.written += size  # a partial write took its bytes too
         self._chunk_bytes += size
         if self._chunk_bytes >= self.settings.chunk_bytes:
             self._close_chunk()

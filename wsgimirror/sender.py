@@ -181,10 +181,6 @@ class _GeventExecutor:
         if not waiting:
             self._idle.stop()
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
     def join(self, timeout: float) -> bool:
         import gevent
 
@@ -575,9 +571,7 @@ class Dispatcher:
             else:
                 self._stats.failed(route.id, cluster_id, target.key, reason, seconds)
                 target.failure(cluster_id, route.id, MirrorSendError(reason, f"cannot write {target.destination.path}"))
-            target.in_flight -= 1
-            if self._count_active(-1) == 0 and self.on_idle is not None:
-                self.on_idle()
+            self._ended(target)
 
         record = Record(new_id(), timing[0], head, body, answer, timing[1], done)
         target.in_flight += 1
@@ -591,6 +585,12 @@ class Dispatcher:
             self._stats.unstart(refused, route.id, cluster_id, target.key)
             return False
         return True
+
+    def _ended(self, target: DestinationState) -> None:
+        """One mirror of ``target`` ended (sent, written or failed); the last one of a retired config says so."""
+        target.in_flight -= 1
+        if self._count_active(-1) == 0 and self.on_idle is not None:
+            self.on_idle()
 
     def _count_active(self, delta: int) -> int:
         with self._lock:
@@ -646,11 +646,9 @@ class Dispatcher:
             if comparer is not None and answer is not None:
                 self._compare(comparer, route, state.cluster.id, environ, head, body, answer, kept,
                               self._runtime_shared.cooperative)  # fmt: skip
-            target.in_flight -= 1
             body.release()
             self._runtime_shared.ended(target.pool)
-            if self._count_active(-1) == 0 and self.on_idle is not None:
-                self.on_idle()
+            self._ended(target)
 
     @staticmethod
     def _compare(
