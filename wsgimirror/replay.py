@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from ._paths import NoMatch
 from ._paths import expand as expand_patterns
-from .capture import BodyBuffer, CaptureBudget
+from .capture import BodyBuffer
 from .compare.endpoints import Endpoints
 from .config import CompareSettings, Destination, HttpClientSettings, MirrorSettings
 from .errors import MirrorSendError
@@ -230,7 +230,6 @@ class Replay:
 
         settings = replace(MirrorSettings(), max_in_flight=options.concurrency)
         self._pool = _new_pool(destination, settings, http_client)
-        self._budget = CaptureBudget(64 << 20)
         if options.compare:
             from .compare.comparer import Comparer
 
