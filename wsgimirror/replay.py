@@ -307,7 +307,9 @@ class Replay:
             failure = err if isinstance(err, MirrorSendError) else MirrorSendError("internal_error", repr(err))
             results.failed += 1
             results.failures[failure.reason] += 1
-            kept = None
+            if kept is not None:
+                kept.release()  # a partial answer gives its bytes back; a failed request is not compared
+                kept = None
         else:
             results.succeeded += 1
             results.statuses[str(status)] += 1

@@ -376,3 +376,23 @@ def test_a_target_slower_than_timeout_fails_each_request_as_timeout(tmp_path):
     summary = json.loads(out)
     assert status == 1 and summary["failures"] == {"timeout": 3} and summary["succeeded"] == 0
     assert summary["seconds"] < 1.9  # nobody waited for the slow answers
+
+
+def test_a_replayed_answer_cut_off_by_the_timeout_gives_its_bytes_back(tmp_path):
+    """With --compare, a partial answer's kept bytes return to the comparison's budget when the request fails."""
+    from tests.helpers import ScriptedServer
+    from wsgimirror.replay import Options, Replay
+
+    def partial(sock, head, body):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"p" * 40)
+        gevent.sleep(2)
+        return False
+
+    hanging = ScriptedServer(partial)
+    try:
+        replayer = Replay(Options(paths=[str(FIXTURE)], target=hanging.address, speed=0, timeout=0.3, compare=True))
+        summary = replayer.run()
+    finally:
+        hanging.stop()
+    assert summary["failures"] == {"timeout": 3}
+    assert replayer._comparer.budget.memory == 0
