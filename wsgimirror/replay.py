@@ -229,7 +229,10 @@ class Replay:
         from .sender import _new_pool
 
         settings = replace(MirrorSettings(), max_in_flight=options.concurrency)
-        self._pool = _new_pool(destination, settings, http_client)
+        try:
+            self._pool = _new_pool(destination, settings, http_client)
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError: a CA file that is not PEM
+            raise ReplayError(f"--ca-file {options.ca_file}: {getattr(err, 'strerror', None) or err}") from None
         if options.compare:
             from .compare.comparer import Comparer
 

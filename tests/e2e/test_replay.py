@@ -232,6 +232,11 @@ def test_a_target_that_does_not_answer_fails_the_run(tmp_path):
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--rate", "0"], "--rate must be more than 0"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--filter-path", "("], "--filter-path is not a regular"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--concurrency", "0"], "--concurrency must be at least 1"),
+        (
+            [str(FIXTURE), "--target", "https://127.0.0.1:1", "--ca-file", "/no/ca.pem"],
+            "--ca-file /no/ca.pem: No such file or directory",
+        ),
+        ([str(FIXTURE), "--target", "https://127.0.0.1:1", "--ca-file", str(FIXTURE)], "--ca-file "),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message):
