@@ -644,3 +644,21 @@ def test_what_a_copy_reserves_of_max_bytes_covers_what_it_writes_and_little_more
             written = recorder.written - before
             assert outcomes[-1] is None and written <= record.size <= written + 100, (written, record.size)
     recorder.close(5)
+
+
+def test_a_request_that_cannot_be_written_as_http_is_not_recorded_and_its_answer_is_untouched(tmp_path):
+    import io
+
+    middleware = MirrorMiddleware(echo_app, record_config(f"file://{tmp_path}/t.gor"))
+    environ = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/x", "QUERY_STRING": "",
+               "SERVER_NAME": "h", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+               "CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"abc"), "HTTP_BAD NAME": "x"}  # fmt: skip
+    statuses = []
+    result = middleware(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    body = b"".join(result)
+    result.close()
+    middleware.close()
+    assert (statuses, body) == (["201 Created"], b"seen 3 abc")  # as the bare app answers
+    stats = middleware.stats()
+    assert (stats["dropped"], stats["mirrored"]) == ({"bad_request": 1}, 0)
+    assert list(tmp_path.glob("t_*")) == []
