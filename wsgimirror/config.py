@@ -574,10 +574,7 @@ def _file_destination(name: str | None, address: str, netloc: str, file_path: st
     directory = os.path.dirname(file_path)
     if "%" in directory:
         raise ConfigError(path, f"%Y %m %d %H expand in the file name only, not the directory: {address!r}")
-    if not os.path.isdir(directory):
-        raise ConfigError(path, f"directory {directory!r} does not exist")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ConfigError(path, f"directory {directory!r} is not writable")
+    _writable_directory(directory, path)
     return Destination(
         name=name if name is not None else address, address=address, scheme="file", host="", port=0, base_path="",
         path=file_path,
@@ -729,11 +726,16 @@ def _log_path(raw: t.Any, path: str) -> str | None:
     directory = os.path.dirname(os.path.abspath(value))
     if "{pid}" in directory:
         raise ConfigError(path, f"{{pid}} belongs in the file name, not the directory: {shown(value)}")
+    _writable_directory(directory, path)
+    return value
+
+
+def _writable_directory(directory: str, path: str) -> None:
+    """A file wsgimirror writes goes there: the directory must exist and be writable at load, not at the first write."""
     if not os.path.isdir(directory):
         raise ConfigError(path, f"directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ConfigError(path, f"directory {directory!r} is not writable")
-    return value
 
 
 def _loop_token(raw: t.Any, path: str) -> str | None:
