@@ -7,6 +7,10 @@ the queue to ``traffic_<pid>_<n>.gor`` chunks. Every queued copy ends ``succeede
 ``failed`` (``disk_full``, ``io_error``); a copy the queue or the disk budget cannot take is
 dropped (``backlog_full``, ``disk_budget``) before it is counted as mirrored.
 
+A copy counts as written once its bytes are with the OS: when its chunk is flushed or closed, not
+when it enters the file's buffers. When a write, flush or close fails, every copy written since the
+chunk's last flush is counted failed with it: the file may have lost any of them.
+
 Limits (the ``Record`` section): ``QueueBytes`` of copies waiting in memory, a new chunk every
 ``ChunkBytes``, and at most ``MaxBytes`` written per process per recorder (files are never
 deleted). Chunks are flushed every ``FlushSeconds`` and at ``close()``, and created 0600.
@@ -134,6 +138,7 @@ class Recorder:
         self._file: t.Any = None  # the open chunk (a GzipFile over the raw file for .gz)
         self._raw: t.Any = None
         self._chunk_bytes = 0
+        self._unflushed: list[Record] = []  # written into the open chunk's buffers, not yet flushed
         self._notify: t.Any = None  # under gevent: the hub's async watcher, and its outcomes
         self._stopped = new_lock()  # held while the writer runs
         self.files: list[str] = []  # chunks opened by this process, oldest first
@@ -187,7 +192,6 @@ class Recorder:
     # -- outcomes, back on the submitting side ------------------------------------------------------
 
     def _report(self, record: Record, reason: str | None) -> None:
-        record.release()
         if self._notify is None:
             record.done(record, reason)
             return
@@ -216,7 +220,9 @@ class Recorder:
                     reason = self._write(record)
                     with self._lock:  # the record's upper bound gives way to the bytes it took
                         self._reserved += self.written - before - record.size
-                    self._report(record, reason)
+                    record.release()  # its bytes are in the chunk's buffers (or refused): the capture can go
+                    if reason is not None:
+                        self._report(record, reason)
                 if self._file is not None and (
                     time.monotonic() - self._last_flush >= self.settings.flush_seconds or self._closing
                 ):
@@ -255,16 +261,14 @@ class Recorder:
                 size += write(response_message(answer))
                 size += write(SEPARATOR)
         except OSError as err:
-            reason = DISK_FULL if err.errno in _FULL else IO_ERROR
             _failed.warning("wsgimirror could not record to %s: %s", self._raw_name(), err)
-            self._abandon_chunk()
-            return reason
+            return self._abandon_chunk(_reason(err))
         except Exception as err:  # a bug here must not stop the writer
             _failed.warning("wsgimirror could not record to %s: %r", self.template, err, exc_info=True)
-            self._abandon_chunk()
-            return IO_ERROR
+            return self._abandon_chunk(IO_ERROR)
         finally:
             self.written += size  # a partial write took its bytes too
+        self._unflushed.append(record)
         self._chunk_bytes += size
         if self._chunk_bytes >= self.settings.chunk_bytes:
             self._close_chunk()
@@ -283,8 +287,7 @@ class Recorder:
             path = f"{base}_{pid}_{self._index}{ext}{'.gz' if gz else ''}"
             self._index += 1
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0),
-                             0o600)  # fmt: skip
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # Python adds O_CLOEXEC
             except FileExistsError:
                 continue  # a chunk of an earlier process with this pid: never overwritten
             break
@@ -300,7 +303,9 @@ class Recorder:
             self._raw.flush()
         except OSError as err:
             _failed.warning("wsgimirror could not flush %s: %s", self._raw_name(), err)
-            self._abandon_chunk()
+            self._abandon_chunk(_reason(err))
+        else:
+            self._settle(None)
         self._last_flush = time.monotonic()
 
     def _close_chunk(self) -> None:
@@ -312,11 +317,21 @@ class Recorder:
             self._raw.close()
         except OSError as err:
             _failed.warning("wsgimirror could not close %s: %s", self._raw_name(), err)
-            self._abandon_chunk()
+            self._abandon_chunk(_reason(err))
+        else:
+            self._settle(None)
         self._file = self._raw = None
 
-    def _abandon_chunk(self) -> None:
-        """After a failed write: leave that chunk (it may end in a partial payload) and start a new one."""
+    def _settle(self, reason: str | None) -> None:
+        """Report the copies written since the last flush: on disk (None), or lost with their chunk."""
+        for record in self._unflushed:
+            self._report(record, reason)
+        self._unflushed.clear()
+
+    def _abandon_chunk(self, reason: str) -> str:
+        """After a failure: leave that chunk (it may end in a partial payload) and fail what it held unflushed;
+        the next copy starts a new chunk. Returns ``reason``."""
+        self._settle(reason)
         for handle in dict.fromkeys((self._file, self._raw)):  # the gzip layer first, then the file
             if handle is None:
                 continue
@@ -325,6 +340,7 @@ class Recorder:
             except (OSError, ValueError):
                 pass
         self._file = self._raw = None
+        return reason
 
     # -- the end ---------------------------------------------------------------------------------------
 
@@ -351,6 +367,10 @@ class Recorder:
             self._notify.close()
             self._notify = None
         return done
+
+
+def _reason(err: OSError) -> str:
+    return DISK_FULL if err.errno in _FULL else IO_ERROR
 
 
 def _expand_time(path: str) -> str:

@@ -530,7 +530,7 @@ def a_record(body, outcomes, head=b"GET / HTTP/1.1\r\n\r\n"):
     return Record("c" * 24, 1, head, body, None, -1, lambda r, why: outcomes.append((r.id, why)))
 
 
-def held_recorder(tmp_path, **settings):
+def held_recorder(tmp_path, name="t.gor", **settings):
     """A recorder whose writer is held on a first copy until the returned gate is released."""
     from wsgimirror.config import RecordSettings
     from wsgimirror.stats import new_lock
@@ -538,7 +538,7 @@ def held_recorder(tmp_path, **settings):
     gate = new_lock()  # a native lock: the writer is a native thread
     gate.acquire()
     outcomes: list = []
-    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(**settings))
+    recorder = Recorder(str(tmp_path / name), RecordSettings(**settings))
     assert recorder.submit(a_record(_Body(10, gate), outcomes)) is None
     wait_until(lambda: not recorder._queue, 5, "the writer to take the first copy")
     return recorder, gate, outcomes
@@ -662,3 +662,61 @@ def test_a_request_that_cannot_be_written_as_http_is_not_recorded_and_its_answer
     stats = middleware.stats()
     assert (stats["dropped"], stats["mirrored"]) == ({"bad_request": 1}, 0)
     assert list(tmp_path.glob("t_*")) == []
+
+
+def _fill_disk_under(recorder) -> None:
+    """Point the open chunk's descriptor at /dev/full: the kernel answers every later write with ENOSPC."""
+    wait_until(lambda: recorder.files, 5, "the writer to open its chunk")
+    chunk = os.path.realpath(recorder.files[-1])
+    [fd] = [int(fd) for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == chunk]
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, fd)
+    os.close(full)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_copies_lost_when_a_flush_fails_are_counted_disk_full_not_written(tmp_path, caplog, gz):
+    from wsgimirror import record as record_module
+
+    record_module._failed._next, record_module._failed._held = 0.0, 0
+    caplog.set_level(logging.WARNING, logger="wsgimirror.record")
+    recorder, gate, outcomes = held_recorder(tmp_path, "t.gor.gz" if gz else "t.gor", flush_seconds=0)
+    _fill_disk_under(recorder)
+    gate.release()  # the small copy fits the file's buffer: its write succeeds, and the flush fails
+    wait_until(lambda: outcomes, 5, "the first outcome")
+    assert [why for _, why in outcomes] == ["disk_full"]
+    [warning] = [r for r in caplog.records if "could not" in r.getMessage()]
+    assert warning.getMessage() == f"wsgimirror could not flush {recorder.files[0]}: [Errno 28] No space left on device"
+    recorder.submit(a_record(_Body(30), outcomes))  # the next copy goes to a new chunk, on a sound file
+    assert recorder.close(5)
+    assert [why for _, why in outcomes] == ["disk_full", None] and len(recorder.files) == 2
+    assert [len(p.body) for p in payloads(recorder.files[1])] == [30]
+
+
+def test_copies_lost_when_a_reload_closes_their_chunk_on_a_full_disk_are_counted_disk_full(tmp_path, caplog):
+    from wsgimirror import record as record_module
+
+    record_module._failed._next, record_module._failed._held = 0.0, 0
+    caplog.set_level(logging.WARNING, logger="wsgimirror.record")
+    recorder, gate, outcomes = held_recorder(tmp_path, flush_seconds=3600)
+    _fill_disk_under(recorder)
+    gate.release()
+    wait_until(lambda: recorder.written > 0 and not recorder._queue, 5, "the copy to reach the file's buffer")
+    assert outcomes == []  # in the buffer, not yet with the OS: not counted written
+    recorder.close_chunk()  # what a reload that drops the destination asks
+    wait_until(lambda: outcomes, 5, "the outcome")
+    assert [why for _, why in outcomes] == ["disk_full"]
+    [warning] = [r for r in caplog.records if "could not" in r.getMessage()]
+    assert warning.getMessage() == f"wsgimirror could not close {recorder.files[0]}: [Errno 28] No space left on device"
+    assert recorder.close(5)
+
+
+def test_a_chunk_that_fails_to_close_at_rollover_fails_its_copies_and_the_next_chunk_takes_the_rest(tmp_path):
+    recorder, gate, outcomes = held_recorder(tmp_path, flush_seconds=3600, chunk_bytes=1)
+    _fill_disk_under(recorder)
+    gate.release()
+    wait_until(lambda: outcomes, 5, "the first outcome")
+    recorder.submit(a_record(_Body(40), outcomes))
+    assert recorder.close(5)
+    assert [why for _, why in outcomes] == ["disk_full", None]
+    assert len(recorder.files) == 2 and [len(p.body) for p in payloads(recorder.files[1])] == [40]
