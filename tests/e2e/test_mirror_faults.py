@@ -54,6 +54,13 @@ def closes_after_answering(sock, head, body):
     return False
 
 
+@pytest.fixture(params=["gevent", "thread"])
+def executor(request):
+    """Both ways a mirror runs: in a greenlet that one gevent.Timeout bounds, or on a pool thread where a
+    deadline bounds each socket operation."""
+    return request.param
+
+
 @pytest.fixture
 def scripted():
     servers = []
@@ -97,9 +104,13 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("reason, behaviour, knobs", FAULTS, ids=[f[0] + "-" + str(i) for i, f in enumerate(FAULTS)])
-def test_faulty_mirrors_never_reach_the_client(server, scripted, caplog, hub_errors, reason, behaviour, knobs):
+def test_faulty_mirrors_never_reach_the_client(
+    server, scripted, caplog, hub_errors, reason, behaviour, knobs, executor
+):
     address = scripted(behaviour).address if behaviour else f"http://127.0.0.1:{free_port()}"
-    mw = MirrorMiddleware(app, mirror_config(address, BreakerFailures=0, **knobs))  # every mirror is tried
+    mw = MirrorMiddleware(
+        app, mirror_config(address, BreakerFailures=0, **knobs, Executor=executor)
+    )  # every mirror is tried
     with caplog.at_level(logging.WARNING, logger="wsgimirror"):
         drive(server, mw)
         wait_until(lambda: mw.stats()["failed"] == 10)
@@ -109,9 +120,9 @@ def test_faulty_mirrors_never_reach_the_client(server, scripted, caplog, hub_err
     assert hub_errors.getvalue() == ""
 
 
-def test_a_500_is_an_answer_and_keeps_the_connection(server, scripted):
+def test_a_500_is_an_answer_and_keeps_the_connection(server, scripted, executor):
     dest = scripted(answer(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops"))
-    mw = MirrorMiddleware(app, mirror_config(dest.address))
+    mw = MirrorMiddleware(app, mirror_config(dest.address, Executor=executor))
     drive(server, mw, one_by_one=True)
     assert mw.stats()["statuses"] == {"5xx": 10}
     assert dest.connections == 1
@@ -131,24 +142,26 @@ def test_a_500_is_an_answer_and_keeps_the_connection(server, scripted):
     ],
     ids=["length", "chunked", "204", "304", "100-then-201", "connection-close", "http10", "3MiB-body"],
 )
-def test_response_framings_are_read_and_the_connection_reused_when_allowed(server, scripted, response, connections):
+def test_response_framings_are_read_and_the_connection_reused_when_allowed(
+    server, scripted, response, connections, executor
+):
     dest = scripted(answer(response))  # the server would keep every connection: closing is our decision
-    mw = MirrorMiddleware(app, mirror_config(dest.address))
+    mw = MirrorMiddleware(app, mirror_config(dest.address, Executor=executor))
     drive(server, mw, one_by_one=True)
     assert mw.stats()["failed"] == 0
     assert dest.connections == connections
 
 
-def test_a_close_delimited_response_is_an_answer(server, scripted):
+def test_a_close_delimited_response_is_an_answer(server, scripted, executor):
     dest = scripted(answer(b"HTTP/1.1 200 OK\r\n\r\nbody until close", keep=False))
-    mw = MirrorMiddleware(app, mirror_config(dest.address))
+    mw = MirrorMiddleware(app, mirror_config(dest.address, Executor=executor))
     drive(server, mw, count=3)
     wait_until(lambda: mw.stats()["succeeded"] == 3)
 
 
-def test_head_mirrors_do_not_wait_for_a_body(server, scripted):
+def test_head_mirrors_do_not_wait_for_a_body(server, scripted, executor):
     dest = scripted(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"))
-    mw = MirrorMiddleware(app, mirror_config(dest.address, Timeout=2))
+    mw = MirrorMiddleware(app, mirror_config(dest.address, Timeout=2, Executor=executor))
     with Client(server(mw)) as client:
         for i in range(3):
             assert client.request("HEAD", "/").status == 200
@@ -156,9 +169,9 @@ def test_head_mirrors_do_not_wait_for_a_body(server, scripted):
     assert dest.connections == 1 and mw.stats()["failed"] == 0
 
 
-def test_a_connection_the_destination_closed_while_idle_is_replaced(server, scripted):
+def test_a_connection_the_destination_closed_while_idle_is_replaced(server, scripted, executor):
     dest = scripted(closes_after_answering)
-    mw = MirrorMiddleware(app, mirror_config(dest.address))
+    mw = MirrorMiddleware(app, mirror_config(dest.address, Executor=executor))
     with Client(server(mw)) as client:
         for i in range(5):
             client.request("POST", f"/{i}", body=b"x")
@@ -169,7 +182,7 @@ def test_a_connection_the_destination_closed_while_idle_is_replaced(server, scri
     assert len(dest.requests) == 5  # each mirror was sent exactly once
 
 
-def test_a_reused_connection_reset_after_part_of_the_answer_is_not_sent_again(server, scripted):
+def test_a_reused_connection_reset_after_part_of_the_answer_is_not_sent_again(server, scripted, executor):
     """Only a reused connection that gave nothing back is retried: a partial answer means the
     destination received the request, and a second copy would be a duplicate."""
     answers = iter([OK, b"HTTP/1.1 200 OK\r\nContent-Le"])
@@ -183,7 +196,7 @@ def test_a_reused_connection_reset_after_part_of_the_answer_is_not_sent_again(se
         return True
 
     dest = scripted(first_whole_then_partial_and_reset)
-    mw = MirrorMiddleware(app, mirror_config(dest.address, BreakerFailures=0))
+    mw = MirrorMiddleware(app, mirror_config(dest.address, BreakerFailures=0, Executor=executor))
     with Client(server(mw)) as client:
         client.request("POST", "/one", body=b"x")
         wait_until(lambda: mw.stats()["succeeded"] == 1)
@@ -194,7 +207,7 @@ def test_a_reused_connection_reset_after_part_of_the_answer_is_not_sent_again(se
     assert dest.connections == 1
 
 
-def test_a_destination_without_tcp_nodelay_does_not_stall_each_mirror_on_delayed_acks(server):
+def test_a_destination_without_tcp_nodelay_does_not_stall_each_mirror_on_delayed_acks(server, executor):
     """gevent.pywsgi's own listener has no TCP_NODELAY and writes an answer's head and body apart:
     without quick ACKs from the mirror's side, every mirror on a kept-alive connection waits ~40 ms."""
     from gevent.pywsgi import WSGIServer
@@ -207,7 +220,7 @@ def test_a_destination_without_tcp_nodelay_does_not_stall_each_mirror_on_delayed
     legacy = WSGIServer(("127.0.0.1", 0), destination, log=None)  # a plain listener: Nagle on
     legacy.start()
     try:
-        config = mirror_config(f"http://127.0.0.1:{legacy.address[1]}")
+        config = mirror_config(f"http://127.0.0.1:{legacy.address[1]}", Executor=executor)
 
         def app(environ, start_response):
             start_response("200 OK", [("Content-Length", "2")])
