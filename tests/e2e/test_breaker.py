@@ -27,7 +27,7 @@ def settle(mw):
 def test_the_circuit_opens_half_opens_and_closes(server, caplog):
     port = free_port()
     mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{port}", BreakerFailures=3, BreakerSeconds=0.5))
-    with caplog.at_level(logging.WARNING, logger="wsgimirror"), Client(server(mw)) as client:
+    with caplog.at_level(logging.DEBUG, logger="wsgimirror"), Client(server(mw)) as client:
         for i in range(3):  # nothing listens: three failures open the circuit
             send(client, 1, i)
             settle(mw)
@@ -47,9 +47,12 @@ def test_the_circuit_opens_half_opens_and_closes(server, caplog):
             sink.stop()
     stats = mw.stats()
     assert (stats["succeeded"], stats["failed"], stats["dropped"]) == (5, 3, {"circuit_open": 5})
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("wsgimirror")]
-    assert len(messages) == 2
-    assert "is failing: refused" in messages[0] and "recovered after 3 failures" in messages[1]
+    address = f"http://127.0.0.1:{port}"
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if address in r.getMessage()]
+    assert [level for level, _ in logged] == ["WARNING", "DEBUG", "WARNING"]
+    assert logged[0][1].startswith(f"mirror destination {address} (cluster 'm', route 'all') is failing: refused")
+    assert logged[1][1] == f"circuit of {address} open for 0.5s"
+    assert logged[2][1] == f"mirror destination {address} (cluster 'm') recovered after 3 failures"
 
 
 def test_a_failed_trial_opens_the_circuit_again(server):
