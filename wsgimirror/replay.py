@@ -24,13 +24,15 @@ from urllib.parse import urlsplit
 
 from ._paths import NoMatch
 from ._paths import expand as expand_patterns
-from .capture import BodyBuffer
 from .compare.endpoints import Endpoints
 from .config import CompareSettings, Destination, HttpClientSettings, MirrorSettings
 from .errors import MirrorSendError
 from .gor import REQUEST, RESPONSE, BadMessage, Message, Payload, ReadCounts, merged, parse_message
 from .response import Answer
 from .syntax import field_value, is_token, origin_form
+
+if t.TYPE_CHECKING:
+    from .capture import BodyBuffer
 
 # Headers a replay never copies: hop-by-hop ones, Expect, and those it sets itself.
 SKIPPED = frozenset(
@@ -293,13 +295,8 @@ class Replay:
         host = request.host if options.original_host and request.host else self._destination.host_header
         lines = [f"{request.method} {self._destination.base_path}{request.target} HTTP/1.1", f"Host: {host}"]
         lines.extend(f"{name}: {value}" for name, value in request.headers)
-        try:
-            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        except UnicodeEncodeError:
-            self.source.bad += 1
-            return
-        body = BodyBuffer(len(request.body) + 1, len(request.body) + 1)
-        body.write(request.body)
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")  # read as Latin-1, and the target is ASCII
+        body = t.cast("BodyBuffer", _Body(request.body))
         kept = self._comparer.mirror_answer() if self._comparer is not None else None
         results.sent += 1
         began = time.monotonic()
@@ -320,7 +317,6 @@ class Replay:
         finally:
             if kept is not None:
                 self._compare(request, head, kept)
-            body.release()
 
     def _compare(self, request: Request, head: bytes, replayed: Answer) -> None:
         from .compare.comparer import NO_ANSWER, request_record
@@ -393,6 +389,21 @@ class Replay:
         return summary
 
 
+class _Body:
+    """A recorded body, already in memory, as the transport reads a captured one."""
+
+    __slots__ = ("data", "size")
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.size = data, len(data)
+
+    def in_memory(self) -> bytes:
+        return self.data
+
+    def chunks(self) -> t.Iterator[bytes]:
+        yield self.data
+
+
 def _percentile_ms(samples: list[float], q: float) -> float:
     if not samples:
         return 0.0
@@ -420,6 +431,8 @@ def _destination(target: str) -> Destination:
         port = parts.port
     except ValueError as err:
         raise ReplayError(f"--target is not a valid URL: {err}") from None
+    if not target.isascii():
+        raise ReplayError(f"--target must be ASCII (percent-encode its path), got {target!r}")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         raise ReplayError(f"--target must be http://HOST[:PORT][/BASE] or https://..., got {target!r}")
