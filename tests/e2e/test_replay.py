@@ -80,7 +80,7 @@ def target():
 
 def test_a_goreplay_file_is_replayed_with_chunked_bodies_decoded_and_bad_records_skipped(target):
     status, out, err = replay(str(FIXTURE), "--target", target.address, "--speed", "0", "--concurrency", "1",
-                              "--json", process=True)  # fmt: skip
+                              "--json")  # fmt: skip
     assert status == 0, err
     summary = json.loads(out)
     assert {k: summary[k] for k in ("records", "sent", "succeeded", "failed", "failures", "statuses",
@@ -228,6 +228,7 @@ def test_a_target_that_does_not_answer_fails_the_run(tmp_path):
         (["nothing-*.gor", "--target", "http://127.0.0.1:1"], "no file matches 'nothing-*.gor'"),
         ([str(FIXTURE)], "--target URL is required"),
         ([str(FIXTURE), "--target", "ftp://x"], "--target must be http://"),
+        ([str(FIXTURE), "--target", "http://127.0.0.1:1/café"], "--target must be ASCII (percent-encode its path)"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--speed", "-1"], "--speed must be at least 0"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--rate", "0"], "--rate must be more than 0"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--filter-path", "("], "--filter-path is not a regular"),
@@ -401,3 +402,132 @@ def test_a_replayed_answer_cut_off_by_the_timeout_gives_its_bytes_back(tmp_path)
         hanging.stop()
     assert summary["failures"] == {"timeout": 3}
     assert replayer._comparer.budget.memory == 0
+
+
+class _Terminal:
+    """What the replay writes its progress to, claiming to be a terminal."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_each_request_is_sent_as_recorded_and_counted_by_status_with_its_latency(tmp_path):
+    """HEAD waits for no body; the Host is the target's unless --original-host; statuses add up."""
+    from gevent.pywsgi import WSGIServer
+
+    from wsgimirror.replay import Options, Replay
+
+    seen = []
+
+    def target_app(environ, start_response):
+        seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], environ["HTTP_HOST"]))
+        start_response("404 Not Found" if "missing" in environ["PATH_INFO"] else "200 OK", [("Content-Length", "9")])
+        return [b"123456789"]
+
+    base = 1_764_160_000_000_000_000
+    path = gor(tmp_path / "mixed.gor", [
+        (base, b"HEAD /big HTTP/1.1\r\nHost: rec.example\r\n\r\n"), (base + 1, get("/a")),
+        (base + 2, get("/missing")), (base + 3, get("/b")), (base + 4, b"GET /no-host HTTP/1.1\r\n\r\n"),
+    ])  # fmt: skip
+    srv = WSGIServer(("127.0.0.1", 0), target_app, log=None)
+    srv.start()
+    try:
+        address = f"http://127.0.0.1:{srv.server_port}/base"
+        summary = Replay(Options(paths=[str(path)], target=address, speed=0, concurrency=1, timeout=3)).run()
+        assert (summary["sent"], summary["succeeded"], summary["statuses"]) == (5, 5, {"200": 4, "404": 1})
+        assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"] < 2000
+        assert summary["seconds"] < 2  # the HEAD did not wait for the 9 bytes its Content-Length announces
+        here = f"127.0.0.1:{srv.server_port}"
+        assert seen == [("HEAD", "/base/big", here), ("GET", "/base/a", here), ("GET", "/base/missing", here),
+                        ("GET", "/base/b", here), ("GET", "/base/no-host", here)]  # fmt: skip
+        seen.clear()
+        Replay(Options(paths=[str(path)], target=address, speed=0, concurrency=1, original_host=True)).run()
+        assert [host for _, _, host in seen] == ["rec.example"] * 4 + [here]  # no recorded Host: the target's
+    finally:
+        srv.stop(timeout=1)
+
+
+def test_the_summary_and_the_plan_read_as_documented():
+    from wsgimirror.replay import Options, dumps, plan, plan_text, summary_text
+
+    summary = {"records": 9, "sent": 7, "succeeded": 5, "failed": 2, "failures": {"timeout": 1, "refused": 1},
+               "statuses": {"200": 4, "503": 1}, "skipped_malformed": 1, "filtered": 1,
+               "latency_ms": {"p50": 1.5, "p99": 20.25}, "seconds": 3.5, "rate": 2.0}  # fmt: skip
+    assert summary_text(summary) == (
+        "records 9  sent 7  succeeded 5  failed 2  malformed 1  filtered 1\n"
+        "failures: refused 1, timeout 1\n"
+        "statuses: 200: 4, 503: 1\n"
+        "latency: p50 1.5 ms, p99 20.25 ms\n"
+        "3.5s at 2.0/s"
+    )
+    nothing = {**summary, "failures": {}, "statuses": {}}
+    assert summary_text(nothing).splitlines()[1:3] == ["failures: none", "statuses: none"]
+    compared = {**summary, "compare": {"compared": 6, "different": 2, "skipped": {"a": 1, "b": 2}, "regression": True}}
+    assert summary_text(compared).splitlines()[-1] == "compared 6: 2 different, skipped 3; REGRESSION"
+    compared["compare"]["regression"] = False
+    assert summary_text(compared).endswith("; no regression")
+    options = Options(paths=[str(FIXTURE)], speed=3, max_wait=0.25)
+    assert plan_text(plan(options), options) == (
+        "3 requests to replay of 3 recorded (0 filtered out, 1 malformed)\n"
+        "expected duration: 0.2s (speed 3, gaps capped at 0.25s)\n"  # two gaps of 0.25 s at most, at speed 3
+        "\n"
+        "by method:\n"
+        "         1  POST\n"
+        "         1  GET\n"
+        "         1  DELETE\n"
+        "by endpoint:\n"
+        "         1  POST /orders\n"
+        "         1  GET /items/{id}\n"
+        "         1  DELETE /items/{id}"
+    )
+    fast = Options(paths=[str(FIXTURE)], speed=0)
+    assert "(as fast as possible)" in plan_text(plan(fast), fast)
+    assert dumps({"b": 1, "a": [2]}) == '{\n  "b": 1,\n  "a": [\n    2\n  ]\n}'
+
+
+def test_on_a_terminal_the_progress_line_is_redrawn_every_half_second_and_cleared_at_the_end(target, tmp_path):
+    from wsgimirror.replay import Options, Replay
+
+    terminal = _Terminal()
+    path = recording_of(tmp_path, 1.2, 0.1)
+    summary = Replay(Options(paths=[str(path)], target=target.address), progress=terminal).run()
+    assert summary["sent"] == 13
+    *lines, last = terminal.writes
+    assert last == "\r\x1b[K" and 2 <= len(lines) <= 3  # at 0.5 s and 1.0 s (and 1.5 s on a busy machine)
+    assert all(line.startswith("\r\x1b[Ksent ") and "\n" not in line for line in lines)
+    assert lines[0].endswith("  ETA 1s")  # 1.2 s expected, about 0.5 s elapsed
+
+
+def test_the_progress_line_counts_the_rate_the_elapsed_time_and_what_is_left():
+    from wsgimirror.replay import Options, Replay
+
+    replayer = Replay(Options(paths=[str(FIXTURE)], target="http://127.0.0.1:1"), progress=_Terminal())
+    replayer.results.sent, replayer.results.succeeded, replayer.results.failed = 51, 50, 1
+    replayer._started = time.monotonic() - 10.2
+    assert replayer._progress_line() == "sent 51  succeeded 50  failed 1  rate 5.0/s  elapsed 10s"
+    replayer._expected = 30.0
+    assert replayer._progress_line().endswith("elapsed 10s  ETA 20s")
+    replayer._expected = 5.0
+    assert replayer._progress_line().endswith("  ETA 0s")  # late: never a negative ETA
+    looping = Replay(Options(paths=[str(FIXTURE)], target="http://127.0.0.1:1", loop=True, duration=60.0))
+    looping._started = time.monotonic() - 10.2
+    assert looping._progress_line().endswith("elapsed 10s  ETA 50s")  # a loop ends at its duration
+
+
+def test_a_loop_ends_at_its_duration_even_in_the_middle_of_a_pause(target, tmp_path):
+    from wsgimirror.replay import Options, Replay
+
+    base = 1_764_160_000_000_000_000
+    path = gor(tmp_path / "slow.gor", [(base, get("/1")), (base + 30 * 10**9, get("/2"))])  # 30 s apart
+    started = time.monotonic()
+    summary = Replay(Options(paths=[str(path)], target=target.address, max_wait=60, loop=True, duration=0.5)).run()
+    assert 0.4 <= time.monotonic() - started < 2 and summary["sent"] == 1
