@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from tests.helpers import Client, mirror_config, wait_until
 from wsgimirror import MirrorMiddleware, load_config
 from wsgimirror.errors import MirrorSendError
@@ -90,7 +92,8 @@ def test_close_before_any_mirror_has_nothing_to_wait_for(sink):
     assert mw.close(timeout=0) is True
 
 
-def test_close_gives_up_after_its_timeout_when_a_mirror_never_ends(server):
+@pytest.mark.parametrize("executor", ["gevent", "thread"])
+def test_close_gives_up_after_its_timeout_when_a_mirror_never_ends(server, executor):
     from gevent.event import Event
 
     from tests.helpers import ScriptedServer
@@ -102,7 +105,7 @@ def test_close_gives_up_after_its_timeout_when_a_mirror_never_ends(server):
         start_response("200 OK", [])
         return [b"ok"]
 
-    mw = MirrorMiddleware(app, mirror_config(stuck.address, Timeout=30))
+    mw = MirrorMiddleware(app, mirror_config(stuck.address, Timeout=30, Executor=executor))
     try:
         with Client(server(mw)) as client:
             client.request("GET", "/")
@@ -132,3 +135,36 @@ def test_max_connections_per_server_caps_the_connections_to_a_destination(server
     stats = mw.stats()
     assert (stats["succeeded"], stats["dropped"]) == (2, {"backlog_full": 3})
     assert len(slow.requests) == 2
+
+
+@pytest.mark.parametrize("executor", ["gevent", "thread"])
+def test_close_returns_as_soon_as_the_last_mirror_has_ended(server, sink, executor):
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, mirror_config(sink.address, Executor=executor))
+    with Client(server(mw)) as client:
+        for i in range(3):
+            client.request("GET", f"/{i}")
+    started = time.monotonic()
+    assert mw.close(timeout=10) is True
+    assert time.monotonic() - started < 2  # not the 10 s it was allowed
+    assert mw.stats()["succeeded"] == 3
+
+
+def test_the_thread_executor_runs_max_in_flight_mirrors_at_once(server, make_sink):
+    slow = make_sink(delay=1.0)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, mirror_config(slow.address, Executor="thread", MaxInFlight=12, Timeout=5))
+    with Client(server(mw)) as client:
+        for i in range(12):
+            client.request("GET", f"/{i}")
+    requests = slow.wait_for(12, timeout=5)
+    assert max(r.at for r in requests) - min(r.at for r in requests) < 0.9  # none waited for another to end
+    wait_until(lambda: mw.stats()["succeeded"] == 12, 10)
+    mw.close(timeout=5)

@@ -4,7 +4,7 @@ import logging
 
 import gevent
 
-from tests.helpers import Client, Sink, free_port, mirror_config, wait_until
+from tests.helpers import Client, ScriptedServer, Sink, free_port, mirror_config, wait_until
 from wsgimirror import MirrorMiddleware
 
 
@@ -83,3 +83,24 @@ def test_other_destinations_take_over_while_one_circuit_is_open(server, sink):
     settle(mw)
     stats = mw.stats()
     assert (stats["failed"], stats["succeeded"], stats["dropped"]) == (2, 6, {})
+
+
+def test_after_recovering_a_destination_needs_breaker_failures_again_to_open(server):
+    answers = iter([b"", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"", b""])
+
+    def scripted(sock, head, body):  # closes without an answer, except once
+        sock.sendall(next(answers))
+        return False
+
+    destination = ScriptedServer(scripted)
+    mw = MirrorMiddleware(app, mirror_config(destination.address, BreakerFailures=2, BreakerSeconds=60))
+    try:
+        with Client(server(mw)) as client:
+            for i in range(4):  # failure, success (the count starts over), failure, failure (now it opens)
+                send(client, 1, i)
+                settle(mw)
+            send(client, 2, 4)
+    finally:
+        destination.stop()
+    stats = mw.stats()
+    assert (stats["failed"], stats["succeeded"], stats["dropped"]) == (3, 1, {"circuit_open": 2})
