@@ -54,15 +54,13 @@ def _dropped(sock: socket.socket) -> bool:
     """An idle pooled connection that is readable was closed by the peer (or sent junk): don't reuse it.
 
     Over TLS, a readable socket may only hold records without data (TLS 1.3 session tickets
-    arrive after the answer): one non-blocking read tells them from a close or junk.
+    arrive after the answer): one non-blocking read tells them from a close or junk. The
+    exchange sets the socket's timeout again before it uses the connection.
     """
     poller = _poll()
     poller.register(sock.fileno(), select.POLLIN)
     if not poller.poll(0):
         return False
-    if not hasattr(sock, "cipher"):
-        return True
-    timeout = sock.gettimeout()
     try:
         sock.settimeout(0)
         sock.recv(1)  # b"": closed; bytes: junk before any request
@@ -71,8 +69,6 @@ def _dropped(sock: socket.socket) -> bool:
         return False  # only records without application data: the connection is fine
     except OSError:
         return True
-    finally:
-        sock.settimeout(timeout)
 
 
 class _MirrorPoolMixin:
@@ -151,9 +147,8 @@ def tls_context(settings: HttpClientSettings) -> ssl.SSLContext:
 def _remember_session(pool: t.Any, sock: t.Any) -> None:
     """Keep the session of a connection that completed an exchange (TLS 1.3 sends its ticket after the handshake)."""
     context = pool.conn_kw.get("ssl_context")  # urllib3 hands it to each connection it makes
-    session = getattr(sock, "session", None)
-    if context is not None and session is not None and hasattr(context, "last_session"):
-        context.last_session = session
+    if hasattr(context, "last_session"):  # one of our HTTPS pools: its sockets have a session
+        context.last_session = sock.session or context.last_session
 
 
 class _StaleConnection(Exception):
@@ -164,7 +159,7 @@ class _ResetAfter(Exception):
     """The destination reset the connection after ``received`` bytes of the answer."""
 
     def __init__(self, received: int) -> None:
-        super().__init__(received)
+        super().__init__()
         self.received = received
 
 
@@ -226,8 +221,7 @@ class _KeptResponse(_Response):
             self.answer.complete = self.done  # HEAD: complete without a body
 
     def on_body(self, body: bytes) -> None:
-        self.body_bytes += len(body)
-        self.answer.feed(body)
+        self.answer.feed(body)  # read to the end whatever its size: no count against DRAIN_LIMIT
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
