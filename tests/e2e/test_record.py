@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import os
+import signal
 import stat
 import sys
 import time
@@ -720,3 +721,23 @@ def test_a_chunk_that_fails_to_close_at_rollover_fails_its_copies_and_the_next_c
     assert recorder.close(5)
     assert [why for _, why in outcomes] == ["disk_full", None]
     assert len(recorder.files) == 2 and [len(p.body) for p in payloads(recorder.files[1])] == [40]
+
+
+def test_sigterm_writes_every_recorded_copy_before_the_server_exits(tmp_path):
+    """FlushSeconds is an hour: only the close on SIGTERM can put the copies in the file."""
+    config = write_config(tmp_path, record_config(f"file://{tmp_path}/t.gor", record_responses=False,
+                                                  Record={"FlushSeconds": 3600}))  # fmt: skip
+    port = free_port()
+    proc = Process([PY, "-m", "wsgimirror", "serve", "tests.e2e.apps:app", "--config", config,
+                    "--bind", f"127.0.0.1:{port}"], ready="serving on")  # fmt: skip
+    with Client(("127.0.0.1", port)) as client:
+        for i in range(20):
+            assert client.request("POST", f"/r{i}", body=b"x" * i).status == 200
+    wait_until(lambda: files(tmp_path, "t_*"), 5, "the writer to open its chunk")
+    [chunk] = files(tmp_path, "t_*")
+    assert chunk.stat().st_size == 0  # all of it (about 5 KB) still in the file's buffer
+    proc.signal(signal.SIGTERM)
+    status, _, err = proc.stop(timeout=10)
+    assert status == 0, err
+    assert [(p.start, len(p.body)) for p in payloads(chunk)] == [(f"POST /r{i} HTTP/1.1", i) for i in range(20)]
+    assert "mirrored: 20 succeeded, 0 failed, 0 in flight" in err, err
