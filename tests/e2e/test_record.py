@@ -41,6 +41,7 @@ def record_config(address: str, *, record_responses: bool = True, route: dict | 
         }
     }
     config.update(sections)
+    config.setdefault("Record", {}).setdefault("FlushSeconds", 0.05)  # a copy counts as written once flushed
     return config
 
 
@@ -539,7 +540,7 @@ def held_recorder(tmp_path, name="t.gor", **settings):
     gate = new_lock()  # a native lock: the writer is a native thread
     gate.acquire()
     outcomes: list = []
-    recorder = Recorder(str(tmp_path / name), RecordSettings(**settings))
+    recorder = Recorder(str(tmp_path / name), RecordSettings(**{"flush_seconds": 0.05, **settings}))
     assert recorder.submit(a_record(_Body(10, gate), outcomes)) is None
     wait_until(lambda: not recorder._queue, 5, "the writer to take the first copy")
     return recorder, gate, outcomes
@@ -596,7 +597,7 @@ def test_without_gevents_threads_outcomes_are_counted_by_the_writer_itself(tmp_p
     outcomes: list = []
     from wsgimirror.config import RecordSettings
 
-    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings())
+    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(flush_seconds=0.05))
     body = _Body(5)
     assert recorder.submit(a_record(body, outcomes)) is None
     wait_until(lambda: outcomes, 5, "the outcome")
@@ -618,7 +619,7 @@ def test_a_failure_to_count_an_outcome_is_logged_and_the_others_are_still_counte
             raise ValueError("broken counter")
         counted.append(why)
 
-    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings())
+    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(flush_seconds=0.05))
     for rid in ("bad" * 8, "e" * 24):
         assert recorder.submit(Record(rid, 1, b"GET / HTTP/1.1\r\n\r\n", _Body(3), None, -1, done)) is None
     assert recorder.close(5)
@@ -631,7 +632,7 @@ def test_what_a_copy_reserves_of_max_bytes_covers_what_it_writes_and_little_more
     from wsgimirror.config import RecordSettings
     from wsgimirror.record import Record
 
-    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings())
+    recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(flush_seconds=0.05))
     long_head = b"POST /a/long/path?x=1 HTTP/1.1\r\nHost: h.example\r\nX-A: " + b"a" * 500 + b"\r\n\r\n"
     answers = [None, an_answer([]), an_answer([("Content-Type", "text/plain")] * 20, b"x" * 5000, "503 Busy Now")]
     outcomes: list = []
