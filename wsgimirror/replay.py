@@ -41,6 +41,7 @@ SKIPPED = frozenset(
 )  # fmt: skip
 LOOKAHEAD = 256  # requests read ahead of the one being sent, so that their answers (type 2) are seen first
 KEPT_ANSWERS = 4096  # recorded answers waiting for their request to be replayed
+MALFORMED_EXAMPLES = 5  # why a request was not sent, for the first few the summary shows
 NOT_RECORDED = "not_recorded"  # a comparison skipped: the recording has no answer for the request
 
 
@@ -107,6 +108,7 @@ class Source:
         self.records = 0  # requests read
         self.filtered = 0
         self.bad = 0  # request payloads whose message is not HTTP
+        self.malformed: list[str] = []  # "<id>: <why>" of the first few
         self.answers: OrderedDict[str, Message] = OrderedDict()
 
     @property
@@ -139,8 +141,10 @@ class Source:
         try:
             message = parse_message(payload.message)
             request = _request(payload, message)
-        except BadMessage:
+        except BadMessage as err:
             self.bad += 1
+            if len(self.malformed) < MALFORMED_EXAMPLES:
+                self.malformed.append(f"{payload.id}: {err}")
             return None
         options = self.options
         if (options.methods and request.method not in options.methods) or (
@@ -374,6 +378,7 @@ class Replay:
             "failures": dict(r.failures),
             "statuses": dict(sorted(r.statuses.items())),
             "skipped_malformed": self.source.skipped_malformed,
+            "malformed_examples": self.source.malformed,
             "filtered": self.source.filtered,
             "partial_files": self.source.counts.partial,
             "latency_ms": {"p50": _percentile_ms(latencies, 0.50), "p99": _percentile_ms(latencies, 0.99)},
@@ -522,6 +527,7 @@ def summary_text(summary: dict[str, t.Any]) -> str:
         f"statuses: {statuses}",
         f"latency: p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms",
         f"{summary['seconds']}s at {summary['rate']}/s",
+        *(f"not sent, request {example}" for example in summary.get("malformed_examples", ())),
     ]
     if "compare" in summary:
         compare = summary["compare"]

@@ -227,6 +227,7 @@ def test_a_target_that_does_not_answer_fails_the_run(tmp_path):
         (["missing.gor", "--target", "http://127.0.0.1:1"], "missing.gor: No such file or directory"),
         (["nothing-*.gor", "--target", "http://127.0.0.1:1"], "no file matches 'nothing-*.gor'"),
         ([str(FIXTURE)], "--target URL is required"),
+        ([str(ROOT / "tests"), "--target", "http://127.0.0.1:1"], "tests: is a directory"),
         ([str(FIXTURE), "--target", "ftp://x"], "--target must be http://"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1/café"], "--target must be ASCII (percent-encode its path)"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--speed", "-1"], "--speed must be at least 0"),
@@ -531,3 +532,47 @@ def test_a_loop_ends_at_its_duration_even_in_the_middle_of_a_pause(target, tmp_p
     started = time.monotonic()
     summary = Replay(Options(paths=[str(path)], target=target.address, max_wait=60, loop=True, duration=0.5)).run()
     assert 0.4 <= time.monotonic() - started < 2 and summary["sent"] == 1
+
+
+def test_requests_that_cannot_be_sent_are_skipped_and_the_summary_says_why(target, tmp_path):
+    from wsgimirror.replay import Options, Replay, summary_text
+
+    base = 1_764_160_000_000_000_000
+    path = gor(tmp_path / "odd.gor", [
+        (base, b"G@T / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (base + 1, b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (base + 2, b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+        (base + 3, b"GET / HTTP/1.1\r\nX-Ctl: a\x01b\r\n\r\n"),
+        (base + 4, b"POST /empty HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        (base + 5, b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (base + 6, b"GET / HTTP/1.1\r\nBad Name: y\r\n\r\n"),
+    ])  # fmt: skip
+    summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, concurrency=1)).run()
+    assert (summary["records"], summary["sent"], summary["skipped_malformed"]) == (7, 2, 5)
+    assert summary["malformed_examples"] == [
+        "000000000000000000000001: not a request line: 'G@T' '/'",
+        "000000000000000000000002: the target is neither origin nor absolute form: '*'",
+        "000000000000000000000003: 'Bad Name' is not a header name",
+        "000000000000000000000004: the X-Ctl header holds control characters",
+        "000000000000000000000007: 'Bad Name' is not a header name",
+    ]
+    assert (
+        summary_text(summary).splitlines()[-1]
+        == "not sent, request 000000000000000000000007: 'Bad Name' is not a header name"
+    )
+    wait_until(lambda: len(target.requests) == 2)
+    empty = next(r for r in target.requests if r.target == "/empty")
+    assert (empty.headers["content-length"], empty.body) == ("0", b"")  # an empty chunked body keeps its framing
+
+
+def test_past_kept_answers_the_oldest_recorded_answer_is_forgotten_first(target, tmp_path, monkeypatch):
+    from wsgimirror import replay as replay_module
+    from wsgimirror.replay import Options, Replay
+
+    monkeypatch.setattr(replay_module, "KEPT_ANSWERS", 2)
+    base = 1_764_160_000_000_000_000
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nmirror-ok"
+    path = gor(tmp_path / "answers.gor", [(base + i, get(f"/{i}")) for i in range(3)], {i: answer for i in range(3)})
+    summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, concurrency=1, compare=True)).run()
+    # all three answers are read ahead of the first request: the first one's was forgotten
+    assert summary["compare"]["skipped"] == {"not_recorded": 1} and summary["compare"]["compared"] == 2
