@@ -220,11 +220,14 @@ class Results:
 
 
 class Replay:
-    def __init__(self, options: Options, progress: t.TextIO | None = None) -> None:
+    def __init__(self, options: Options, progress: t.TextIO | None = None, every: float | None = None) -> None:
+        """``progress``: where the progress line goes (stderr), redrawn ``every`` seconds (0.5 on a
+        terminal) or printed as a line of its own (every 5 s otherwise)."""
         self.options = options
         self.source = Source(options)
         self.results = Results()
         self._progress = progress if progress is not None else sys.stderr
+        self._every = every
         self._started = 0.0
         self._stopping = False
         self._comparer: t.Any = None
@@ -352,8 +355,9 @@ class Replay:
         import gevent
 
         tty = self._progress.isatty()
+        every = self._every or (0.5 if tty else 5.0)
         while True:
-            gevent.sleep(0.5 if tty else 5.0)
+            gevent.sleep(every)
             self._progress.write(("\r\033[K" if tty else "") + self._progress_line() + ("" if tty else "\n"))
             self._progress.flush()
 

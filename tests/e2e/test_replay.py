@@ -495,7 +495,7 @@ def test_the_summary_and_the_plan_read_as_documented():
     assert dumps({"b": 1, "a": [2]}) == '{\n  "b": 1,\n  "a": [\n    2\n  ]\n}'
 
 
-def test_on_a_terminal_the_progress_line_is_redrawn_every_half_second_and_cleared_at_the_end(target, tmp_path):
+def test_on_a_tty_the_progress_line_is_redrawn_every_half_second_and_cleared_at_the_end(target, tmp_path):
     from wsgimirror.replay import Options, Replay
 
     terminal = _Terminal()
@@ -524,7 +524,7 @@ def test_the_progress_line_counts_the_rate_the_elapsed_time_and_what_is_left():
     assert looping._progress_line().endswith("elapsed 10s  ETA 50s")  # a loop ends at its duration
 
 
-def test_a_loop_ends_at_its_duration_even_in_the_middle_of_a_pause(target, tmp_path):
+def test_a_replay_that_starts_over_ends_at_its_duration_even_in_the_middle_of_a_pause(target, tmp_path):
     from wsgimirror.replay import Options, Replay
 
     base = 1_764_160_000_000_000_000
@@ -576,3 +576,78 @@ def test_past_kept_answers_the_oldest_recorded_answer_is_forgotten_first(target,
     summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, concurrency=1, compare=True)).run()
     # all three answers are read ahead of the first request: the first one's was forgotten
     assert summary["compare"]["skipped"] == {"not_recorded": 1} and summary["compare"]["compared"] == 2
+
+
+def test_off_a_terminal_progress_is_a_plain_line_of_its_own(target, tmp_path):
+    import io
+
+    from wsgimirror.replay import Options, Replay
+
+    log = io.StringIO()  # not a terminal: a CI log
+    summary = Replay(Options(paths=[str(recording_of(tmp_path, 0.5, 0.05))], target=target.address), log, 0.2).run()
+    lines = log.getvalue().split("\n")
+    assert summary["sent"] == 11 and lines[-1] == "" and 2 <= len(lines) - 1 <= 3  # at 0.2 s and 0.4 s
+    assert all(line.startswith("sent ") and "\r" not in line and "ETA" not in line for line in lines[:-1])
+
+
+def test_concurrency_bounds_the_requests_in_flight(tmp_path):
+    from wsgimirror.replay import Options, Replay
+
+    with Sink(delay=0.3) as slow:
+        summary = Replay(Options(paths=[str(FIXTURE)], target=slow.address, speed=0, concurrency=1)).run()
+    assert summary["succeeded"] == 3 and summary["seconds"] >= 0.85  # one at a time: 3 times 0.3 s
+
+
+def test_insecure_skips_verifying_an_https_target(tmp_path):
+    import ssl
+
+    import trustme
+    from gevent.pywsgi import WSGIServer
+
+    from wsgimirror.replay import Options, Replay
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)  # a CA nobody trusts
+    srv = WSGIServer(("127.0.0.1", 0), lambda e, s: s("200 OK", [("Content-Length", "0")]) or [], log=None,
+                     error_log=None, ssl_context=context)  # fmt: skip
+    srv.start()
+    try:
+        target = f"https://127.0.0.1:{srv.server_port}"
+        assert Replay(Options(paths=[str(FIXTURE)], target=target, speed=0)).run()["failures"] == {"tls_error": 3}
+        assert Replay(Options(paths=[str(FIXTURE)], target=target, speed=0, insecure=True)).run()["succeeded"] == 3
+    finally:
+        srv.stop(timeout=1)
+
+
+def test_a_replayed_difference_is_logged_with_the_request_and_both_answers(tmp_path):
+    from gevent.pywsgi import WSGIServer
+
+    from wsgimirror.replay import Options, Replay
+
+    def candidate(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"v": 2}']
+
+    base = 1_764_160_000_000_000_000
+    recorded = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"v": 1}'
+    path = gor(tmp_path / "one.gor", [(base, get("/users/7?full=1"))], {0: recorded})
+    log = tmp_path / "diff.jsonl"
+    srv = WSGIServer(("127.0.0.1", 0), candidate, log=None)
+    srv.start()
+    try:
+        from wsgimirror.config import CompareSettings
+
+        settings = CompareSettings(log=str(log), examples=1)
+        options = Options(paths=[str(path)], target=f"http://127.0.0.1:{srv.server_port}", speed=0, compare=True,
+                          compare_settings=settings)  # fmt: skip
+        assert Replay(options).run()["compare"]["different"] == 1
+    finally:
+        srv.stop(timeout=1)
+    [example] = [json.loads(line) for line in log.read_text().splitlines() if '"example"' in line]
+    assert (example["route"], example["cluster"], example["source"]) == ("replay", "target", "candidate")
+    assert example["request"]["method"] == "GET" and example["request"]["target"] == "/users/7?full=1"
+    import base64
+
+    bodies = [base64.b64decode(example[side]["body"]) for side in ("app", "mirror")]
+    assert bodies == [b'{"v": 1}', b'{"v": 2}'] and example["app"]["status"] == 200  # the recorded, the replayed
+    assert [d["field"] for d in example["differences"]] == ["body.v"]
