@@ -37,8 +37,8 @@ TESTS: dict[str, list[str]] = {
     "sender": ["tests/test_sender.py", "tests/e2e/test_breaker.py", "tests/e2e/test_reload.py",
                "tests/e2e/test_control_faults.py", "tests/e2e/test_record.py", "tests/e2e/test_compare.py", "-k",
                "not sigterm and not sighup and not check_and_serve and not gunicorn"],
-    "transport": ["tests/e2e/test_mirror_faults.py", "tests/e2e/test_tls.py", "tests/test_sender.py",
-                  "tests/e2e/test_compare.py"],
+    "transport": ["tests/test_transport.py", "tests/e2e/test_mirror_faults.py", "tests/e2e/test_tls.py",
+                  "tests/test_sender.py", "tests/e2e/test_compare.py"],
     # shadow comparison (a module of the compare package is named with a dot)
     "response": ["tests/test_response.py", "tests/test_compare.py", "tests/e2e/test_compare.py"],
     "compare.trees": ["tests/test_compare.py", "tests/e2e/test_compare.py"],

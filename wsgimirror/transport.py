@@ -359,16 +359,26 @@ def _roundtrip(
 def _write(sock: socket.socket, head: bytes, body: BodyBuffer | None, deadline: float | None) -> None:
     _arm(sock, deadline)
     if body is None or body.size == 0:
-        sock.sendall(head)
+        _send(sock, head)
         return
     small = body.in_memory() if body.size <= SMALL_BODY else None
     if small is not None:
-        sock.sendall(head + small)
+        _send(sock, head + small)
         return
     sock.sendall(head)
     for piece in body.chunks():
         _arm(sock, deadline)
         sock.sendall(piece)
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    """``sendall`` in one ``send`` when the socket takes it all, as it does a head and a small body.
+
+    gevent's ``sendall`` asks the socket's buffer size first, a system call per mirror.
+    """
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: float | None) -> int:
