@@ -51,7 +51,9 @@ def test_rotation_happens_past_the_limit_not_at_it_and_the_new_file_is_private(t
 def test_a_new_process_writes_its_own_file_with_its_own_identity(tmp_path, monkeypatch):
     writer = DiffLogWriter(str(tmp_path / "d-{pid}.jsonl"), 1 << 20)
     writer.write({"type": "counts"})
-    monkeypatch.setattr(difflog.os, "getpid", lambda: 4242)  # as in a worker forked after the first write
+    from wsgimirror import _pid
+
+    monkeypatch.setattr(_pid, "_current", 4242)  # as in a worker forked after the first write
     writer.write({"type": "counts"})
     (line,) = lines(tmp_path / "d-4242.jsonl")
     assert json.loads(line)["process"]["pid"] == 4242

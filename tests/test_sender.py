@@ -1,5 +1,6 @@
 """The sender's per-destination state: circuits, candidates and the process-wide admission count."""
 
+import os
 import time
 
 import pytest
@@ -168,3 +169,56 @@ def test_the_thread_executor_runs_max_in_flight_mirrors_at_once(server, make_sin
     assert max(r.at for r in requests) - min(r.at for r in requests) < 0.9  # none waited for another to end
     wait_until(lambda: mw.stats()["succeeded"] == 12, 10)
     mw.close(timeout=5)
+
+
+def test_a_forked_child_knows_its_own_process_id():
+    from wsgimirror._pid import current_pid
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report what it sees, and leave at once
+        os.write(write, f"{current_pid()} {os.getpid()}".encode())
+        os._exit(0)
+    os.close(write)
+    seen, real = os.read(read, 100).decode().split()
+    os.close(read)
+    os.waitpid(child, 0)
+    assert seen == real == str(child) and current_pid() == os.getpid()
+
+
+def test_after_a_burst_the_mirrors_greenlets_are_few_and_reused(server, make_sink):
+    import gc
+
+    from greenlet import greenlet
+
+    from wsgimirror.sender import PARKED_WORKERS
+
+    def workers() -> int:
+        """Greenlets of this middleware's mirror workers (the in-process sink has greenlets of its own)."""
+        gc.collect()
+        count = 0
+        for o in gc.get_objects():
+            frame = o.gr_frame if isinstance(o, greenlet) else None
+            while frame is not None and frame.f_code.co_name != "_work":
+                frame = frame.f_back
+            count += frame is not None and frame.f_locals.get("self") is mw._runtime._executor
+        return count
+
+    slow = make_sink(delay=0.2)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, mirror_config(slow.address, MaxInFlight=100, Timeout=5))
+    with Client(server(mw)) as client:
+        for i in range(100):  # 100 mirrors at once: 100 workers
+            client.request("GET", f"/{i}")
+        wait_until(lambda: mw.stats()["succeeded"] == 100, 10)
+        after_burst = workers()
+        for i in range(20):  # one at a time: parked workers are reused, none is added
+            client.request("GET", f"/again/{i}")
+            wait_until(lambda i=i: mw.stats()["succeeded"] == 101 + i, 10)
+        assert workers() == after_burst
+    assert after_burst == PARKED_WORKERS  # the other 68 ended with their mirrors
+    assert mw.close(timeout=5) and workers() == 0  # closed: none is left

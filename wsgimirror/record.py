@@ -34,6 +34,7 @@ from collections import deque
 
 from ._gevent import original
 from ._logs import Throttled
+from ._pid import current_pid
 from .gor import REQUEST, RESPONSE, SEPARATOR, payload_header
 from .stats import new_lock
 
@@ -178,16 +179,16 @@ class Recorder:
 
     def _started(self) -> None:
         """Start the writer (again, in a forked child: the parent's thread and files are not ours)."""
-        if self._pid == os.getpid():
+        if self._pid == current_pid():
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self._pid == current_pid():
                 return
             self._reset()
             self._notify = _hub_watcher(self._deliver)
             self._stopped.acquire()
             original("_thread", "start_new_thread")(self._run, ())
-            self._pid = os.getpid()
+            self._pid = current_pid()
 
     # -- outcomes, back on the submitting side ------------------------------------------------------
 
@@ -346,13 +347,13 @@ class Recorder:
 
     def close_chunk(self) -> None:
         """Close the current chunk once what is queued is written, without waiting; the recorder stays usable."""
-        if self._pid == os.getpid():
+        if self._pid == current_pid():
             self._chunk_done = True
             self._signal()
 
     def close(self, timeout: float = 5.0) -> bool:
         """Write what is queued, flush and close the chunk; True when the writer finished in time."""
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             return True
         with self._lock:
             if self._closing:

@@ -13,7 +13,6 @@ dropped (``backlog_full``). Under CPU saturation this sheds mirrors, never real 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -22,6 +21,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from ._gevent import sockets_patched
+from ._pid import current_pid
 from .balancing import POLICIES, Policy
 from .compare.comparer import NO_ANSWER, request_record
 from .errors import MirrorSendError
@@ -44,6 +44,7 @@ if t.TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IDLE_PRIORITY = -2  # libev's EV_MINPRI: mirrors start after every other event of the loop
+PARKED_WORKERS = 32  # idle worker greenlets kept for the next mirrors (about 20 KiB each)
 OVERLOADED = "overloaded"  # a mirror waited longer than Timeout for the loop to be idle
 
 
@@ -142,22 +143,28 @@ class ClusterState:
 
 
 class _GeventExecutor:
-    """Greenlets in a group, each started when the event loop has nothing else to do.
+    """Mirrors run in worker greenlets, each mirror started when the event loop has nothing else to do.
 
     A mirror waits in a FIFO until a libev idle watcher of the lowest priority fires: only when no
     I/O, timer or other event is pending, that is when the real traffic has been served. Under
     saturation the loop is never idle, mirrors wait, ``MaxInFlight`` fills, and further copies are
     dropped (``backlog_full``); a mirror that waited longer than ``Timeout`` is dropped when its turn
     comes (``overloaded``). The runtime's admission count bounds how many wait or run.
+
+    A worker that ended its mirror parks, and the next mirror reuses it: a new greenlet per mirror
+    cost its creation, its group's bookkeeping and, on Python 3.11, a frame stack mapped and unmapped
+    (two system calls). Up to :data:`PARKED_WORKERS` wait parked; past that, a worker ends with its mirror.
     """
 
     name = "gevent"
 
     def __init__(self) -> None:
-        from gevent.pool import Group
+        from gevent import get_hub
 
-        self._group = Group()
+        self._hub = get_hub()
         self._waiting: deque[tuple[t.Callable[..., None], tuple[t.Any, ...]]] = deque()
+        self._parked: list[t.Any] = []  # worker greenlets waiting for a mirror
+        self._running = 0  # mirrors started and not ended
         self._idle: t.Any = None  # the loop's idle watcher, made on the first mirror
 
     def try_submit(self, fn: t.Callable[..., None], *args: t.Any) -> bool:
@@ -173,21 +180,56 @@ class _GeventExecutor:
         return True
 
     def _start_one(self) -> None:
-        """The loop is idle: start the mirror that waited longest."""
+        """The loop is idle: start the mirror that waited longest, on a parked worker or a new one.
+
+        This runs in the hub, as gevent's own callbacks do: the worker runs until it waits for I/O.
+        """
         waiting = self._waiting
         if waiting:
-            fn, args = waiting.popleft()
-            self._group.spawn(fn, *args)
+            job = waiting.popleft()
+            self._running += 1
+            if self._parked:
+                self._parked.pop().switch(job)
+            else:
+                from greenlet import greenlet
+
+                greenlet(self._work, self._hub).switch(job)
         if not waiting:
             self._idle.stop()
+
+    def _work(self, job: tuple[t.Callable[..., None], tuple[t.Any, ...]]) -> None:
+        """A worker: run a mirror (it never raises), then park until the idle watcher hands over the next."""
+        from greenlet import getcurrent
+
+        while True:
+            fn, args = job
+            try:
+                fn(*args)
+            finally:
+                self._running -= 1
+            if len(self._parked) >= PARKED_WORKERS:
+                return
+            self._parked.append(getcurrent())
+            job = self._hub.switch()
 
     def join(self, timeout: float) -> bool:
         import gevent
 
         deadline = time.monotonic() + timeout
-        while self._waiting and time.monotonic() < deadline:
-            gevent.sleep(0.001)  # idle now, so they start
-        return not self._waiting and bool(self._group.join(timeout=max(0.0, deadline - time.monotonic())))
+        while (self._waiting or self._running) and time.monotonic() < deadline:
+            gevent.sleep(0.001)  # the loop is idle now, so waiting mirrors start; running ones end
+        self._end_parked()
+        return not self._waiting and not self._running
+
+    def _end_parked(self) -> None:
+        """End the parked workers (a later mirror starts a new one): closing leaves no greenlet behind."""
+        from greenlet import getcurrent
+
+        here = getcurrent()
+        while self._parked:
+            worker = self._parked.pop()
+            worker.parent = here  # it ends by returning here, not to the hub
+            worker.throw()  # GreenletExit, where it waits
 
 
 class _ThreadExecutor:
@@ -268,18 +310,18 @@ class Runtime:
         self.cooperative = self._executor.name == "gevent" and sockets_patched()
         self._pools = {}
         self.in_flight = 0
-        self._pid = os.getpid()
+        self._pid = current_pid()
 
     def executor(self, settings: MirrorSettings) -> _GeventExecutor | _ThreadExecutor:
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             with self._lock:
-                if self._pid != os.getpid():
+                if self._pid != current_pid():
                     self._fresh(settings)
         return t.cast("_GeventExecutor | _ThreadExecutor", self._executor)
 
     @property
     def executor_name(self) -> str | None:
-        return self._executor.name if self._executor is not None and self._pid == os.getpid() else None
+        return self._executor.name if self._executor is not None and self._pid == current_pid() else None
 
     def pool(
         self,
@@ -329,7 +371,7 @@ class Runtime:
 
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every mirror in flight, then close all connections."""
-        if self._executor is None or self._pid != os.getpid():
+        if self._executor is None or self._pid != current_pid():
             return True
         deadline = time.monotonic() + timeout
         done = self._executor.join(timeout)
@@ -422,16 +464,16 @@ class Dispatcher:
 
     def _runtime(self) -> tuple[_GeventExecutor | _ThreadExecutor, dict[str, ClusterState]]:
         """Executor and cluster states, created on first use in each process (the runtime's too)."""
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             with self._lock:
-                if self._pid != os.getpid():
+                if self._pid != current_pid():
                     settings, runtime = self.config.mirror, self._runtime_shared
                     self._executor = runtime.executor(settings)
                     self._clusters = {
                         cid: ClusterState(c, self.config, runtime) for cid, c in self.config.clusters.items()
                     }
                     self._active = 0
-                    self._pid = os.getpid()
+                    self._pid = current_pid()
         return t.cast("_GeventExecutor | _ThreadExecutor", self._executor), self._clusters
 
     def open_circuits(self, cluster_ids: t.Iterable[str]) -> list[str]:
@@ -452,7 +494,7 @@ class Dispatcher:
 
     def circuits(self) -> dict[str, str]:
         """The circuit state of each destination in this process: closed, open or half_open."""
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             return {}
         return {d.key: d.state for state in self._clusters.values() for d in state.destinations}
 

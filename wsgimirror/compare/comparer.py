@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import time
 import typing as t
 from collections import deque
 
 from .._logs import Throttled
+from .._pid import current_pid
 from ..capture import CaptureBudget
 from ..config import CompareSettings
 from ..response import Answer, AnswerTee
@@ -157,10 +157,10 @@ class Comparer:
         In the thread executor the mirror already runs in a thread of its own."""
         if not cooperative:
             return work(*args)
-        if self._pool_pid != os.getpid():
+        if self._pool_pid != current_pid():
             from gevent.threadpool import ThreadPool
 
-            self._pool, self._pool_pid = ThreadPool(COMPARE_THREADS), os.getpid()
+            self._pool, self._pool_pid = ThreadPool(COMPARE_THREADS), current_pid()
         return t.cast("list[Difference]", self._pool.apply(work, args))
 
     def _count(

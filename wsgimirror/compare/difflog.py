@@ -27,6 +27,7 @@ import typing as t
 
 from .._logs import Throttled
 from .._paths import NoMatch, expand
+from .._pid import current_pid
 from ..stats import new_lock
 from .analysis import Counts, merge
 
@@ -37,7 +38,7 @@ EXAMPLE_BODY_BYTES = 16 * 1024
 
 
 def process_identity() -> dict[str, t.Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": round(time.time(), 3)}
+    return {"host": socket.gethostname(), "pid": current_pid(), "start": round(time.time(), 3)}
 
 
 class DiffLogWriter:
@@ -70,9 +71,9 @@ class DiffLogWriter:
             return False
 
     def _open(self) -> None:
-        if self._pid == os.getpid() and self._fd >= 0:
+        if self._pid == current_pid() and self._fd >= 0:
             return
-        self._pid = os.getpid()  # in a forked child, the parent's descriptor is left alone
+        self._pid = current_pid()  # in a forked child, the parent's descriptor is left alone
         self._fd = -1
         self.identity = process_identity()
         self.path = self.template.replace("{pid}", str(self._pid))
@@ -88,7 +89,7 @@ class DiffLogWriter:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd >= 0 and self._pid == os.getpid():
+            if self._fd >= 0 and self._pid == current_pid():
                 os.close(self._fd)
             self._fd = -1
 
