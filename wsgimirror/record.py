@@ -252,7 +252,7 @@ class Recorder:
             if self._file is None:
                 self._open_chunk()
             write = self._file.write
-            size += write(payload_header(REQUEST, record.id, record.arrived_ns))
+            size = write(payload_header(REQUEST, record.id, record.arrived_ns))
             size += write(record.head)
             for piece in record.body.chunks(_WRITE_PIECE):
                 size += write(piece)
@@ -333,13 +333,12 @@ class Recorder:
         """After a failure: leave that chunk (it may end in a partial payload) and fail what it held unflushed;
         the next copy starts a new chunk. Returns ``reason``."""
         self._settle(reason)
-        for handle in dict.fromkeys((self._file, self._raw)):  # the gzip layer first, then the file
-            if handle is None:
-                continue
-            try:
-                handle.close()  # flushing fails again; the descriptor is closed all the same
-            except (OSError, ValueError):
-                pass
+        if self._file is not None:
+            for handle in dict.fromkeys((self._file, self._raw)):  # the gzip layer first, then the file
+                try:
+                    handle.close()  # flushing fails again; the descriptor is closed all the same
+                except (OSError, ValueError):
+                    pass
         self._file = self._raw = None
         return reason
 

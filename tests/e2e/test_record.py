@@ -9,6 +9,7 @@ import os
 import signal
 import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -219,7 +220,11 @@ def test_the_hour_in_a_path_expands_when_a_chunk_opens(recording, tmp_path):
     assert path.name == f"t-{time.strftime('%Y%m%d%H', time.gmtime())}_{os.getpid()}_0.gor"
 
 
-def test_a_full_disk_fails_the_copies_it_refuses_then_recording_resumes_in_a_new_chunk(recording, tmp_path):
+def test_a_full_disk_fails_the_copies_it_refuses_then_recording_resumes_in_a_new_chunk(recording, tmp_path, caplog):
+    from wsgimirror import record as record_module
+
+    record_module._failed._next, record_module._failed._held = 0.0, 0
+    caplog.set_level(logging.WARNING, logger="wsgimirror.record")
     config = record_config(f"file://{tmp_path}/t.gor", record_responses=False, Record={"FlushSeconds": 0.1})
     middleware, address = recording(config)
     one_request(address, method="POST", target="/before", body=b"1")
@@ -239,6 +244,9 @@ def test_a_full_disk_fails_the_copies_it_refuses_then_recording_resumes_in_a_new
     assert (stats["succeeded"], stats["failed"]) == (2, 1)
     assert [p.start for p in payloads(chunk)] == ["POST /before HTTP/1.1"]
     assert [p.start for p in payloads(tmp_path / f"t_{os.getpid()}_1.gor")] == ["POST /after HTTP/1.1"]
+    [warning] = [r for r in caplog.records if "could not" in r.getMessage()]
+    assert warning.getMessage() == f"wsgimirror could not record to {chunk}: [Errno 28] No space left on device"
+    assert not warning.exc_info  # a full disk is no bug: no traceback
 
 
 class _SlowBody:
@@ -587,6 +595,7 @@ def test_a_bug_while_writing_fails_the_copy_as_io_error_and_the_next_one_is_writ
     assert [why for _, why in outcomes] == [None, "io_error", None] and broken.released == fine.released == 1
     [warning] = [r for r in caplog.records if "could not record" in r.getMessage()]
     assert warning.getMessage() == f"wsgimirror could not record to {tmp_path / 't.gor'}: RuntimeError('a bug')"
+    assert warning.exc_info[0] is RuntimeError  # a bug: its traceback is logged
     assert len(recorder.files) == 2  # the chunk the failure may have cut was left; the next copy opened another
 
 
@@ -598,10 +607,13 @@ def test_without_gevents_threads_outcomes_are_counted_by_the_writer_itself(tmp_p
     from wsgimirror.config import RecordSettings
 
     recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(flush_seconds=0.05))
-    body = _Body(5)
+    body, broken = _Body(5), _Body(5, fail=RuntimeError("a bug"))
     assert recorder.submit(a_record(body, outcomes)) is None
     wait_until(lambda: outcomes, 5, "the outcome")
     assert outcomes == [("c" * 24, None)] and body.released == 1
+    assert recorder.submit(a_record(broken, outcomes)) is None
+    wait_until(lambda: len(outcomes) == 2, 5, "the second outcome")
+    assert outcomes[1] == ("c" * 24, "io_error") and broken.released == 1
     recorder.close(5)
 
 
@@ -625,7 +637,7 @@ def test_a_failure_to_count_an_outcome_is_logged_and_the_others_are_still_counte
     assert recorder.close(5)
     assert counted == [None]
     [warning] = [r for r in caplog.records if "count" in r.getMessage()]
-    assert warning.getMessage() == "wsgimirror could not count a recorded copy" and warning.exc_info is not None
+    assert warning.getMessage() == "wsgimirror could not count a recorded copy" and warning.exc_info[0] is ValueError
 
 
 def test_what_a_copy_reserves_of_max_bytes_covers_what_it_writes_and_little_more(tmp_path):
@@ -634,7 +646,12 @@ def test_what_a_copy_reserves_of_max_bytes_covers_what_it_writes_and_little_more
 
     recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(flush_seconds=0.05))
     long_head = b"POST /a/long/path?x=1 HTTP/1.1\r\nHost: h.example\r\nX-A: " + b"a" * 500 + b"\r\n\r\n"
-    answers = [None, an_answer([]), an_answer([("Content-Type", "text/plain")] * 20, b"x" * 5000, "503 Busy Now")]
+    answers = [
+        None,
+        an_answer([]),
+        an_answer([("Content-Type", "text/plain")] * 20, b"x" * 5000, "503 Busy Now"),
+        an_answer([], b"", "299 " + "r" * 300),
+    ]  # a reason phrase longer than the room the estimate adds
     outcomes: list = []
     for head in (b"GET / HTTP/1.1\r\n\r\n", long_head):
         for answer in answers:
@@ -742,3 +759,32 @@ def test_sigterm_writes_every_recorded_copy_before_the_server_exits(tmp_path):
     assert status == 0, err
     assert [(p.start, len(p.body)) for p in payloads(chunk)] == [(f"POST /r{i} HTTP/1.1", i) for i in range(10)]
     assert "mirrored: 10 succeeded, 0 failed, 0 in flight" in err, err
+
+
+def test_closing_with_a_file_destination_no_request_reached_says_everything_ended(recording, tmp_path, sink):
+    config = record_config(f"file://{tmp_path}/t.gor", route={"Match": {"Paths": ["/recorded/*"]},
+                                                              "Metadata": {"MirrorCluster": "rec"}})  # fmt: skip
+    config["ReverseProxy"]["Routes"]["sent"] = {"Match": {"Paths": ["/sent/*"]}, "Metadata": {"MirrorCluster": "web"}}
+    config["ReverseProxy"]["Clusters"]["web"] = {"Destinations": [{"Address": sink.address}]}
+    middleware, address = recording(config)
+    one_request(address, target="/sent/1")  # the file's writer never starts in this process
+    sink.wait_for(1)
+    assert middleware.close(timeout=5) is True and files(tmp_path, "t_*") == []
+
+
+def test_a_recorder_never_keeps_the_event_loop_alive():
+    """Its watcher is unreferenced: a script that records and then waits for the loop to empty still ends."""
+    from gevent import get_hub
+
+    from wsgimirror.config import RecordSettings
+
+    loop = get_hub().loop
+    with tempfile.TemporaryDirectory() as directory:
+        recorder = Recorder(f"{directory}/t.gor", RecordSettings(flush_seconds=0.05))
+        before = loop.activecnt
+        recorder._started()  # the writer and its watcher start (nothing else runs meanwhile: no switch)
+        assert recorder._notify.active and loop.activecnt == before  # started, and not counted by the loop
+        outcomes: list = []
+        recorder.submit(a_record(_Body(3), outcomes))
+        wait_until(lambda: outcomes, 5, "the outcome")  # it still delivers
+        assert recorder.close(5)
