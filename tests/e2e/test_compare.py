@@ -472,3 +472,26 @@ def test_an_app_yielding_text_instead_of_bytes_fails_as_without_the_middleware(s
     mw = MirrorMiddleware(buggy, compare_config(sink.address))
     assert raw_exchange(server(mw), "/bug") == bare
     assert settled(mw, 1)["skipped"] == {"not_captured": 1}
+
+
+def test_a_head_answer_announcing_a_body_it_does_not_send_is_compared_at_once(server):
+    """A HEAD answer's Content-Length describes the GET's body: nothing follows it, and nothing is waited for."""
+    from tests.helpers import ScriptedServer
+
+    def head_answer(sock, head, body):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Version: 2\r\nContent-Length: 100\r\n\r\n")
+        return True
+
+    candidate = ScriptedServer(head_answer)
+    try:
+        app = answering(headers=[("Content-Type", "text/plain"), ("X-Version", "1")], body=b"app body")
+        mw = MirrorMiddleware(app, compare_config(candidate.address))
+        started = time.monotonic()
+        assert one_request(server(mw), method="HEAD", target="/h").body == b""
+        compare = settled(mw, 1)
+        assert time.monotonic() - started < 5 and compare["skipped"] == {}
+        assert {f: v["kinds"] for f, v in compare["by_endpoint"]["HEAD /h"]["fields"].items()} == {
+            "headers.x-version": {"value": 1}
+        }
+    finally:
+        candidate.stop()

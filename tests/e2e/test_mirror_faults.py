@@ -94,18 +94,23 @@ def drive(server, mw, count=10, one_by_one=False):
 
 
 FAULTS = [
-    ("refused", None, {}),
-    ("timeout", never_answers, {"Timeout": 0.3}),
-    ("reset", resets_mid_response, {}),
-    ("bad_response", answer(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", keep=False), {}),
-    ("timeout", drips, {"Timeout": 0.3}),
-    ("closed", answer(b"", keep=False), {}),
-]
+    ("refused", None, {}, "refused: "),
+    ("timeout", never_answers, {"Timeout": 0.3}, "timeout: no complete answer in time"),
+    ("reset", resets_mid_response, {}, "reset: [Errno 104] Connection reset by peer"),
+    ("bad_response", answer(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", keep=False), {},
+     "bad_response: not a valid HTTP response: "),
+    ("timeout", drips, {"Timeout": 0.3}, "timeout: no complete answer in time"),
+    ("closed", answer(b"", keep=False), {}, "closed: the destination closed the connection without answering"),
+    ("closed", answer(b"HTTP/1.1 200 OK\r\nContent-Le", keep=False), {},
+     "closed: the connection closed in the middle of the response head"),
+    ("bad_response", answer(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n"), {},
+     "bad_response: the destination switched protocols"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("reason, behaviour, knobs", FAULTS, ids=[f[0] + "-" + str(i) for i, f in enumerate(FAULTS)])
+@pytest.mark.parametrize("reason, behaviour, knobs, detail", FAULTS, ids=[f"{f[0]}-{i}" for i, f in enumerate(FAULTS)])
 def test_faulty_mirrors_never_reach_the_client(
-    server, scripted, caplog, hub_errors, reason, behaviour, knobs, executor
+    server, scripted, caplog, hub_errors, reason, behaviour, knobs, detail, executor
 ):
     address = scripted(behaviour).address if behaviour else f"http://127.0.0.1:{free_port()}"
     mw = MirrorMiddleware(
@@ -116,7 +121,8 @@ def test_faulty_mirrors_never_reach_the_client(
         wait_until(lambda: mw.stats()["failed"] == 10)
     stats = mw.stats()
     assert stats["failures"] == {reason: 10} and stats["in_flight"] == 0
-    assert len([r for r in caplog.records if r.name.startswith("wsgimirror")]) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.name.startswith("wsgimirror")]
+    assert f"is failing: {detail}" in line, line
     assert hub_errors.getvalue() == ""
 
 
@@ -234,3 +240,57 @@ def test_a_destination_without_tcp_nodelay_does_not_stall_each_mirror_on_delayed
         assert mw.stats()["by_cluster"]["m"]["latency_ms"]["p50"] < 20  # about 42 ms per mirror without quick ACKs
     finally:
         legacy.stop(timeout=1)
+
+
+def test_a_destination_that_resets_while_the_body_is_written_fails_as_reset(server, executor):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def resets_after_the_head():  # reads a little, then resets with the rest of the body unread
+        conn, _ = listener.accept()
+        conn.recv(1024)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    destination = gevent.spawn(resets_after_the_head)
+    try:
+        mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{listener.getsockname()[1]}",
+                                                 MaxBodyBytes=64 << 20, Executor=executor))  # fmt: skip
+        upload = b"u" * (16 << 20)
+        with Client(server(mw)) as client:
+            assert client.request("POST", "/upload", body=upload).body == b"real:" + upload
+        wait_until(lambda: mw.stats()["failed"] == 1)
+        assert mw.stats()["failures"] == {"reset": 1}
+    finally:
+        destination.kill()
+        listener.close()
+
+
+def test_an_answer_slower_than_connect_timeout_but_within_timeout_is_waited_for(server, scripted, executor):
+    def answers_late(sock, head, body):
+        gevent.sleep(0.5)
+        sock.sendall(OK)
+        return True
+
+    dest = scripted(answers_late)
+    mw = MirrorMiddleware(app, mirror_config(dest.address, ConnectTimeout=0.2, Timeout=3, Executor=executor))
+    drive(server, mw, count=1)
+    wait_until(lambda: mw.stats()["succeeded"] + mw.stats()["failed"] == 1)
+    assert mw.stats()["succeeded"] == 1
+
+
+def test_a_destination_that_never_reads_the_body_times_out(server, executor):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepted by the kernel, never read: the body fills the buffers and waits
+    try:
+        mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{listener.getsockname()[1]}", Timeout=0.5,
+                                                 MaxBodyBytes=64 << 20, Executor=executor))  # fmt: skip
+        with Client(server(mw)) as client:
+            client.request("POST", "/upload", body=b"u" * (16 << 20))
+        started = time.monotonic()
+        wait_until(lambda: mw.stats()["failed"] == 1, 5)
+        assert mw.stats()["failures"] == {"timeout": 1} and time.monotonic() - started < 2
+    finally:
+        listener.close()
