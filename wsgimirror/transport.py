@@ -156,9 +156,9 @@ class _StaleConnection(Exception):
 
 
 class _ResetAfter(Exception):
-    """The destination reset the connection after ``received`` bytes of the answer."""
+    """The destination reset the connection, after part of the answer (``received``) or before any."""
 
-    def __init__(self, received: int) -> None:
+    def __init__(self, received: bool) -> None:
         super().__init__()
         self.received = received
 
@@ -346,7 +346,7 @@ def _roundtrip(
         raise MirrorSendError("reset", str(err)) from err
     except OSError as err:
         raise MirrorSendError("socket_error", str(err)) from err
-    if received == 0:
+    if not received:
         if reused:
             raise _StaleConnection()
         raise MirrorSendError("closed", "the destination closed the connection without answering")
@@ -381,11 +381,11 @@ def _send(sock: socket.socket, data: bytes) -> None:
         sock.sendall(memoryview(data)[sent:])
 
 
-def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: float | None) -> int:
-    """Feed the parser until the response ends; returns the bytes received (0: nothing came)."""
-    received = 0
-    limit = float("inf") if isinstance(response, _KeptResponse) else DRAIN_LIMIT
-    while not response.done and response.body_bytes <= limit:
+def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: float | None) -> bool:
+    """Feed the parser until the response ends, or its body passed DRAIN_LIMIT (a kept answer's body is not
+    counted: it is read to the end); returns whether anything came at all."""
+    received = False
+    while not response.done and response.body_bytes <= DRAIN_LIMIT:
         _arm(sock, deadline)
         _quick_ack(sock)
         try:
@@ -394,7 +394,7 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
             raise _ResetAfter(received) from err
         if not data:
             break  # close-delimited body, or the connection dropped: the caller decides
-        received += len(data)
+        received = True
         parser.feed_data(data)
     return received
 

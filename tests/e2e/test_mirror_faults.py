@@ -4,6 +4,7 @@ Each destination is a raw TCP server with a scripted answer, so every framing an
 """
 
 import logging
+import re
 import socket
 import struct
 import time
@@ -242,7 +243,7 @@ def test_a_destination_without_tcp_nodelay_does_not_stall_each_mirror_on_delayed
         legacy.stop(timeout=1)
 
 
-def test_a_destination_that_resets_while_the_body_is_written_fails_as_reset(server, executor):
+def test_a_destination_that_resets_while_the_body_is_written_fails_as_reset(server, executor, caplog):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -262,6 +263,8 @@ def test_a_destination_that_resets_while_the_body_is_written_fails_as_reset(serv
             assert client.request("POST", "/upload", body=upload).body == b"real:" + upload
         wait_until(lambda: mw.stats()["failed"] == 1)
         assert mw.stats()["failures"] == {"reset": 1}
+        [line] = [r.getMessage() for r in caplog.records if "is failing" in r.getMessage()]
+        assert re.search(r"is failing: reset: \[Errno (104|32)\] (Connection reset by peer|Broken pipe)$", line), line
     finally:
         destination.kill()
         listener.close()
@@ -286,7 +289,8 @@ def test_a_destination_that_never_reads_the_body_times_out(server, executor):
     listener.listen(1)  # accepted by the kernel, never read: the body fills the buffers and waits
     try:
         mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{listener.getsockname()[1]}", Timeout=0.5,
-                                                 MaxBodyBytes=64 << 20, Executor=executor))  # fmt: skip
+                                                 ConnectTimeout=3, MaxBodyBytes=64 << 20,
+                                                 Executor=executor))  # fmt: skip
         with Client(server(mw)) as client:
             client.request("POST", "/upload", body=b"u" * (16 << 20))
         started = time.monotonic()
