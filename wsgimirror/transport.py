@@ -198,6 +198,9 @@ class _Response:
             self.keep_alive = self.parser.should_keep_alive()
             self.done = True
 
+    def closed(self) -> None:
+        """The destination closed the connection (the end of a close-delimited body; the caller decides)."""
+
 
 class _KeptResponse(_Response):
     """A response whose status, headers and body are kept in an :class:`~wsgimirror.response.Answer`
@@ -226,6 +229,12 @@ class _KeptResponse(_Response):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.answer.complete = self.done
+
+    def closed(self) -> None:
+        """An answer with neither Content-Length nor chunked framing ends where the connection does: complete."""
+        framed = any(k.lower() in ("content-length", "transfer-encoding") for k, _ in self.answer.headers)
+        if self.headers_done and not self.done and not framed:
+            self.answer.complete = True
 
 
 def exchange(
@@ -393,7 +402,8 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
         except (ConnectionResetError, BrokenPipeError) as err:
             raise _ResetAfter(received) from err
         if not data:
-            break  # close-delimited body, or the connection dropped: the caller decides
+            response.closed()  # a close-delimited body ends here, or the connection dropped
+            break
         received = True
         parser.feed_data(data)
     return received

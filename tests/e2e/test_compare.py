@@ -495,3 +495,29 @@ def test_a_head_answer_announcing_a_body_it_does_not_send_is_compared_at_once(se
         }
     finally:
         candidate.stop()
+
+
+def test_an_answer_delimited_by_the_connection_closing_is_compared(server):
+    """HTTP/1.1 allows a body with no length that ends when the connection does: it is a whole answer."""
+    from tests.helpers import ScriptedServer
+
+    def close_delimited(sock, head, body):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Version: 2\r\n\r\napp body")
+        return False
+
+    def cut_short(sock, head, body):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\napp body")
+        return False
+
+    app = answering(headers=[("Content-Type", "text/plain"), ("X-Version", "1")], body=b"app body")
+    for behaviour, skipped, fields in ((close_delimited, {}, {"headers.x-version": {"value": 1}}),
+                                       (cut_short, {"no_answer": 1}, {})):  # fmt: skip
+        candidate = ScriptedServer(behaviour)
+        try:
+            mw = MirrorMiddleware(app, compare_config(candidate.address))
+            one_request(server(mw), target="/h")
+            compare = settled(mw, 1)
+            assert compare["skipped"] == skipped
+            assert {f: v["kinds"] for f, v in compare["by_endpoint"]["GET /h"]["fields"].items()} == fields
+        finally:
+            candidate.stop()
