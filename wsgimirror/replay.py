@@ -262,8 +262,6 @@ class Replay:
             with _interrupts(self.stop):
                 while not self._stopping:
                     for request in self.source.requests():
-                        if self._stopping or self._out_of_time():
-                            break
                         delay = self._started + pacer.next(request.timestamp) - time.monotonic()
                         if options.duration is not None:
                             delay = min(delay, self._started + options.duration - time.monotonic())
@@ -329,8 +327,7 @@ class Replay:
         from .compare.comparer import NO_ANSWER, request_record
 
         comparer = self._comparer
-        path, _, query = request.target.partition("?")
-        environ = {"REQUEST_METHOD": request.method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query}
+        environ = {"REQUEST_METHOD": request.method, "PATH_INFO": request.target.partition("?")[0]}
         endpoint = comparer.endpoint(environ)
         try:
             recorded = self.source.answers.pop(request.id, None)
@@ -478,7 +475,7 @@ class _interrupts:
 
 def plan(options: Options) -> dict[str, t.Any]:
     """What a replay would send: counts per method and endpoint, and how long it would take."""
-    source = Source(replace(options, compare=False))
+    source = Source(options)
     endpoints = Endpoints(options.compare_settings.endpoints)
     methods: Counter[str] = Counter()
     by_endpoint: Counter[str] = Counter()
@@ -489,7 +486,7 @@ def plan(options: Options) -> dict[str, t.Any]:
         by_endpoint[endpoints.name(request.method, request.target.partition("?")[0])] += 1
         due = pacer.next(request.timestamp)
     count = sum(methods.values())
-    expected = due if options.speed > 0 or options.rate else 0.0
+    expected = due  # at --speed 0 the pacer gives every request 0
     if options.loop and options.duration is not None:
         expected = options.duration
     elif options.duration is not None:
@@ -549,4 +546,4 @@ def exit_status(summary: dict[str, t.Any]) -> int:
 
 
 def dumps(value: t.Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=False)
+    return json.dumps(value, indent=2)

@@ -213,6 +213,13 @@ def test_dry_run_counts_per_method_and_endpoint_and_the_expected_duration(tmp_pa
     status, out, _ = replay(str(FIXTURE), "--dry-run", "--rate", "2")
     assert status == 0
     assert "3 requests to replay" in out and "expected duration: 1.0s (2/s)" in out and "DELETE /items/{id}" in out
+    expected = {("--rate", "3"): 0.667, ("--speed", "2", "--duration", "100"): 5.0,  # the recording ends first
+                ("--speed", "2", "--duration", "100", "--loop"): 100.0, ("--speed", "0"): 0.0,
+                ("--filter-method", "PATCH"): 0.0}  # nothing to send  # fmt: skip
+    for args, seconds in expected.items():
+        source = str(FIXTURE) if "--rate" in args else str(path)
+        status, out, _ = replay(source, "--dry-run", *args, "--json")
+        assert status == 0 and json.loads(out)["expected_seconds"] == seconds, (args, out)
 
 
 def test_a_target_that_does_not_answer_fails_the_run(tmp_path):
@@ -312,6 +319,7 @@ def test_requests_without_a_recorded_answer_are_counted_not_recorded(target):
     status, out, _err = replay(str(FIXTURE), "--target", target.address, "--speed", "0", "--compare", "--json")
     compare = json.loads(out)["compare"]
     assert compare["skipped"] == {"not_recorded": 2} and compare["compared"] == 1
+    assert set(compare["by_endpoint"]) == {"POST /orders", "GET /items/{id}", "DELETE /items/{id}"}
     assert status == 1  # the sink's answer is not the recorded 201
 
 
@@ -651,3 +659,58 @@ def test_a_replayed_difference_is_logged_with_the_request_and_both_answers(tmp_p
     bodies = [base64.b64decode(example[side]["body"]) for side in ("app", "mirror")]
     assert bodies == [b'{"v": 1}', b'{"v": 2}'] and example["app"]["status"] == 200  # the recorded, the replayed
     assert [d["field"] for d in example["differences"]] == ["body.v"]
+
+
+def test_stop_ends_the_replay_and_it_still_returns_its_summary(target, tmp_path):
+    from wsgimirror.replay import Options, Replay
+
+    replayer = Replay(Options(paths=[str(recording_of(tmp_path, 10.0, 0.1))], target=target.address))
+    running = gevent.spawn(replayer.run)
+    wait_until(lambda: len(target.requests) >= 3, 5, "the replay to start")
+    replayer.stop()  # what Ctrl-C and SIGTERM do
+    summary = running.get(timeout=5)
+    assert 3 <= summary["sent"] < 101 and summary["sent"] == summary["succeeded"]
+
+
+def test_recorded_answers_that_are_cut_or_not_http_are_not_compared(target, tmp_path):
+    from wsgimirror.replay import Options, Replay
+
+    base = 1_764_160_000_000_000_000
+    answers = {0: b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nmirror-ok",  # whole: compared
+               1: b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nmirror-ok",  # cut: 9 of 50 bytes recorded
+               2: b"HTTP/1.1 abc Weird\r\nContent-Length: 9\r\n\r\nmirror-ok"}  # fmt: skip
+    path = gor(tmp_path / "answers.gor", [(base + i, get(f"/{i}")) for i in range(3)], answers)
+    summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, compare=True)).run()
+    assert summary["compare"]["compared"] == 1
+    assert summary["compare"]["skipped"] == {"not_captured": 2}
+
+
+def test_a_replayed_body_is_shown_in_the_logged_example(tmp_path):
+    import base64
+
+    from gevent.pywsgi import WSGIServer
+
+    from wsgimirror.config import CompareSettings
+    from wsgimirror.replay import Options, Replay
+
+    def candidate(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"v2"]
+
+    base = 1_764_160_000_000_000_000
+    post = b'POST /orders HTTP/1.1\r\nHost: rec.example\r\nContent-Length: 11\r\n\r\n{"id": 42}\n'
+    path = gor(tmp_path / "post.gor", [(base, post)], {0: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv1"})
+    log = tmp_path / "diff.jsonl"
+    srv = WSGIServer(("127.0.0.1", 0), candidate, log=None)
+    srv.start()
+    try:
+        options = Options(paths=[str(path)], target=f"http://127.0.0.1:{srv.server_port}", speed=0, compare=True,
+                          compare_settings=CompareSettings(log=str(log), examples=1))  # fmt: skip
+        Replay(options).run()
+    finally:
+        srv.stop(timeout=1)
+    [example] = [json.loads(line) for line in log.read_text().splitlines() if '"example"' in line]
+    shown = example["request"]
+    assert (base64.b64decode(shown["body"]), shown["body_length"]) == (b'{"id": 42}\n', 11)
+    assert example["endpoint"] == "POST /orders"
