@@ -714,3 +714,31 @@ def test_a_replayed_body_is_shown_in_the_logged_example(tmp_path):
     shown = example["request"]
     assert (base64.b64decode(shown["body"]), shown["body_length"]) == (b'{"id": 42}\n', 11)
     assert example["endpoint"] == "POST /orders"
+
+
+def test_an_answer_cut_short_by_the_target_is_counted_no_answer(tmp_path):
+    from tests.helpers import ScriptedServer
+    from wsgimirror.replay import Options, Replay
+
+    def cut_short(sock, head, body):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        return False
+
+    base = 1_764_160_000_000_000_000
+    path = gor(tmp_path / "one.gor", [(base, get("/users/7"))], {0: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
+    target = ScriptedServer(cut_short)
+    try:
+        summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, compare=True)).run()
+    finally:
+        target.stop()
+    compare = summary["compare"]
+    assert compare["skipped"] == {"no_answer": 1} and list(compare["by_endpoint"]) == ["GET /users/{id}"]
+
+
+def test_looping_over_a_recording_that_sends_nothing_ends_at_once(target):
+    from wsgimirror.replay import Options, Replay, exit_status
+
+    options = Options(paths=[str(FIXTURE)], target=target.address, speed=0, loop=True, methods=frozenset({"PATCH"}))
+    with gevent.Timeout(5):  # no --duration: without the guard it would go round forever
+        summary = Replay(options).run()
+    assert summary["sent"] == 0 and summary["filtered"] == 3 and exit_status(summary) == 1
