@@ -236,6 +236,15 @@ def test_a_target_that_does_not_answer_fails_the_run(tmp_path):
         ([str(FIXTURE)], "--target URL is required"),
         ([str(ROOT / "tests"), "--target", "http://127.0.0.1:1"], "tests: is a directory"),
         ([str(FIXTURE), "--target", "ftp://x"], "--target must be http://"),
+        ([str(FIXTURE), "--target", "http://[::1"], "--target is not a valid URL: Invalid IPv6 URL"),
+        (
+            [str(FIXTURE), "--target", "http://h/?q=1"],
+            "--target must not carry a query or fragment, got 'http://h/?q=1'",
+        ),
+        (
+            [str(FIXTURE), "--target", "http://h/#top"],
+            "--target must not carry a query or fragment, got 'http://h/#top'",
+        ),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1/café"], "--target must be ASCII (percent-encode its path)"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--speed", "-1"], "--speed must be at least 0"),
         ([str(FIXTURE), "--target", "http://127.0.0.1:1", "--rate", "0"], "--rate must be more than 0"),
@@ -742,3 +751,17 @@ def test_looping_over_a_recording_that_sends_nothing_ends_at_once(target):
     with gevent.Timeout(5):  # no --duration: without the guard it would go round forever
         summary = Replay(options).run()
     assert summary["sent"] == 0 and summary["filtered"] == 3 and exit_status(summary) == 1
+
+
+def test_the_summarys_figures_are_rounded_as_documented():
+    from wsgimirror.replay import Options, Replay, _percentile_ms
+
+    assert _percentile_ms([], 0.5) == 0.0
+    samples = [i / 1000 for i in range(1, 101)]  # 1 to 100 ms
+    assert (_percentile_ms(samples, 0.5), _percentile_ms(samples, 0.99)) == (51.0, 100.0)
+    assert _percentile_ms([0.0123456], 0.99) == 12.346
+    replayer = Replay(Options(paths=[str(FIXTURE)], target="http://127.0.0.1:1"))
+    replayer.results.sent, replayer.results.latencies = 10, samples
+    summary = replayer.summary(3.00049)
+    assert (summary["seconds"], summary["rate"], summary["latency_ms"]) == (3.0, 3.3, {"p50": 51.0, "p99": 100.0})
+    assert replayer.summary(0.0)["rate"] == 0.0
