@@ -765,3 +765,21 @@ def test_the_summarys_figures_are_rounded_as_documented():
     summary = replayer.summary(3.00049)
     assert (summary["seconds"], summary["rate"], summary["latency_ms"]) == (3.0, 3.3, {"p50": 51.0, "p99": 100.0})
     assert replayer.summary(0.0)["rate"] == 0.0
+
+
+def test_a_replayed_head_does_not_wait_for_the_body_its_answer_announces(tmp_path):
+    from tests.helpers import ScriptedServer
+    from wsgimirror.replay import Options, Replay
+
+    def head_answer(sock, head, body):  # kept alive, as a HEAD answer may be: no body follows its Content-Length
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        return True
+
+    base = 1_764_160_000_000_000_000
+    path = gor(tmp_path / "head.gor", [(base + i, f"HEAD /{i} HTTP/1.1\r\nHost: h\r\n\r\n".encode()) for i in range(3)])
+    target = ScriptedServer(head_answer)
+    try:
+        summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, concurrency=1, timeout=3)).run()
+    finally:
+        target.stop()
+    assert summary["succeeded"] == 3 and summary["seconds"] < 2 and target.connections == 1
