@@ -509,9 +509,14 @@ def test_an_answer_delimited_by_the_connection_closing_is_compared(server):
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\napp body")
         return False
 
+    def chunks_cut_short(sock, head, body):  # no last chunk: the answer is not whole
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n3\r\napp\r\n")
+        return False
+
     app = answering(headers=[("Content-Type", "text/plain"), ("X-Version", "1")], body=b"app body")
     for behaviour, skipped, fields in ((close_delimited, {}, {"headers.x-version": {"value": 1}}),
-                                       (cut_short, {"no_answer": 1}, {})):  # fmt: skip
+                                       (cut_short, {"no_answer": 1}, {}),
+                                       (chunks_cut_short, {"no_answer": 1}, {})):  # fmt: skip
         candidate = ScriptedServer(behaviour)
         try:
             mw = MirrorMiddleware(app, compare_config(candidate.address))
