@@ -6,7 +6,6 @@ import gzip
 import json
 import logging
 import os
-import signal
 import stat
 import sys
 import tempfile
@@ -748,14 +747,15 @@ def test_sigterm_writes_every_recorded_copy_before_the_server_exits(tmp_path):
     port = free_port()
     proc = Process([PY, "-m", "wsgimirror", "serve", "tests.e2e.apps:app", "--config", config,
                     "--bind", f"127.0.0.1:{port}"], ready="serving on")  # fmt: skip
-    with Client(("127.0.0.1", port)) as client:
-        for i in range(10):
-            assert client.request("POST", f"/r{i}", body=b"x" * i).status == 200
-    wait_until(lambda: files(tmp_path, "t_*"), 5, "the writer to open its chunk")
-    [chunk] = files(tmp_path, "t_*")
-    assert chunk.stat().st_size == 0  # all of it (about 2 KB) still in the file's 4 KiB buffer
-    proc.signal(signal.SIGTERM)
-    status, _, err = proc.stop(timeout=10)
+    try:
+        with Client(("127.0.0.1", port)) as client:
+            for i in range(10):
+                assert client.request("POST", f"/r{i}", body=b"x" * i).status == 200
+        wait_until(lambda: files(tmp_path, "t_*"), 5, "the writer to open its chunk")
+        [chunk] = files(tmp_path, "t_*")
+        assert chunk.stat().st_size == 0  # all of it (about 2 KB) still in the file's 4 KiB buffer
+    finally:
+        status, _, err = proc.stop(timeout=10)  # SIGTERM, by its pid, whatever happened above
     assert status == 0, err
     assert [(p.start, len(p.body)) for p in payloads(chunk)] == [(f"POST /r{i} HTTP/1.1", i) for i in range(10)]
     assert "mirrored: 10 succeeded, 0 failed, 0 in flight" in err, err
