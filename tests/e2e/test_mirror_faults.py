@@ -298,3 +298,41 @@ def test_a_destination_that_never_reads_the_body_times_out(server, executor):
         assert mw.stats()["failures"] == {"timeout": 1} and time.monotonic() - started < 2
     finally:
         listener.close()
+
+
+def test_a_timeout_under_a_second_lets_a_prompt_destination_answer(server, scripted, executor):
+    dest = scripted(answer(OK))
+    mw = MirrorMiddleware(app, mirror_config(dest.address, Timeout=0.5, Executor=executor))
+    drive(server, mw, count=3, one_by_one=True)
+    assert (mw.stats()["succeeded"], mw.stats()["failed"]) == (3, 0)
+
+
+def test_a_destination_that_reads_the_body_slowly_is_cut_off_at_the_timeout(server, executor):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def trickles():  # 64 KiB every 20 ms: each write ends within the timeout, the whole 16 MiB takes 5 s
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        try:
+            while conn.recv(65536):
+                gevent.sleep(0.02)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    destination = gevent.spawn(trickles)
+    try:
+        mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{listener.getsockname()[1]}", Timeout=1,
+                                                 ConnectTimeout=5, MaxBodyBytes=64 << 20,
+                                                 Executor=executor))  # fmt: skip
+        with Client(server(mw)) as client:
+            client.request("POST", "/upload", body=b"u" * (16 << 20))
+        started = time.monotonic()
+        wait_until(lambda: mw.stats()["failed"] == 1, 10)
+        assert mw.stats()["failures"] == {"timeout": 1} and time.monotonic() - started < 3
+    finally:
+        destination.kill()
+        listener.close()
