@@ -336,3 +336,20 @@ def test_a_destination_that_reads_the_body_slowly_is_cut_off_at_the_timeout(serv
     finally:
         destination.kill()
         listener.close()
+
+
+def test_a_reused_connection_closed_without_an_answer_is_retried_once_on_a_new_one(server, scripted, executor):
+    """The destination read the request on a kept-alive connection and closed it unanswered (as a server does
+    when its idle timeout races the request): nothing came back, so the mirror is sent again, once."""
+    answers = iter([OK, b"", OK])
+
+    def second_closed_unanswered(sock, head, body):
+        data = next(answers)
+        sock.sendall(data)
+        return bool(data)
+
+    dest = scripted(second_closed_unanswered)
+    mw = MirrorMiddleware(app, mirror_config(dest.address, BreakerFailures=0, Executor=executor))
+    drive(server, mw, count=2, one_by_one=True)
+    assert (mw.stats()["succeeded"], mw.stats()["failed"]) == (2, 0)
+    assert dest.connections == 2 and len(dest.requests) == 3  # the second mirror, sent again on a new connection
