@@ -3,6 +3,7 @@
 Each destination is a raw TCP server with a scripted answer, so every framing and fault is exact.
 """
 
+import contextlib
 import logging
 import re
 import socket
@@ -243,31 +244,54 @@ def test_a_destination_without_tcp_nodelay_does_not_stall_each_mirror_on_delayed
         legacy.stop(timeout=1)
 
 
-def test_a_destination_that_resets_while_the_body_is_written_fails_as_reset(server, executor, caplog):
+UPLOAD = b"u" * (16 << 20)  # more than the socket buffers take: the mirror is still writing when the fault comes
+
+
+@contextlib.contextmanager
+def raw_destination(handle=None):
+    """A listener whose one connection ``handle(conn)`` treats as it likes, then closes; its address.
+
+    With no ``handle`` the kernel accepts the connection and nothing ever reads it.
+    """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
 
-    def resets_after_the_head():  # reads a little, then resets with the rest of the body unread
+    def serve():
         conn, _ = listener.accept()
+        try:
+            handle(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    destination = gevent.spawn(serve) if handle is not None else None
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        if destination is not None:
+            destination.kill()
+        listener.close()
+
+
+def upload(server, mw) -> None:
+    with Client(server(mw)) as client:
+        assert client.request("POST", "/upload", body=UPLOAD).body == b"real:" + UPLOAD
+
+
+def test_a_destination_that_resets_while_the_body_is_written_fails_as_reset(server, executor, caplog):
+    def resets_after_the_head(conn):  # reads a little, then resets with the rest of the body unread
         conn.recv(1024)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()
 
-    destination = gevent.spawn(resets_after_the_head)
-    try:
-        mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{listener.getsockname()[1]}",
-                                                 MaxBodyBytes=64 << 20, Executor=executor))  # fmt: skip
-        upload = b"u" * (16 << 20)
-        with Client(server(mw)) as client:
-            assert client.request("POST", "/upload", body=upload).body == b"real:" + upload
+    with raw_destination(resets_after_the_head) as address:
+        mw = MirrorMiddleware(app, mirror_config(address, MaxBodyBytes=64 << 20, Executor=executor))
+        upload(server, mw)
         wait_until(lambda: mw.stats()["failed"] == 1)
-        assert mw.stats()["failures"] == {"reset": 1}
-        [line] = [r.getMessage() for r in caplog.records if "is failing" in r.getMessage()]
-        assert re.search(r"is failing: reset: \[Errno (104|32)\] (Connection reset by peer|Broken pipe)$", line), line
-    finally:
-        destination.kill()
-        listener.close()
+    assert mw.stats()["failures"] == {"reset": 1}
+    [line] = [r.getMessage() for r in caplog.records if "is failing" in r.getMessage()]
+    assert re.search(r"is failing: reset: \[Errno (104|32)\] (Connection reset by peer|Broken pipe)$", line), line
 
 
 def test_an_answer_slower_than_connect_timeout_but_within_timeout_is_waited_for(server, scripted, executor):
@@ -284,20 +308,13 @@ def test_an_answer_slower_than_connect_timeout_but_within_timeout_is_waited_for(
 
 
 def test_a_destination_that_never_reads_the_body_times_out(server, executor):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)  # accepted by the kernel, never read: the body fills the buffers and waits
-    try:
-        mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{listener.getsockname()[1]}", Timeout=0.5,
-                                                 ConnectTimeout=3, MaxBodyBytes=64 << 20,
-                                                 Executor=executor))  # fmt: skip
-        with Client(server(mw)) as client:
-            client.request("POST", "/upload", body=b"u" * (16 << 20))
+    with raw_destination() as address:  # accepted by the kernel, never read: the body fills the buffers and waits
+        config = mirror_config(address, Timeout=0.5, ConnectTimeout=3, MaxBodyBytes=64 << 20, Executor=executor)
+        mw = MirrorMiddleware(app, config)
+        upload(server, mw)
         started = time.monotonic()
         wait_until(lambda: mw.stats()["failed"] == 1, 5)
         assert mw.stats()["failures"] == {"timeout": 1} and time.monotonic() - started < 2
-    finally:
-        listener.close()
 
 
 def test_a_timeout_under_a_second_lets_a_prompt_destination_answer(server, scripted, executor):
@@ -308,34 +325,18 @@ def test_a_timeout_under_a_second_lets_a_prompt_destination_answer(server, scrip
 
 
 def test_a_destination_that_reads_the_body_slowly_is_cut_off_at_the_timeout(server, executor):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-
-    def trickles():  # 64 KiB every 20 ms: each write ends within the timeout, the whole 16 MiB takes 5 s
-        conn, _ = listener.accept()
+    def trickles(conn):  # 64 KiB every 20 ms: each write ends within the timeout, the whole 16 MiB takes 5 s
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        try:
-            while conn.recv(65536):
-                gevent.sleep(0.02)
-        except OSError:
-            pass
-        finally:
-            conn.close()
+        while conn.recv(65536):
+            gevent.sleep(0.02)
 
-    destination = gevent.spawn(trickles)
-    try:
-        mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{listener.getsockname()[1]}", Timeout=1,
-                                                 ConnectTimeout=5, MaxBodyBytes=64 << 20,
-                                                 Executor=executor))  # fmt: skip
-        with Client(server(mw)) as client:
-            client.request("POST", "/upload", body=b"u" * (16 << 20))
+    with raw_destination(trickles) as address:
+        config = mirror_config(address, Timeout=1, ConnectTimeout=5, MaxBodyBytes=64 << 20, Executor=executor)
+        mw = MirrorMiddleware(app, config)
+        upload(server, mw)
         started = time.monotonic()
         wait_until(lambda: mw.stats()["failed"] == 1, 10)
         assert mw.stats()["failures"] == {"timeout": 1} and time.monotonic() - started < 3
-    finally:
-        destination.kill()
-        listener.close()
 
 
 def test_a_reused_connection_closed_without_an_answer_is_retried_once_on_a_new_one(server, scripted, executor):
