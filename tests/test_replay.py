@@ -105,3 +105,19 @@ def test_the_exit_status_says_whether_every_request_got_an_answer_and_nothing_re
     assert exit_status({"sent": 0, "failed": 0}) == 1  # nothing replayed is a mistake in CI, not a pass
     assert exit_status({"sent": 3, "failed": 0, "compare": {"regression": True}}) == 1
     assert exit_status({"sent": 3, "failed": 0, "compare": {"regression": False}}) == 0
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("http://shadow.test", ("http", "shadow.test", 80, "")),
+        ("https://shadow.test", ("https", "shadow.test", 443, "")),
+        ("HTTPS://shadow.test:8443/v2/", ("https", "shadow.test", 8443, "/v2")),
+        ("http://shadow.test/prefiX/", ("http", "shadow.test", 80, "/prefiX")),
+    ],
+)
+def test_a_target_without_a_port_takes_its_schemes_default_and_its_path_becomes_the_base(target, expected):
+    from wsgimirror.replay import _destination
+
+    destination = _destination(target)
+    assert (destination.scheme, destination.host, destination.port, destination.base_path) == expected

@@ -419,6 +419,9 @@ def test_a_replayed_answer_cut_off_by_the_timeout_gives_its_bytes_back(tmp_path)
     finally:
         hanging.stop()
     assert summary["failures"] == {"timeout": 3}
+    assert (
+        summary["compare"]["compared"] == 0 and summary["compare"]["skipped"] == {}
+    )  # a failed request is not compared
     assert replayer._comparer.budget.memory == 0
 
 
@@ -563,9 +566,10 @@ def test_requests_that_cannot_be_sent_are_skipped_and_the_summary_says_why(targe
         (base + 4, b"POST /empty HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         (base + 5, b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"),
         (base + 6, b"GET / HTTP/1.1\r\nBad Name: y\r\n\r\n"),
+        (base + 7, b"GET / HTTP/1.1\r\nBad Name: z\r\n\r\n"),  # a sixth: counted, not listed
     ])  # fmt: skip
     summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, concurrency=1)).run()
-    assert (summary["records"], summary["sent"], summary["skipped_malformed"]) == (7, 2, 5)
+    assert (summary["records"], summary["sent"], summary["skipped_malformed"]) == (8, 2, 6)
     assert summary["malformed_examples"] == [
         "000000000000000000000001: not a request line: 'G@T' '/'",
         "000000000000000000000002: the target is neither origin nor absolute form: '*'",
@@ -589,10 +593,17 @@ def test_past_kept_answers_the_oldest_recorded_answer_is_forgotten_first(target,
     monkeypatch.setattr(replay_module, "KEPT_ANSWERS", 2)
     base = 1_764_160_000_000_000_000
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nmirror-ok"
-    path = gor(tmp_path / "answers.gor", [(base + i, get(f"/{i}")) for i in range(3)], {i: answer for i in range(3)})
+    paths = ["/alpha", "/beta", "/gamma"]  # words, not ids: one endpoint each, so the counts say which was forgotten
+    path = gor(
+        tmp_path / "answers.gor", [(base + i, get(p)) for i, p in enumerate(paths)], dict.fromkeys(range(3), answer)
+    )
     summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, concurrency=1, compare=True)).run()
     # all three answers are read ahead of the first request: the first one's was forgotten
-    assert summary["compare"]["skipped"] == {"not_recorded": 1} and summary["compare"]["compared"] == 2
+    compare = summary["compare"]
+    assert compare["skipped"] == {"not_recorded": 1} and compare["compared"] == 2
+    assert {endpoint: counts["compared"] for endpoint, counts in compare["by_endpoint"].items()} == {
+        "GET /alpha": 0, "GET /beta": 1, "GET /gamma": 1,
+    }  # fmt: skip
 
 
 def test_off_a_terminal_progress_is_a_plain_line_of_its_own(target, tmp_path):
@@ -761,9 +772,10 @@ def test_the_summarys_figures_are_rounded_as_documented():
     assert (_percentile_ms(samples, 0.5), _percentile_ms(samples, 0.99)) == (51.0, 100.0)
     assert _percentile_ms([0.0123456], 0.99) == 12.346
     replayer = Replay(Options(paths=[str(FIXTURE)], target="http://127.0.0.1:1"))
-    replayer.results.sent, replayer.results.latencies = 10, samples
-    summary = replayer.summary(3.00049)
-    assert (summary["seconds"], summary["rate"], summary["latency_ms"]) == (3.0, 3.3, {"p50": 51.0, "p99": 100.0})
+    replayer.results.sent = 10
+    replayer.results.latencies = [i / 1000 for i in range(1, 201)]  # 1 to 200 ms: the p99 is not the slowest
+    summary = replayer.summary(0.5123)  # under a second: the rate is still a rate
+    assert (summary["seconds"], summary["rate"], summary["latency_ms"]) == (0.512, 19.5, {"p50": 101.0, "p99": 199.0})
     assert replayer.summary(0.0)["rate"] == 0.0
 
 
