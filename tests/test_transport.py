@@ -26,3 +26,24 @@ def test_a_write_larger_than_the_socket_takes_at_once_arrives_whole_and_in_order
         ours.close()
         theirs.close()
     assert bytes(received) == data
+
+
+def test_an_os_error_other_than_a_reset_or_a_timeout_fails_the_mirror_as_socket_error_with_its_message():
+    """A connected UDP socket to a closed port: the write goes out, the read gets ECONNREFUSED from the ICMP answer."""
+    import pytest
+
+    from wsgimirror.errors import MirrorSendError
+    from wsgimirror.transport import _roundtrip
+
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.connect(("127.0.0.1", port))
+    try:
+        with pytest.raises(MirrorSendError) as caught:
+            _roundtrip(udp, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", None, False, None, reused=True)
+    finally:
+        udp.close()
+    assert caught.value.reason == "socket_error" and "refused" in str(caught.value).lower()
