@@ -337,6 +337,8 @@ def test_type_order_and_unordered_differences_carry_their_values():
     assert differences(tree({"l": [1, 2]}), tree({"l": [2, 1]})) == [("body.l", "order", [1, 2], [2, 1])]
     # twins (1 and 9) are set aside first, then what is left pairs up: 5 against 7
     assert differences(tree({"l": [9, 1, 5]}), tree({"l": [1, 9, 7]}), ordered=False) == [("body.l[]", "value", 5, 7)]
+    # sorted alone, 1 3 against 3 4 would pair 1 with 3: the twin 3 is set aside, and 1 pairs with 4
+    assert differences(tree({"l": [1, 3]}), tree({"l": [3, 4]}), ordered=False) == [("body.l[]", "value", 1, 4)]
 
 
 def test_a_bomb_keeps_the_answers_status_headers_and_digest():
