@@ -280,3 +280,78 @@ def test_the_compare_warning_lists_the_keys_read(caplog):
         "IgnoreFields, ArrayOrder, Endpoints, RelativeThreshold, AbsoluteThreshold, Log, LogMaxBytes, LogSeconds, "
         "Examples, MaxPerSecond"
     ]
+
+
+def record(**values):
+    return config(Record=values)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (config(Record=[]), "Record: must be an object, got array$"),
+        (record(QueueBytes=4095), "Record.QueueBytes: must be at least 4096, got 4095$"),
+        (record(QueueBytes="1"), "Record.QueueBytes: must be an integer, got string '1'$"),
+        (record(FlushSeconds=0), "Record.FlushSeconds: must be more than 0 and at most 3600 seconds, got 0$"),
+        (record(ChunkBytes=4095), "Record.ChunkBytes: must be at least 4096, got 4095$"),
+        (record(MaxBytes=-1), "Record.MaxBytes: must be at least 0, got -1$"),
+    ],
+)  # fmt: skip
+def test_each_record_error_names_its_key_path(data, message):
+    with pytest.raises(ConfigError, match="^" + message):
+        load_config(data)
+
+
+def test_record_values_load_at_their_bounds_and_default_when_absent():
+    from wsgimirror.config import RecordSettings
+
+    loaded = load_config(record(queuebytes=4096, FlushSeconds=0.5, CHUNKBYTES=4096, MaxBytes=0))
+    assert loaded.record == RecordSettings(queue_bytes=4096, flush_seconds=0.5, chunk_bytes=4096, max_bytes=0)
+    assert load_config(config()).record == RecordSettings(16 << 20, 1.0, 32 << 20, 1 << 30)
+
+
+def test_the_record_warning_lists_the_keys_read(caplog):
+    caplog.set_level(logging.WARNING, logger="wsgimirror.config")
+    load_config(record(Queue=1))
+    assert [r.getMessage() for r in caplog.records] == [
+        "Record: unknown keys ['Queue'] are ignored; known keys: QueueBytes, FlushSeconds, ChunkBytes, MaxBytes"
+    ]
+
+
+def file_destination(address):
+    return config(cluster={"Destinations": [{"Address": address}]})
+
+
+D0 = f"{M}.Destinations[0].Address"
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("file://host/tmp/t.gor", "a file address names no host, as in file:///var/lib/traffic.gor: "
+                                  "'file://host/tmp/t.gor'"),
+        ("file:///tmp/", "must be file:///absolute/path/name.gor, got 'file:///tmp/'"),
+        ("file:tmp/t.gor", "must be file:///absolute/path/name.gor, got 'file:tmp/t.gor'"),
+        ("file:///tmp/t-{pid}.gor", "only %Y %m %d %H expand in a file address, got 'file:///tmp/t-{pid}.gor'"),
+        ("file:///tmp/t-%M.gor", "only %Y %m %d %H expand in a file address, got 'file:///tmp/t-%M.gor'"),
+        ("file:///tmp/t-%S.gor", "only %Y %m %d %H expand in a file address, got 'file:///tmp/t-%S.gor'"),
+        ("file:///tmp/%Y/t.gor", "%Y %m %d %H expand in the file name only, not the directory: "
+                                 "'file:///tmp/%Y/t.gor'"),
+        ("file:///no/such/dir/t.gor", "directory '/no/such/dir' does not exist"),
+    ],
+)  # fmt: skip
+def test_each_file_address_error_names_its_key_path(address, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(file_destination(address))
+    assert str(caught.value) == f"{D0}: {message}"
+
+
+def test_a_file_address_loads_as_a_destination_that_records(tmp_path):
+    named = config(cluster={"Destinations": {"disk": {"Address": f"file://localhost{tmp_path}/t-%Y%m%d%H.gor.gz"}}})
+    (destination,) = load_config(named).clusters["m"].destinations
+    assert (destination.name, destination.scheme, destination.host, destination.port, destination.base_path) == (
+        "disk", "file", "", 0, "",
+    )  # fmt: skip
+    assert destination.path == f"{tmp_path}/t-%Y%m%d%H.gor.gz" and destination.records
+    (unnamed,) = load_config(file_destination(f"file://{tmp_path}/t.gor")).clusters["m"].destinations
+    assert (unnamed.name, unnamed.address, unnamed.path) == (f"file://{tmp_path}/t.gor",) * 2 + (f"{tmp_path}/t.gor",)
