@@ -355,3 +355,21 @@ def test_a_file_address_loads_as_a_destination_that_records(tmp_path):
     assert destination.path == f"{tmp_path}/t-%Y%m%d%H.gor.gz" and destination.records
     (unnamed,) = load_config(file_destination(f"file://{tmp_path}/t.gor")).clusters["m"].destinations
     assert (unnamed.name, unnamed.address, unnamed.path) == (f"file://{tmp_path}/t.gor",) * 2 + (f"{tmp_path}/t.gor",)
+
+
+@pytest.mark.parametrize(
+    "value, recorded",
+    [("true", True), (" TRUE ", True), ("False", False), ("false", False), (True, True), (False, False)],
+)
+def test_mirror_record_responses_is_true_or_false_in_any_case_or_a_json_boolean(value, recorded):
+    data = config(route={"Metadata": {"MirrorCluster": "m", "MirrorRecordResponses": value}})
+    assert load_config(data).routes[0].record_responses is recorded
+    assert load_config(config()).routes[0].record_responses is False  # absent: answers are not recorded
+
+
+@pytest.mark.parametrize("value, shown", [("yes", "string 'yes'"), (1, "number 1")])
+def test_any_other_mirror_record_responses_names_its_key_path(value, shown):
+    data = config(route={"Metadata": {"MirrorCluster": "m", "MirrorRecordResponses": value}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(data)
+    assert str(caught.value) == f'{R}.Metadata.MirrorRecordResponses: must be "true" or "false", got {shown}'
