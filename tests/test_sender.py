@@ -194,14 +194,18 @@ def test_after_a_burst_the_mirrors_greenlets_are_few_and_reused(server, make_sin
     from wsgimirror.sender import PARKED_WORKERS
 
     def workers() -> int:
-        """Greenlets of this middleware's mirror workers (the in-process sink has greenlets of its own)."""
+        """Greenlets of this middleware's mirror workers (the in-process sink has greenlets of its own).
+
+        A worker is a greenlet running a method of the executor (by its ``self``, not its name: mutation
+        testing renames functions).
+        """
         gc.collect()
         count = 0
         for o in gc.get_objects():
             frame = o.gr_frame if isinstance(o, greenlet) else None
-            while frame is not None and frame.f_code.co_name != "_work":
+            while frame is not None and frame.f_locals.get("self") is not mw._runtime._executor:
                 frame = frame.f_back
-            count += frame is not None and frame.f_locals.get("self") is mw._runtime._executor
+            count += frame is not None
         return count
 
     slow = make_sink(delay=0.2)
