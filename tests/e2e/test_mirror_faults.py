@@ -280,6 +280,16 @@ def upload(server, mw) -> None:
         assert client.request("POST", "/upload", body=UPLOAD).body == b"real:" + UPLOAD
 
 
+def assert_upload_times_out(server, executor, address, timeout, within):
+    """An upload mirrored to ``address`` fails as one timeout, counted within ``within`` s of the app's answer."""
+    config = mirror_config(address, Timeout=timeout, ConnectTimeout=5, MaxBodyBytes=64 << 20, Executor=executor)
+    mw = MirrorMiddleware(app, config)
+    upload(server, mw)
+    started = time.monotonic()
+    wait_until(lambda: mw.stats()["failed"] == 1, 10)
+    assert mw.stats()["failures"] == {"timeout": 1} and time.monotonic() - started < within
+
+
 def test_a_destination_that_resets_while_the_body_is_written_fails_as_reset(server, executor, caplog):
     def resets_after_the_head(conn):  # reads a little, then resets with the rest of the body unread
         conn.recv(1024)
@@ -309,12 +319,7 @@ def test_an_answer_slower_than_connect_timeout_but_within_timeout_is_waited_for(
 
 def test_a_destination_that_never_reads_the_body_times_out(server, executor):
     with raw_destination() as address:  # accepted by the kernel, never read: the body fills the buffers and waits
-        config = mirror_config(address, Timeout=0.5, ConnectTimeout=3, MaxBodyBytes=64 << 20, Executor=executor)
-        mw = MirrorMiddleware(app, config)
-        upload(server, mw)
-        started = time.monotonic()
-        wait_until(lambda: mw.stats()["failed"] == 1, 5)
-        assert mw.stats()["failures"] == {"timeout": 1} and time.monotonic() - started < 2
+        assert_upload_times_out(server, executor, address, timeout=0.5, within=2)
 
 
 def test_a_timeout_under_a_second_lets_a_prompt_destination_answer(server, scripted, executor):
@@ -331,12 +336,7 @@ def test_a_destination_that_reads_the_body_slowly_is_cut_off_at_the_timeout(serv
             gevent.sleep(0.02)
 
     with raw_destination(trickles) as address:
-        config = mirror_config(address, Timeout=1, ConnectTimeout=5, MaxBodyBytes=64 << 20, Executor=executor)
-        mw = MirrorMiddleware(app, config)
-        upload(server, mw)
-        started = time.monotonic()
-        wait_until(lambda: mw.stats()["failed"] == 1, 10)
-        assert mw.stats()["failures"] == {"timeout": 1} and time.monotonic() - started < 3
+        assert_upload_times_out(server, executor, address, timeout=1, within=3)
 
 
 def test_a_reused_connection_closed_without_an_answer_is_retried_once_on_a_new_one(server, scripted, executor):
