@@ -475,7 +475,7 @@ class _interrupts:
 
 def plan(options: Options) -> dict[str, t.Any]:
     """What a replay would send: counts per method and endpoint, and how long it would take."""
-    source = Source(options)
+    source = Source(replace(options, compare=False))  # counting needs no recorded answer: none is parsed or kept
     endpoints = Endpoints(options.compare_settings.endpoints)
     methods: Counter[str] = Counter()
     by_endpoint: Counter[str] = Counter()
