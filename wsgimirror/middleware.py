@@ -80,14 +80,17 @@ class MirrorMiddleware:
         self._retired: list[Dispatcher] = []
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
-        self._stats.request()
         generation = self._generation
         try:
             route = generation.router.match(environ)
         except Exception:
             _unmatched.warning("wsgimirror could not match a request; it is served without a mirror", exc_info=True)
             route = None
-        capture = None if route is None else self._prepare(generation, route, environ)
+        if route is None:
+            self._stats.request()
+            capture = None
+        else:
+            capture = self._prepare(generation, route, environ)
         if capture is None:
             return self.app(environ, start_response)
         tee = capture.answer_tee(self._comparer, start_response)
@@ -99,36 +102,42 @@ class MirrorMiddleware:
         return _wrap(result, capture, tee)
 
     def _prepare(self, generation: _Generation, route: Route, environ: WSGIEnvironment) -> _Capture | None:
-        """Count the copies of a matched request and, when one is to be sent, snapshot it and tee its input."""
+        """Count the copies of a matched request and, when one is to be sent, snapshot it and tee its input.
+
+        The copies and those given up before capture are counted together, once the request's
+        fate is known: one count per request, whichever way it goes.
+        """
         clusters = route.mirror_clusters
-        self._stats.matched(route.id, clusters)
-        if not clusters:
-            return None
+        drops: list[tuple[str, t.Sequence[str]]] = []
         try:
-            return self._capture(generation, route, environ)
+            capture = self._capture(generation, route, environ, drops) if clusters else None
         except Exception:
             _failed.warning("wsgimirror could not prepare a mirror of route %r", route.id, exc_info=True)
-            self._stats.drop("internal_error", route.id, clusters)
-            return None
+            capture, drops = None, [("internal_error", clusters)]
+        self._stats.matched(route.id, clusters, drops)
+        return capture
 
-    def _capture(self, generation: _Generation, route: Route, environ: WSGIEnvironment) -> _Capture | None:
+    def _capture(
+        self, generation: _Generation, route: Route, environ: WSGIEnvironment, drops: list[tuple[str, t.Sequence[str]]]
+    ) -> _Capture | None:
+        """The capture of a request for the clusters that take it; those that don't are added to ``drops``."""
         clusters = route.mirror_clusters
         settings = generation.config.mirror
         length, reason = _refusal(environ, settings, generation.dispatcher.closed)
         if reason is not None:
-            self._stats.drop(reason, route.id, clusters)
+            drops.append((reason, clusters))
             return None
         selected = [cid for cid in clusters if sampled_in(generation.config.clusters[cid], environ)]
         if len(selected) < len(clusters):
-            self._stats.drop("sampled_out", route.id, [c for c in clusters if c not in selected])
+            drops.append(("sampled_out", [c for c in clusters if c not in selected]))
         if selected:
             broken = generation.dispatcher.open_circuits(selected)
             if broken:
-                self._stats.drop("circuit_open", route.id, broken)
+                drops.append(("circuit_open", broken))
                 selected = [cid for cid in selected if cid not in broken]
             full = generation.dispatcher.full(selected)
             if full:  # shed before capturing: under saturation a copy costs the request nothing
-                self._stats.drop("backlog_full", route.id, full)
+                drops.append(("backlog_full", full))
                 selected = [cid for cid in selected if cid not in full]
         if not selected:
             return None  # no capture at all when no cluster takes the request

@@ -18,6 +18,8 @@ from ._gevent import original
 LATENCY_SAMPLES = 2048  # per cluster: the most recent mirror durations, for p50 / p99
 TIMEOUTS = ("timeout", "connect_timeout")
 
+Drops = t.Sequence[t.Tuple[str, t.Sequence[str]]]  # (reason, clusters) of copies given up
+
 
 # A real OS-thread lock, even after gevent monkey-patching. The critical sections here are a
 # few increments with no I/O, so no greenlet can switch while one is held; gevent's patched
@@ -60,12 +62,30 @@ class Stats:
         if self.listener is not None:
             self.listener.request()
 
-    def matched(self, route: str, clusters: t.Sequence[str]) -> None:
+    def matched(self, route: str, clusters: t.Sequence[str], drops: Drops = ()) -> None:
+        """A request matched ``route``: one copy per cluster, and those of ``drops`` already given up.
+
+        Counts the request too, all under one lock: under saturation every copy is shed here,
+        and each request's accounting is then the whole of what mirroring costs it.
+        """
         with self._lock:
+            self._requests += 1
             self._matched += 1
-            self._bump([(route, cluster, "", "copies") for cluster in clusters], 1)
-        if self.listener is not None:
-            self.listener.matched(route, clusters)
+            counts = self._cells
+            for cluster in clusters:
+                cell = (route, cluster, "", "copies")
+                counts[cell] = counts.get(cell, 0) + 1
+            for reason, dropped in drops:
+                key = "dropped." + reason
+                for cluster in dropped:
+                    cell = (route, cluster, "", key)
+                    counts[cell] = counts.get(cell, 0) + 1
+        listener = self.listener
+        if listener is not None:
+            listener.request()
+            listener.matched(route, clusters)
+            for reason, dropped in drops:
+                listener.drop(reason, route, dropped)
 
     def drop(self, reason: str, route: str, clusters: t.Sequence[str]) -> None:
         key = "dropped." + reason
