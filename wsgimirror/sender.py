@@ -132,9 +132,13 @@ class ClusterState:
             for d in cluster.destinations
         )
 
+    def tripped(self) -> bool:
+        """Whether the circuit of any destination is open or half-open."""
+        return any(d.open_until for d in self.destinations)
+
     def candidates(self, now: float) -> t.Sequence[DestinationState]:
         """The destinations whose circuit lets a mirror through (usually all of them)."""
-        if not any(d.open_until for d in self.destinations):
+        if not self.tripped():
             return self.destinations
         return [d for d in self.destinations if d.available(now)]
 
@@ -453,6 +457,8 @@ class Dispatcher:
         self._stats = stats
         self._comparer = comparer
         self._runtime_shared = runtime
+        # Clusters that record to a file: never shed by MaxInFlight (recording is bounded in bytes).
+        self._recording = frozenset(cid for cid, c in config.clusters.items() if any(d.records for d in c.destinations))
         self._executor: _GeventExecutor | _ThreadExecutor | None = None
         self._pid = -1
         self._clusters: dict[str, ClusterState] = {}
@@ -479,8 +485,11 @@ class Dispatcher:
     def open_circuits(self, cluster_ids: t.Iterable[str]) -> list[str]:
         """The clusters among ``cluster_ids`` with no destination to send to right now."""
         _, clusters = self._runtime()
+        tripped = [cid for cid in cluster_ids if clusters[cid].tripped()]
+        if not tripped:  # the usual case, without reading the clock
+            return tripped
         now = time.monotonic()
-        return [cid for cid in cluster_ids if not clusters[cid].candidates(now)]
+        return [cid for cid in tripped if not clusters[cid].candidates(now)]
 
     def full(self, cluster_ids: t.Sequence[str]) -> list[str]:
         """The clusters among ``cluster_ids`` that cannot take a copy now: ``MaxInFlight`` mirrors wait or run.
@@ -489,8 +498,7 @@ class Dispatcher:
         """
         if self._runtime_shared.in_flight < self.config.mirror.max_in_flight:
             return []
-        clusters = self.config.clusters
-        return [cid for cid in cluster_ids if not any(d.records for d in clusters[cid].destinations)]
+        return [cid for cid in cluster_ids if cid not in self._recording]
 
     def circuits(self) -> dict[str, str]:
         """The circuit state of each destination in this process: closed, open or half_open."""
