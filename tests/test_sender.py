@@ -65,6 +65,83 @@ def test_every_configuration_shares_one_admission_count_and_one_pool_per_address
     assert runtime.admit(2, pool)
 
 
+def two_pools(max_connections: int):
+    """A runtime, and the pools of destinations a and b with ``max_connections`` each."""
+    config = load_config(
+        {**CONFIG, "ReverseProxy": {**CONFIG["ReverseProxy"], "Clusters": {"m": {
+            **CONFIG["ReverseProxy"]["Clusters"]["m"], "HttpClient": {"MaxConnectionsPerServer": max_connections}}}}}
+    )  # fmt: skip
+    runtime = Runtime()
+    a, b, _ = ClusterState(config.clusters["m"], config, runtime).destinations
+    return runtime, a.pool, b.pool
+
+
+def test_max_in_flight_admits_exactly_that_many_mirrors_whatever_their_destinations():
+    runtime, a, b = two_pools(max_connections=10)
+    assert runtime.admit(2, a) and runtime.admit(2, b)
+    assert not runtime.admit(2, a) and not runtime.admit(2, b)
+    runtime.ended(b)
+    assert runtime.admit(2, a) and not runtime.admit(2, a)
+
+
+def test_a_pool_lends_each_of_its_connections_once_and_takes_each_back_once():
+    runtime, a, _ = two_pools(max_connections=2)
+    assert runtime.admit(100, a) and runtime.admit(100, a) and not runtime.admit(100, a)
+    runtime.ended(a)
+    assert runtime.admit(100, a) and not runtime.admit(100, a)
+
+
+def test_a_circuit_half_opens_when_breaker_seconds_have_passed_to_the_instant():
+    state, _ = cluster_state()
+    a = state.destinations[0]
+    a.failure("m", "r", MirrorSendError("refused"))
+    assert a not in state.candidates(a.open_until - 0.001)
+    assert a in state.candidates(a.open_until) and a.picked(a.open_until)  # the trial
+
+
+def test_a_failing_destination_is_logged_at_its_first_failure_and_not_again_until_it_recovers(caplog):
+    state, _ = cluster_state()
+    a = state.destinations[0]
+    caplog.set_level("WARNING", logger="wsgimirror.sender")
+    a.failure("m", "r", MirrorSendError("refused"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "mirror destination http://127.0.0.1:9001 (cluster 'm', route 'r') is failing: refused"
+    ]
+    for _ in range(3):
+        a.failure("m", "r", MirrorSendError("refused"))
+    a.success("m")
+    assert [r.getMessage() for r in caplog.records][1:] == [
+        "mirror destination http://127.0.0.1:9001 (cluster 'm') recovered after 4 failures"
+    ]
+
+
+def test_a_hash_cluster_sends_each_key_to_one_destination():
+    config = load_config(
+        {**CONFIG, "ReverseProxy": {**CONFIG["ReverseProxy"], "Clusters": {"m": {
+            **CONFIG["ReverseProxy"]["Clusters"]["m"], "LoadBalancingPolicy": "Hash",
+            "Metadata": {"HashBy": "header", "Key": "X-User"}}}}}
+    )  # fmt: skip
+    state = ClusterState(config.clusters["m"], config, Runtime())
+    picked = {
+        user: {state.policy.pick(state.destinations, {"HTTP_X_USER": user}).name for _ in range(5)}
+        for user in ("alice", "bob", "carol", "dave", "erin", "frank")
+    }
+    assert all(len(names) == 1 for names in picked.values())
+    assert len(set().union(*picked.values())) > 1  # and the keys are spread
+
+
+def test_the_thread_executor_names_its_threads_and_refuses_mirrors_once_joined():
+    import threading
+
+    executor = make_executor("thread", 2)
+    names: list = []
+    assert executor.try_submit(lambda: names.append(threading.current_thread().name))
+    assert executor.join(timeout=5)
+    assert names and names[0].startswith("wsgimirror")
+    assert executor.try_submit(names.append, "late") is False
+    assert names == names[:1]
+
+
 def test_the_thread_executor_runs_what_it_is_given_and_join_waits_for_it():
     executor = make_executor("thread", 2)
     done = []
@@ -184,6 +261,28 @@ def test_a_forked_child_knows_its_own_process_id():
     os.close(read)
     os.waitpid(child, 0)
     assert seen == real == str(child) and current_pid() == os.getpid()
+
+
+def test_a_forked_child_does_not_wait_for_the_mirrors_of_its_parent():
+    import threading
+
+    config = load_config({**CONFIG, "Mirror": {**CONFIG["Mirror"], "Executor": "thread"}})
+    runtime = Runtime()
+    executor = runtime.executor(config.mirror)
+    release = threading.Event()
+    assert executor.try_submit(release.wait, 10)  # the parent's mirror, in flight
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: close what is its own, and leave at once
+        os.write(write, str(runtime.join(timeout=2)).encode())
+        os._exit(0)
+    os.close(write)
+    said = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(child, 0)
+    release.set()
+    assert executor.join(timeout=5)
+    assert said == "True"
 
 
 def test_after_a_burst_the_mirrors_greenlets_are_few_and_reused(server, make_sink):

@@ -553,6 +553,26 @@ def held_recorder(tmp_path, name="t.gor", **settings):
     return recorder, gate, outcomes
 
 
+def test_closing_gives_a_stuck_writer_only_the_time_left_and_says_it_did_not_finish(tmp_path):
+    from wsgimirror.sender import Runtime
+    from wsgimirror.stats import new_lock
+
+    config = load_config(record_config(f"file://{tmp_path}/t.gor"))
+    cluster = config.clusters["rec"]
+    runtime = Runtime()
+    recorder = runtime.pool(cluster.destinations[0], config.mirror, cluster.http_client, config.record)
+    gate = new_lock()  # the writer's disk hangs on the first copy
+    gate.acquire()
+    outcomes: list = []
+    assert recorder.submit(a_record(_Body(10, gate), outcomes)) is None
+    started = time.monotonic()
+    assert runtime.join(timeout=0.05) is False
+    assert time.monotonic() - started < 0.9
+    gate.release()
+    wait_until(lambda: recorder.close(0), 5, "the writer to end")
+    assert [why for _, why in outcomes] == [None]
+
+
 def test_a_copy_that_exactly_fills_queue_bytes_waits_and_one_byte_more_is_refused(tmp_path):
     recorder, gate, outcomes = held_recorder(tmp_path, queue_bytes=10_000)
     first = a_record(_Body(100), outcomes)

@@ -103,3 +103,40 @@ def test_a_reload_away_from_a_destination_closes_its_idle_connections(server, ma
             assert [r.target for r in new.wait_for(1)] == ["/b"]
     finally:
         old.stop()
+
+
+def test_a_reload_that_drops_one_destination_keeps_the_idle_connections_of_the_others(server):
+    from tests.helpers import ScriptedServer
+
+    def answer(sock, head, body):
+        return sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") or True
+
+    kept, dropped = ScriptedServer(answer), ScriptedServer(answer)
+
+    def config(*clusters: tuple[str, str]) -> dict:
+        return {
+            "ReverseProxy": {
+                "Routes": {
+                    "all": {
+                        "Match": {"Path": "{**any}"},
+                        "Metadata": {"MirrorCluster": ",".join(c for c, _ in clusters)},
+                    }
+                },
+                "Clusters": {cid: {"Destinations": [{"Address": address}]} for cid, address in clusters},
+            }
+        }
+
+    mw = MirrorMiddleware(slow_reader, config(("k", kept.address), ("d", dropped.address)))
+    try:
+        with Client(server(mw)) as client:
+            client.request("POST", "/a", body=b"x")
+            wait_until(lambda: mw.stats()["succeeded"] == 2)
+            mw.reload(config(("k", kept.address)))
+            wait_until(lambda: dropped.ended == 1, 5, "the idle connection to the dropped destination to close")
+            client.request("POST", "/b", body=b"y")
+            wait_until(lambda: len(kept.requests) == 2)
+            assert (kept.connections, kept.ended) == (1, 0)  # the second mirror reused the first's connection
+    finally:
+        mw.close()
+        kept.stop()
+        dropped.stop()
