@@ -165,6 +165,33 @@ def test_mirrors_go_out_through_the_thread_executor_when_it_is_chosen(server, si
     assert mw.close(timeout=5)
 
 
+def test_a_mirror_the_executor_refuses_is_dropped_as_backlog_full_and_gives_back_what_it_held(server, sink, caplog):
+    from tests.helpers import assert_accounted
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, mirror_config(sink.address, Executor="thread"))
+    with Client(server(mw)) as client:
+        client.request("POST", "/warm", body=b"w")
+        wait_until(lambda: mw.stats()["succeeded"] == 1)
+        mw._runtime._executor.join(timeout=5)  # its threads stop, as at interpreter exit; the rest still takes copies
+        assert client.request("POST", "/late", body=b"x" * 100).body == b"ok"
+    stats = mw.stats()
+    assert stats["dropped"] == {"backlog_full": 1}
+    assert stats["by_route"]["all"]["dropped"] == stats["by_cluster"]["m"]["dropped"] == {"backlog_full": 1}
+    [(_, destination)] = stats["by_destination"].items()
+    assert (destination["mirrored"], destination["succeeded"], destination["in_flight"]) == (1, 1, 0)
+    assert stats["capture"]["memory_bytes"] == 0  # the body's copy was released
+    assert mw._runtime.in_flight == 0 and mw._generation.dispatcher.active == 0  # admission and activity given back
+    [state] = mw._generation.dispatcher._runtime()[1]["m"].destinations
+    assert state.in_flight == 0  # else LeastRequests and PowerOfTwoChoices would shun it
+    assert_accounted(stats)
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+
+
 def test_close_before_any_mirror_has_nothing_to_wait_for(sink):
     mw = MirrorMiddleware(lambda environ, start_response: [], mirror_config(sink.address))
     assert mw.close(timeout=0) is True
@@ -231,6 +258,24 @@ def test_close_returns_as_soon_as_the_last_mirror_has_ended(server, sink, execut
     assert mw.stats()["succeeded"] == 3
 
 
+@pytest.mark.parametrize("executor", ["gevent", "thread"])
+def test_close_returns_within_moments_of_the_last_mirror_in_flight_ending(server, make_sink, executor):
+    slow = make_sink(delay=0.3)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, mirror_config(slow.address, Executor=executor))
+    with Client(server(mw)) as client:
+        client.request("GET", "/")
+    slow.wait_for(1)
+    started = time.monotonic()
+    assert mw.close(timeout=10) is True
+    assert time.monotonic() - started < 0.95  # the mirror's 0.3 s, not a second's polling
+    assert mw.stats()["succeeded"] == 1
+
+
 def test_the_thread_executor_runs_max_in_flight_mirrors_at_once(server, make_sink):
     slow = make_sink(delay=1.0)
 
@@ -281,7 +326,7 @@ def test_a_forked_child_does_not_wait_for_the_mirrors_of_its_parent():
     os.close(read)
     os.waitpid(child, 0)
     release.set()
-    assert executor.join(timeout=5)
+    assert runtime.join(timeout=5)  # the parent waits for it
     assert said == "True"
 
 

@@ -211,11 +211,61 @@ def test_a_client_that_leaves_mid_response_is_skipped_as_not_captured(server, si
 
 
 def test_a_failed_mirror_is_skipped_as_no_answer(server):
+    from prometheus_client import CollectorRegistry
+
     from tests.helpers import free_port
 
-    mw = MirrorMiddleware(users_v1, compare_config(f"http://127.0.0.1:{free_port()}"))
+    registry = CollectorRegistry()
+    mw = MirrorMiddleware(users_v1, compare_config(f"http://127.0.0.1:{free_port()}"), prometheus=registry)
     one_request(server(mw), target="/users/1")
     assert settled(mw, 1)["skipped"] == {"no_answer": 1}
+    labels = {"route": "all", "cluster": "candidate", "endpoint": ENDPOINT, "result": "no_answer"}
+    assert registry.get_sample_value("wsgimirror_compared_total", labels) == 1
+
+
+def test_mirrors_that_are_not_compared_hold_none_of_the_comparison_memory(server, make_sink):
+    plain = make_sink(body=b"x" * 5000)
+    config = compare_config(url(server(users_v2)))
+    config["ReverseProxy"]["Routes"] = {
+        "api": {
+            "Match": {"Paths": ["/users*"]},
+            "Metadata": {"MirrorCluster": "candidate", "MirrorCompare": "candidate"},
+        },
+        "plain": {"Match": {"Paths": ["/plain"]}, "Metadata": {"MirrorCluster": "plain"}},
+    }
+    config["ReverseProxy"]["Clusters"]["plain"] = {"Destinations": {"p": {"Address": plain.address}}}
+    mw = MirrorMiddleware(users_v1, config)
+    address = server(mw)
+    for _ in range(5):
+        one_request(address, target="/plain")
+    one_request(address, target="/users/1")
+    wait_until(lambda: mw.stats()["succeeded"] == 6)
+    assert settled(mw, 1)["compared"] == 1
+    assert mw._comparer.budget.memory == 0  # a mirror keeps its answer only to compare it, then gives it back
+    mw.close()
+
+
+def test_a_request_that_cannot_be_sent_as_http_is_dropped_with_nothing_compared_or_held(server, caplog):
+    import io
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="wsgimirror.sender")
+    candidate = url(server(users_v2))
+    mw = MirrorMiddleware(users_v1, compare_config(candidate))
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/users/1", "SERVER_NAME": "h", "SERVER_PORT": "80",
+               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+               "HTTP_BAD NAME": "x"}  # fmt: skip
+    result = mw(environ, lambda status, headers, exc_info=None: None)
+    assert json.loads(b"".join(result))["id"] == 1
+    result.close()
+    wait_until(lambda: mw.stats()["dropped"] == {"bad_request": 1})
+    assert mw.close(5)
+    compare = mw.stats()["compare"]
+    assert (compare["compared"], compare["skipped"]) == (0, {})
+    assert mw._comparer.budget.memory == 0 and mw.stats()["capture"]["memory_bytes"] == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.sender"] == [
+        f"not mirrored to {candidate}: HTTP_BAD NAME is not a header name"
+    ]
 
 
 def test_past_max_per_second_comparisons_are_skipped_as_budget(server):
@@ -353,6 +403,7 @@ def test_the_diff_log_holds_counts_and_examples_with_removed_headers_left_out(se
     example = examples[2]
     assert example["endpoint"] == ENDPOINT and example["source"] == "candidate"
     assert example["request"]["method"] == "GET" and example["request"]["target"].startswith("/users/4?q=1")
+    assert example["request"]["body_length"] == 0
     assert example["differences"][0] == {
         "field": "headers.set-cookie",
         "kind": "missing",

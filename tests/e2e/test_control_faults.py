@@ -18,7 +18,7 @@ from tests.helpers import (
     Client,
     Process,
     ScriptedServer,
-    Sink,
+    assert_accounted,
     free_port,
     mirror_config,
     one_request,
@@ -92,36 +92,53 @@ def test_sighup_with_hostile_files_keeps_the_server_and_its_config(tmp_path, sin
 # -- finding 4: a trial that never ran frees the half-open slot ----------------------------------------
 
 
-def test_a_trial_refused_by_a_full_pool_frees_the_half_open_slot(server, make_sink):
-    port = free_port()
-    slow = make_sink(delay=1.0)
+def test_a_trial_refused_by_a_full_pool_frees_the_half_open_slot(server):
+    """Two clusters share one destination's pool of one connection; one cluster's circuit is half-open."""
+    release = Event()
+    failed_once: list = []
+
+    def destination(sock, head, body):
+        if head.startswith(b"GET /a ") and not failed_once:
+            failed_once.append(True)
+            return False  # closed unanswered: that cluster's circuit opens
+        if head.startswith(b"GET /b "):
+            release.wait(10)  # holds the pool's one connection
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    shared = ScriptedServer(destination)
+    clusters = {cid: {"Destinations": {"d": {"Address": shared.address}}, "HttpClient": {"MaxConnectionsPerServer": 1}}
+                for cid in ("broken", "busy")}  # fmt: skip
     config = {
         "ReverseProxy": {
             "Routes": {
                 "a": {"Match": {"Paths": ["/a"]}, "Metadata": {"MirrorCluster": "broken"}},
-                "b": {"Match": {"Paths": ["/b"]}, "Metadata": {"MirrorCluster": "slow"}},
+                "b": {"Match": {"Paths": ["/b"]}, "Metadata": {"MirrorCluster": "busy"}},
             },
-            "Clusters": {
-                "broken": {"Destinations": {"d": {"Address": f"http://127.0.0.1:{port}"}}},
-                "slow": {"Destinations": {"d": {"Address": slow.address}}},
-            },
+            "Clusters": clusters,
         },
-        "Mirror": {"MaxInFlight": 1, "BreakerFailures": 1, "BreakerSeconds": 0.3},
+        "Mirror": {"MaxInFlight": 8, "BreakerFailures": 1, "BreakerSeconds": 0.3},
     }
     mw = MirrorMiddleware(app, config)
-    with Client(server(mw)) as client:
-        client.request("GET", "/a")  # refused: the circuit opens
-        wait_until(lambda: mw.stats()["by_destination"]["broken/d"]["circuit"] == "half_open", 5, "half-open")
-        client.request("GET", "/b")  # the one slot is taken for a second
-        wait_until(lambda: mw.stats()["in_flight"] == 1)
-        client.request("GET", "/a")  # the trial: refused by the full pool
-        assert mw.stats()["by_route"]["a"]["dropped"] == {"backlog_full": 1}
-        with Sink().start(port=port) as recovered:  # the destination is back
-            wait_until(lambda: mw.stats()["in_flight"] == 0, 5, "the slow mirror to end")
-            client.request("GET", "/a")
-            assert [r.target for r in recovered.wait_for(1)] == ["/a"]  # a new trial went out
+    try:
+        with Client(server(mw)) as client:
+            client.request("GET", "/a")  # fails: the circuit of broken/d opens
+            wait_until(lambda: mw.stats()["by_destination"]["broken/d"]["circuit"] == "half_open", 5, "half-open")
+            client.request("GET", "/b")  # takes the pool's one connection until released
+            wait_until(lambda: mw.stats()["in_flight"] == 1)
+            client.request("GET", "/a")  # the trial: refused by the full pool
+            assert mw.stats()["by_route"]["a"]["dropped"] == {"backlog_full": 1}
+            release.set()
+            wait_until(lambda: mw.stats()["in_flight"] == 0, 5, "the held mirror to end")
+            client.request("GET", "/a")  # a new trial goes out, and closes the circuit
             wait_until(lambda: mw.stats()["by_destination"]["broken/d"]["circuit"] == "closed")
-    assert mw.stats()["by_route"]["a"]["dropped"] == {"backlog_full": 1}
+        stats = mw.stats()
+        assert stats["by_route"]["a"]["dropped"] == {"backlog_full": 1}
+        assert (stats["by_route"]["a"]["succeeded"], stats["by_route"]["a"]["failed"]) == (1, 1)
+        assert_accounted(stats)
+    finally:
+        release.set()
+        shared.stop()
 
 
 # -- finding 6: MaxInFlight and the connections are process-wide, whatever the reloads -------------------

@@ -317,6 +317,28 @@ def test_an_answer_slower_than_connect_timeout_but_within_timeout_is_waited_for(
     assert mw.stats()["succeeded"] == 1
 
 
+def test_a_destination_that_never_accepts_fails_as_connect_timeout_after_connect_timeout(server, executor):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepted: the kernel's queue holds one connection, and drops later handshakes
+    port = listener.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    try:
+        mw = MirrorMiddleware(app, mirror_config(f"http://127.0.0.1:{port}", ConnectTimeout=0.3, Timeout=10,
+                                                 Executor=executor))  # fmt: skip
+        drive(server, mw, count=1)
+        wait_until(lambda: mw.stats()["failed"] == 1, 8)
+        stats = mw.stats()
+        assert stats["failures"] == {"connect_timeout": 1}
+        assert stats["by_cluster"]["m"]["latency_ms"]["p50"] < 5000  # its 0.3 s, not the 10 s Timeout
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
 def test_a_destination_that_never_reads_the_body_times_out(server, executor):
     with raw_destination() as address:  # accepted by the kernel, never read: the body fills the buffers and waits
         assert_upload_times_out(server, executor, address, timeout=0.5, within=2)

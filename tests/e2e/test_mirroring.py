@@ -459,3 +459,23 @@ def test_transforms_shape_the_mirror_only(server, sink):
     assert got.headers["x-env"] == "shadow"
     assert "cookie" not in got.headers and "authorization" not in got.headers
     assert seen == {"path": "/api/orders", "query": "token=abc&id=7", "cookie": "sid=secret"}
+
+
+def test_least_requests_sends_each_mirror_where_the_fewest_are_in_flight(server, make_sink):
+    first, second = make_sink(delay=2.0), make_sink(delay=2.0)  # every mirror stays in flight for the test
+    mw = MirrorMiddleware(unread_app, mirror_config(first.address, second.address, policy="LeastRequests"))
+    with Client(server(mw)) as client:
+        for i in range(4):
+            client.request("GET", f"/{i}")
+            wait_until(lambda: mw.stats()["mirrored"] == i + 1)  # noqa: B023 - waited for here
+    # 0 and 0: the first; 1 and 0: the second; 1 and 1: the first; 2 and 1: the second.
+    assert sorted(r.target for r in first.wait_for(2)) == ["/0", "/2"]
+    assert sorted(r.target for r in second.wait_for(2)) == ["/1", "/3"]
+    wait_until(lambda: mw.stats()["succeeded"] == 4, 10)
+    first.delay = second.delay = 0.0
+    with Client(server(mw)) as client:  # one at a time, each ended before the next: always a tie, always the first
+        for i in range(4, 6):
+            client.request("GET", f"/{i}")
+            wait_until(lambda: mw.stats()["succeeded"] == i + 1)  # noqa: B023 - waited for here
+    assert sorted(r.target for r in first.wait_for(4)) == ["/0", "/2", "/4", "/5"]
+    mw.close()

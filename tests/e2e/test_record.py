@@ -224,6 +224,7 @@ def test_a_full_disk_fails_the_copies_it_refuses_then_recording_resumes_in_a_new
 
     record_module._failed._next, record_module._failed._held = 0.0, 0
     caplog.set_level(logging.WARNING, logger="wsgimirror.record")
+    caplog.set_level(logging.WARNING, logger="wsgimirror.sender")
     config = record_config(f"file://{tmp_path}/t.gor", record_responses=False, Record={"FlushSeconds": 0.1})
     middleware, address = recording(config)
     one_request(address, method="POST", target="/before", body=b"1")
@@ -241,6 +242,15 @@ def test_a_full_disk_fails_the_copies_it_refuses_then_recording_resumes_in_a_new
     stats = recorded(middleware, 3)
     middleware.close()
     assert (stats["succeeded"], stats["failed"]) == (2, 1)
+    destination = f"rec/file://{tmp_path}/t.gor"
+    for part in (stats["by_route"]["all"], stats["by_cluster"]["rec"], stats["by_destination"][destination]):
+        assert (part["mirrored"], part["succeeded"], part["failed"], part["failures"]) == (3, 2, 1, {"disk_full": 1})
+    assert 0 < stats["by_cluster"]["rec"]["latency_ms"]["p99"] < 5000  # from submission to the write's outcome
+    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.sender"] == [
+        f"mirror destination file://{tmp_path}/t.gor (cluster 'rec', route 'all') is failing: "
+        f"disk_full: cannot write {tmp_path}/t.gor",
+        f"mirror destination file://{tmp_path}/t.gor (cluster 'rec') recovered after 1 failures",
+    ]
     assert [p.start for p in payloads(chunk)] == ["POST /before HTTP/1.1"]
     assert [p.start for p in payloads(tmp_path / f"t_{os.getpid()}_1.gor")] == ["POST /after HTTP/1.1"]
     [warning] = [r for r in caplog.records if "could not" in r.getMessage()]
@@ -684,9 +694,10 @@ def test_what_a_copy_reserves_of_max_bytes_covers_what_it_writes_and_little_more
     recorder.close(5)
 
 
-def test_a_request_that_cannot_be_written_as_http_is_not_recorded_and_its_answer_is_untouched(tmp_path):
+def test_a_request_that_cannot_be_written_as_http_is_not_recorded_and_its_answer_is_untouched(tmp_path, caplog):
     import io
 
+    caplog.set_level(logging.DEBUG, logger="wsgimirror.sender")
     middleware = MirrorMiddleware(echo_app, record_config(f"file://{tmp_path}/t.gor"))
     environ = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/x", "QUERY_STRING": "",
                "SERVER_NAME": "h", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
@@ -699,7 +710,51 @@ def test_a_request_that_cannot_be_written_as_http_is_not_recorded_and_its_answer
     assert (statuses, body) == (["201 Created"], b"seen 3 abc")  # as the bare app answers
     stats = middleware.stats()
     assert (stats["dropped"], stats["mirrored"]) == ({"bad_request": 1}, 0)
+    assert stats["by_route"]["all"]["dropped"] == {"bad_request": 1}
     assert list(tmp_path.glob("t_*")) == []
+    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.sender"] == [
+        f"not recorded to file://{tmp_path}/t.gor: HTTP_BAD NAME is not a header name"
+    ]
+
+
+def test_a_half_open_file_destination_whose_trial_cannot_be_written_takes_the_next_copy(tmp_path):
+    import io
+
+    from wsgimirror.errors import MirrorSendError
+
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False,
+                           Mirror={"BreakerFailures": 1, "BreakerSeconds": 0.05})  # fmt: skip
+    middleware = MirrorMiddleware(echo_app, config)
+    key = f"rec/file://{tmp_path}/t.gor"
+
+    def call(**headers: str) -> None:
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/x", "SERVER_NAME": "h", "SERVER_PORT": "80",
+                   "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "CONTENT_LENGTH": "3",
+                   "wsgi.input": io.BytesIO(b"abc"), **headers}  # fmt: skip
+        result = middleware(environ, lambda status, headers, exc_info=None: None)
+        assert b"".join(result) == b"seen 3 abc"
+        result.close()
+
+    [destination] = middleware._generation.dispatcher._runtime()[1]["rec"].destinations
+    destination.failure("rec", "all", MirrorSendError("disk_full"))  # as after a write to a full disk
+    wait_until(lambda: destination.state == "half_open", 5)
+    call(**{"HTTP_BAD NAME": "x"})  # the trial: no valid HTTP head, so nothing is written
+    call()
+    stats = recorded(middleware, 1)
+    middleware.close()
+    assert (stats["dropped"], stats["succeeded"]) == ({"bad_request": 1}, 1)
+    assert stats["by_route"]["all"]["dropped"] == {"bad_request": 1}
+    assert stats["by_destination"][key]["circuit"] == "closed"  # the written copy closed it
+
+
+def test_a_recorded_copy_carries_the_configured_loop_token(recording, tmp_path):
+    token = "edge-7f3c9a1b2d4e"
+    middleware, address = recording(record_config(f"file://{tmp_path}/t.gor", Mirror={"LoopToken": token}))
+    one_request(address, method="POST", target="/x", body=b"1")
+    recorded(middleware, 1)
+    middleware.close()
+    [request] = [p for p in payloads(files(tmp_path, "t_*")[0]) if p.kind == 1]
+    assert request.header("X-Mirrored-By") == token
 
 
 def _fill_disk_under(recorder) -> None:
