@@ -37,6 +37,7 @@ TESTS: dict[str, list[str]] = {
     "sender": ["tests/test_sender.py", "tests/test_accounting.py", "tests/e2e/test_breaker.py",
                "tests/e2e/test_reload.py", "tests/e2e/test_control_faults.py", "tests/e2e/test_record.py",
                "tests/e2e/test_compare.py", "tests/e2e/test_resilience.py", "tests/e2e/test_mirroring.py",
+               "tests/e2e/test_stats.py",
                "tests/e2e/test_transparency.py::test_with_a_loop_token_a_forged_mark_is_stripped_and_the_request_mirrored",
                "tests/e2e/test_mirror_faults.py::test_a_destination_that_never_accepts_fails_as_connect_timeout_after_connect_timeout",
                "-k",

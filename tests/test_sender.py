@@ -192,6 +192,35 @@ def test_a_mirror_the_executor_refuses_is_dropped_as_backlog_full_and_gives_back
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
 
 
+def test_a_bug_while_sending_fails_the_mirror_as_internal_error_and_the_app_never_sees_it(
+    server, sink, monkeypatch, caplog
+):
+    from wsgimirror import sender
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sender, "exchange", broken)
+    caplog.set_level("WARNING", logger="wsgimirror.sender")
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = MirrorMiddleware(app, mirror_config(sink.address))
+    with Client(server(mw)) as client:
+        assert client.request("GET", "/x").body == b"ok"
+    wait_until(lambda: mw.stats()["failed"] == 1)
+    stats = mw.stats()
+    [(_, destination)] = stats["by_destination"].items()
+    for part in (stats, stats["by_route"]["all"], stats["by_cluster"]["m"], destination):
+        assert (part["mirrored"], part["failed"], part["failures"]) == (1, 1, {"internal_error": 1})
+    assert stats["by_cluster"]["m"]["latency_ms"]["p50"] < 5000
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mirror destination {sink.address} (cluster 'm', route 'all') is failing: internal_error: RuntimeError('a bug')"
+    ]
+
+
 def test_close_before_any_mirror_has_nothing_to_wait_for(sink):
     mw = MirrorMiddleware(lambda environ, start_response: [], mirror_config(sink.address))
     assert mw.close(timeout=0) is True

@@ -260,6 +260,9 @@ def test_a_request_that_cannot_be_sent_as_http_is_dropped_with_nothing_compared_
     result.close()
     wait_until(lambda: mw.stats()["dropped"] == {"bad_request": 1})
     assert mw.close(5)
+    stats = mw.stats()
+    assert stats["by_route"]["all"]["dropped"] == stats["by_cluster"]["candidate"]["dropped"] == {"bad_request": 1}
+    assert [(d["mirrored"], d["in_flight"]) for d in stats["by_destination"].values()] == [(0, 0)]
     compare = mw.stats()["compare"]
     assert (compare["compared"], compare["skipped"]) == (0, {})
     assert mw._comparer.budget.memory == 0 and mw.stats()["capture"]["memory_bytes"] == 0
