@@ -498,6 +498,12 @@ def test_max_bytes_holds_exactly_the_copies_that_fit(recording, tmp_path):
     middleware.close()
     stats = middleware.stats()
     assert (stats["succeeded"], stats["dropped"]) == (4, {"disk_budget": 3})
+    assert stats["by_route"]["all"]["dropped"] == stats["by_cluster"]["rec"]["dropped"] == {"disk_budget": 3}
+    destination = stats["by_destination"][f"rec/file://{tmp_path}/t.gor"]
+    assert (destination["mirrored"], destination["succeeded"], destination["in_flight"]) == (4, 4, 0)
+    dispatcher = middleware._generation.dispatcher
+    [state] = dispatcher._runtime()[1]["rec"].destinations
+    assert (dispatcher.active, state.in_flight) == (0, 0)  # a refused copy gives back what it counted
     assert sum(c.stat().st_size for c in files(tmp_path, "t_*")) == 4 * size
 
 
@@ -745,6 +751,51 @@ def test_a_half_open_file_destination_whose_trial_cannot_be_written_takes_the_ne
     assert (stats["dropped"], stats["succeeded"]) == ({"bad_request": 1}, 1)
     assert stats["by_route"]["all"]["dropped"] == {"bad_request": 1}
     assert stats["by_destination"][key]["circuit"] == "closed"  # the written copy closed it
+
+
+def call_without_yielding(middleware, count: int) -> None:
+    """``count`` requests served in-process one after another: no outcome of a write arrives in between."""
+    import io
+
+    for _ in range(count):
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/x", "SERVER_NAME": "h", "SERVER_PORT": "80",
+                   "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "CONTENT_LENGTH": "3",
+                   "wsgi.input": io.BytesIO(b"abc")}  # fmt: skip
+        result = middleware(environ, lambda status, headers, exc_info=None: None)
+        assert b"".join(result) == b"seen 3 abc"
+        getattr(result, "close", lambda: None)()  # a request not captured gets the app's own list
+
+
+def test_a_half_open_file_destination_takes_one_trial_at_a_time(tmp_path):
+    from wsgimirror.errors import MirrorSendError
+
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False,
+                           Mirror={"BreakerFailures": 1, "BreakerSeconds": 0.05})  # fmt: skip
+    middleware = MirrorMiddleware(echo_app, config)
+    [destination] = middleware._generation.dispatcher._runtime()[1]["rec"].destinations
+    destination.failure("rec", "all", MirrorSendError("disk_full"))
+    wait_until(lambda: destination.state == "half_open", 5)
+    call_without_yielding(middleware, 2)  # the trial's outcome is not known yet when the second comes
+    stats = recorded(middleware, 1)
+    middleware.close()
+    assert (stats["succeeded"], stats["dropped"]) == (1, {"circuit_open": 1})
+
+
+def test_least_requests_spreads_copies_over_file_destinations_by_copies_being_written(tmp_path):
+    config = record_config(f"file://{tmp_path}/a.gor", record_responses=False)
+    config["ReverseProxy"]["Clusters"]["rec"] = {
+        "LoadBalancingPolicy": "LeastRequests",
+        "Destinations": [{"Address": f"file://{tmp_path}/a.gor"}, {"Address": f"file://{tmp_path}/b.gor"}],
+    }
+    middleware = MirrorMiddleware(echo_app, config)
+    call_without_yielding(middleware, 4)  # 0 and 0: a; 1 and 0: b; 1 and 1: a; 2 and 1: b
+    recorded(middleware, 4)
+    for _ in range(2):  # one at a time, each written before the next: a tie, so a
+        call_without_yielding(middleware, 1)
+        recorded(middleware, middleware.stats()["mirrored"])
+    middleware.close()
+    by_destination = middleware.stats()["by_destination"]
+    assert [by_destination[f"rec/file://{tmp_path}/{name}.gor"]["succeeded"] for name in "ab"] == [4, 2]
 
 
 def test_a_recorded_copy_carries_the_configured_loop_token(recording, tmp_path):
