@@ -217,7 +217,8 @@ def test_a_bug_while_sending_fails_the_mirror_as_internal_error_and_the_app_neve
         assert (part["mirrored"], part["failed"], part["failures"]) == (1, 1, {"internal_error": 1})
     assert stats["by_cluster"]["m"]["latency_ms"]["p50"] < 5000
     assert [r.getMessage() for r in caplog.records] == [
-        f"mirror destination {sink.address} (cluster 'm', route 'all') is failing: internal_error: RuntimeError('a bug')"
+        f"mirror destination {sink.address} (cluster 'm', route 'all') is failing: "
+        "internal_error: RuntimeError('a bug')"
     ]
 
 
