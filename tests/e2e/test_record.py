@@ -781,6 +781,20 @@ def test_a_half_open_file_destination_takes_one_trial_at_a_time(tmp_path):
     assert (stats["succeeded"], stats["dropped"]) == (1, {"circuit_open": 1})
 
 
+def test_a_half_open_file_destination_whose_trial_is_refused_takes_the_next_one_as_its_trial(tmp_path):
+    from wsgimirror.errors import MirrorSendError
+
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False, Record={"MaxBytes": 1},
+                           Mirror={"BreakerFailures": 1, "BreakerSeconds": 0.05})  # fmt: skip
+    middleware = MirrorMiddleware(echo_app, config)
+    [destination] = middleware._generation.dispatcher._runtime()[1]["rec"].destinations
+    destination.failure("rec", "all", MirrorSendError("disk_full"))
+    wait_until(lambda: destination.state == "half_open", 5)
+    call_without_yielding(middleware, 2)  # no copy fits MaxBytes: each trial is refused, and frees its slot
+    middleware.close()
+    assert middleware.stats()["dropped"] == {"disk_budget": 2}
+
+
 def test_least_requests_spreads_copies_over_file_destinations_by_copies_being_written(tmp_path):
     config = record_config(f"file://{tmp_path}/a.gor", record_responses=False)
     config["ReverseProxy"]["Clusters"]["rec"] = {
