@@ -50,7 +50,8 @@ TESTS: dict[str, list[str]] = {
     "compare.diff": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
     "compare.endpoints": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
     "compare.analysis": ["tests/test_compare.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
-    "compare.comparer": ["tests/test_comparer.py", "tests/e2e/test_compare.py"],
+    "compare.comparer": ["tests/test_comparer.py", "tests/e2e/test_compare.py",
+                         "tests/e2e/test_record.py::test_answers_are_cut_at_compare_max_body_bytes_and_keep_their_own_content_length"],
     "compare.difflog": ["tests/test_difflog.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
     # record and replay (replay's own runs are child processes: only its in-process tests count)
     "gor": ["tests/test_gor.py", "tests/test_replay.py", "tests/e2e/test_record.py"],
