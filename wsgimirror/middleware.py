@@ -33,7 +33,7 @@ from .config import Config, ConfigSource, MirrorSettings, Route, load_config
 from .response import Answer, AnswerTee
 from .routing import Router
 from .sender import Dispatcher, Runtime, address_keys
-from .stats import Stats
+from .stats import Drop, Stats
 from .syntax import connection_tokens
 
 if t.TYPE_CHECKING:
@@ -108,7 +108,7 @@ class MirrorMiddleware:
         fate is known: one count per request, whichever way it goes.
         """
         clusters = route.mirror_clusters
-        drops: list[tuple[str, t.Sequence[str]]] = []
+        drops: list[Drop] = []
         try:
             capture = self._capture(generation, route, environ, drops) if clusters else None
         except Exception:
@@ -118,7 +118,7 @@ class MirrorMiddleware:
         return capture
 
     def _capture(
-        self, generation: _Generation, route: Route, environ: WSGIEnvironment, drops: list[tuple[str, t.Sequence[str]]]
+        self, generation: _Generation, route: Route, environ: WSGIEnvironment, drops: list[Drop]
     ) -> _Capture | None:
         """The capture of a request for the clusters that take it; those that don't are added to ``drops``."""
         clusters = route.mirror_clusters

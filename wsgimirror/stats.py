@@ -18,7 +18,7 @@ from ._gevent import original
 LATENCY_SAMPLES = 2048  # per cluster: the most recent mirror durations, for p50 / p99
 TIMEOUTS = ("timeout", "connect_timeout")
 
-Drops = t.Sequence[t.Tuple[str, t.Sequence[str]]]  # (reason, clusters) of copies given up
+Drop = t.Tuple[str, t.Sequence[str]]  # a reason, and the clusters whose copies were given up for it
 
 
 # A real OS-thread lock, even after gevent monkey-patching. The critical sections here are a
@@ -62,13 +62,13 @@ class Stats:
         if self.listener is not None:
             self.listener.request()
 
-    def matched(self, route: str, clusters: t.Sequence[str], drops: Drops = ()) -> None:
+    def matched(self, route: str, clusters: t.Sequence[str], drops: t.Sequence[Drop] = ()) -> None:
         """A request matched ``route``: one copy per cluster, and those of ``drops`` already given up.
 
         Counts the request too, all under one lock: under saturation every copy is shed here,
         and each request's accounting is then the whole of what mirroring costs it.
         """
-        with self._lock:
+        with self._lock:  # the cells are added to here, not with _bump: no list built for a shed request
             self._requests += 1
             self._matched += 1
             counts = self._cells
