@@ -27,6 +27,19 @@ CONFIG = {
 }
 
 
+def ok_app(environ, start_response):
+    """Reads its body and answers ok."""
+    environ["wsgi.input"].read()
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+def with_cluster(**keys: object):
+    """CONFIG, loaded, with ``keys`` added to cluster m."""
+    cluster = {**CONFIG["ReverseProxy"]["Clusters"]["m"], **keys}
+    return load_config({**CONFIG, "ReverseProxy": {**CONFIG["ReverseProxy"], "Clusters": {"m": cluster}}})
+
+
 def cluster_state():
     config = load_config(CONFIG)
     return ClusterState(config.clusters["m"], config, Runtime()), config
@@ -67,10 +80,7 @@ def test_every_configuration_shares_one_admission_count_and_one_pool_per_address
 
 def two_pools(max_connections: int):
     """A runtime, and the pools of destinations a and b with ``max_connections`` each."""
-    config = load_config(
-        {**CONFIG, "ReverseProxy": {**CONFIG["ReverseProxy"], "Clusters": {"m": {
-            **CONFIG["ReverseProxy"]["Clusters"]["m"], "HttpClient": {"MaxConnectionsPerServer": max_connections}}}}}
-    )  # fmt: skip
+    config = with_cluster(HttpClient={"MaxConnectionsPerServer": max_connections})
     runtime = Runtime()
     a, b, _ = ClusterState(config.clusters["m"], config, runtime).destinations
     return runtime, a.pool, b.pool
@@ -116,11 +126,7 @@ def test_a_failing_destination_is_logged_at_its_first_failure_and_not_again_unti
 
 
 def test_a_hash_cluster_sends_each_key_to_one_destination():
-    config = load_config(
-        {**CONFIG, "ReverseProxy": {**CONFIG["ReverseProxy"], "Clusters": {"m": {
-            **CONFIG["ReverseProxy"]["Clusters"]["m"], "LoadBalancingPolicy": "Hash",
-            "Metadata": {"HashBy": "header", "Key": "X-User"}}}}}
-    )  # fmt: skip
+    config = with_cluster(LoadBalancingPolicy="Hash", Metadata={"HashBy": "header", "Key": "X-User"})
     state = ClusterState(config.clusters["m"], config, Runtime())
     picked = {
         user: {state.policy.pick(state.destinations, {"HTTP_X_USER": user}).name for _ in range(5)}
@@ -168,12 +174,7 @@ def test_mirrors_go_out_through_the_thread_executor_when_it_is_chosen(server, si
 def test_a_mirror_the_executor_refuses_is_dropped_as_backlog_full_and_gives_back_what_it_held(server, sink, caplog):
     from tests.helpers import assert_accounted
 
-    def app(environ, start_response):
-        environ["wsgi.input"].read()
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    mw = MirrorMiddleware(app, mirror_config(sink.address, Executor="thread"))
+    mw = MirrorMiddleware(ok_app, mirror_config(sink.address, Executor="thread"))
     with Client(server(mw)) as client:
         client.request("POST", "/warm", body=b"w")
         wait_until(lambda: mw.stats()["succeeded"] == 1)
@@ -203,11 +204,7 @@ def test_a_bug_while_sending_fails_the_mirror_as_internal_error_and_the_app_neve
     monkeypatch.setattr(sender, "exchange", broken)
     caplog.set_level("WARNING", logger="wsgimirror.sender")
 
-    def app(environ, start_response):
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    mw = MirrorMiddleware(app, mirror_config(sink.address))
+    mw = MirrorMiddleware(ok_app, mirror_config(sink.address))
     with Client(server(mw)) as client:
         assert client.request("GET", "/x").body == b"ok"
     wait_until(lambda: mw.stats()["failed"] == 1)
@@ -236,11 +233,7 @@ def test_close_gives_up_after_its_timeout_when_a_mirror_never_ends(server, execu
     release = Event()
     stuck = ScriptedServer(lambda sock, head, body: release.wait(30) and False)
 
-    def app(environ, start_response):
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    mw = MirrorMiddleware(app, mirror_config(stuck.address, Timeout=30, Executor=executor))
+    mw = MirrorMiddleware(ok_app, mirror_config(stuck.address, Timeout=30, Executor=executor))
     try:
         with Client(server(mw)) as client:
             client.request("GET", "/")
@@ -258,11 +251,7 @@ def test_max_connections_per_server_caps_the_connections_to_a_destination(server
     config = mirror_config(slow.address, MaxInFlight=8)
     config["ReverseProxy"]["Clusters"]["m"]["HttpClient"] = {"MaxConnectionsPerServer": 2}
 
-    def app(environ, start_response):
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    mw = MirrorMiddleware(app, config)
+    mw = MirrorMiddleware(ok_app, config)
     with Client(server(mw)) as client:
         for i in range(5):
             client.request("GET", f"/{i}")
@@ -274,11 +263,7 @@ def test_max_connections_per_server_caps_the_connections_to_a_destination(server
 
 @pytest.mark.parametrize("executor", ["gevent", "thread"])
 def test_close_returns_as_soon_as_the_last_mirror_has_ended(server, sink, executor):
-    def app(environ, start_response):
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    mw = MirrorMiddleware(app, mirror_config(sink.address, Executor=executor))
+    mw = MirrorMiddleware(ok_app, mirror_config(sink.address, Executor=executor))
     with Client(server(mw)) as client:
         for i in range(3):
             client.request("GET", f"/{i}")
@@ -292,11 +277,7 @@ def test_close_returns_as_soon_as_the_last_mirror_has_ended(server, sink, execut
 def test_close_returns_within_moments_of_the_last_mirror_in_flight_ending(server, make_sink, executor):
     slow = make_sink(delay=0.3)
 
-    def app(environ, start_response):
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    mw = MirrorMiddleware(app, mirror_config(slow.address, Executor=executor))
+    mw = MirrorMiddleware(ok_app, mirror_config(slow.address, Executor=executor))
     with Client(server(mw)) as client:
         client.request("GET", "/")
     slow.wait_for(1)
@@ -309,11 +290,7 @@ def test_close_returns_within_moments_of_the_last_mirror_in_flight_ending(server
 def test_the_thread_executor_runs_max_in_flight_mirrors_at_once(server, make_sink):
     slow = make_sink(delay=1.0)
 
-    def app(environ, start_response):
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    mw = MirrorMiddleware(app, mirror_config(slow.address, Executor="thread", MaxInFlight=12, Timeout=5))
+    mw = MirrorMiddleware(ok_app, mirror_config(slow.address, Executor="thread", MaxInFlight=12, Timeout=5))
     with Client(server(mw)) as client:
         for i in range(12):
             client.request("GET", f"/{i}")
@@ -384,11 +361,7 @@ def test_after_a_burst_the_mirrors_greenlets_are_few_and_reused(server, make_sin
 
     slow = make_sink(delay=0.2)
 
-    def app(environ, start_response):
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    mw = MirrorMiddleware(app, mirror_config(slow.address, MaxInFlight=100, Timeout=5))
+    mw = MirrorMiddleware(ok_app, mirror_config(slow.address, MaxInFlight=100, Timeout=5))
     with Client(server(mw)) as client:
         for i in range(100):  # 100 mirrors at once: 100 workers
             client.request("GET", f"/{i}")

@@ -723,58 +723,45 @@ def test_a_request_that_cannot_be_written_as_http_is_not_recorded_and_its_answer
     ]
 
 
-def test_a_half_open_file_destination_whose_trial_cannot_be_written_takes_the_next_copy(tmp_path):
-    import io
-
-    from wsgimirror.errors import MirrorSendError
-
-    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False,
-                           Mirror={"BreakerFailures": 1, "BreakerSeconds": 0.05})  # fmt: skip
-    middleware = MirrorMiddleware(echo_app, config)
-    key = f"rec/file://{tmp_path}/t.gor"
-
-    def call(**headers: str) -> None:
-        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/x", "SERVER_NAME": "h", "SERVER_PORT": "80",
-                   "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "CONTENT_LENGTH": "3",
-                   "wsgi.input": io.BytesIO(b"abc"), **headers}  # fmt: skip
-        result = middleware(environ, lambda status, headers, exc_info=None: None)
-        assert b"".join(result) == b"seen 3 abc"
-        result.close()
-
-    [destination] = middleware._generation.dispatcher._runtime()[1]["rec"].destinations
-    destination.failure("rec", "all", MirrorSendError("disk_full"))  # as after a write to a full disk
-    wait_until(lambda: destination.state == "half_open", 5)
-    call(**{"HTTP_BAD NAME": "x"})  # the trial: no valid HTTP head, so nothing is written
-    call()
-    stats = recorded(middleware, 1)
-    middleware.close()
-    assert (stats["dropped"], stats["succeeded"]) == ({"bad_request": 1}, 1)
-    assert stats["by_route"]["all"]["dropped"] == {"bad_request": 1}
-    assert stats["by_destination"][key]["circuit"] == "closed"  # the written copy closed it
-
-
-def call_without_yielding(middleware, count: int) -> None:
+def call_without_yielding(middleware, count: int = 1, **headers: str) -> None:
     """``count`` requests served in-process one after another: no outcome of a write arrives in between."""
     import io
 
     for _ in range(count):
         environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/x", "SERVER_NAME": "h", "SERVER_PORT": "80",
                    "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "CONTENT_LENGTH": "3",
-                   "wsgi.input": io.BytesIO(b"abc")}  # fmt: skip
+                   "wsgi.input": io.BytesIO(b"abc"), **headers}  # fmt: skip
         result = middleware(environ, lambda status, headers, exc_info=None: None)
         assert b"".join(result) == b"seen 3 abc"
         getattr(result, "close", lambda: None)()  # a request not captured gets the app's own list
 
 
-def test_a_half_open_file_destination_takes_one_trial_at_a_time(tmp_path):
+def half_open_recording(tmp_path, **record) -> MirrorMiddleware:
+    """A middleware recording to ``t.gor`` whose circuit is half-open, as after a write to a full disk."""
     from wsgimirror.errors import MirrorSendError
 
-    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False,
+    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False, Record=record,
                            Mirror={"BreakerFailures": 1, "BreakerSeconds": 0.05})  # fmt: skip
     middleware = MirrorMiddleware(echo_app, config)
     [destination] = middleware._generation.dispatcher._runtime()[1]["rec"].destinations
     destination.failure("rec", "all", MirrorSendError("disk_full"))
     wait_until(lambda: destination.state == "half_open", 5)
+    return middleware
+
+
+def test_a_half_open_file_destination_whose_trial_cannot_be_written_takes_the_next_copy(tmp_path):
+    middleware = half_open_recording(tmp_path)
+    call_without_yielding(middleware, **{"HTTP_BAD NAME": "x"})  # the trial: no valid HTTP head, nothing written
+    call_without_yielding(middleware)
+    stats = recorded(middleware, 1)
+    middleware.close()
+    assert (stats["dropped"], stats["succeeded"]) == ({"bad_request": 1}, 1)
+    assert stats["by_route"]["all"]["dropped"] == {"bad_request": 1}
+    assert stats["by_destination"][f"rec/file://{tmp_path}/t.gor"]["circuit"] == "closed"  # the written copy closed it
+
+
+def test_a_half_open_file_destination_takes_one_trial_at_a_time(tmp_path):
+    middleware = half_open_recording(tmp_path)
     call_without_yielding(middleware, 2)  # the trial's outcome is not known yet when the second comes
     stats = recorded(middleware, 1)
     middleware.close()
@@ -782,14 +769,7 @@ def test_a_half_open_file_destination_takes_one_trial_at_a_time(tmp_path):
 
 
 def test_a_half_open_file_destination_whose_trial_is_refused_takes_the_next_one_as_its_trial(tmp_path):
-    from wsgimirror.errors import MirrorSendError
-
-    config = record_config(f"file://{tmp_path}/t.gor", record_responses=False, Record={"MaxBytes": 1},
-                           Mirror={"BreakerFailures": 1, "BreakerSeconds": 0.05})  # fmt: skip
-    middleware = MirrorMiddleware(echo_app, config)
-    [destination] = middleware._generation.dispatcher._runtime()[1]["rec"].destinations
-    destination.failure("rec", "all", MirrorSendError("disk_full"))
-    wait_until(lambda: destination.state == "half_open", 5)
+    middleware = half_open_recording(tmp_path, MaxBytes=1)
     call_without_yielding(middleware, 2)  # no copy fits MaxBytes: each trial is refused, and frees its slot
     middleware.close()
     assert middleware.stats()["dropped"] == {"disk_budget": 2}
