@@ -16,7 +16,7 @@ def two_clusters(percent_a: float) -> dict:
     """Route ``r`` mirrors to clusters ``a`` (sampled at ``percent_a``) and ``b``; nothing listens there."""
     return {
         "ReverseProxy": {
-            "Routes": {"r": {"Match": {"Path": "{**catch-all}"}, "Metadata": {"MirrorCluster": "a,b"}}},
+            "Routes": {"r": {"Match": {"Paths": ["/{**catch-all}"]}, "Metadata": {"MirrorCluster": "a,b"}}},
             "Clusters": {
                 cid: {
                     "Metadata": {"MirrorPercent": str(percent)},

@@ -77,15 +77,12 @@ def test_policy_names_are_case_insensitive():
     assert load_config(data).clusters["apidemo"].policy == "RoundRobin"
 
 
-def test_unknown_mirror_keys_are_named_in_a_warning(caplog):
+def test_an_unknown_mirror_key_is_refused_with_the_key_it_resembles():
     data = seed()
     data["ReverseProxy"]["Routes"]["a"]["Metadata"]["MirrorCluster1"] = "x"
-    data["Mirror"] = {"MaxInFlite": 3}
-    with caplog.at_level(logging.WARNING, logger="wsgimirror"):
+    with pytest.raises(ConfigError, match="^ReverseProxy.Routes.a.Metadata.MirrorCluster1: unknown mirror key; "
+                       "did you mean MirrorCluster\\?$"):  # fmt: skip
         load_config(data)
-    text = caplog.text
-    assert "ReverseProxy.Routes.a.Metadata.MirrorCluster1: unknown mirror key" in text
-    assert "Mirror: unknown keys ['MaxInFlite']" in text
 
 
 def test_other_keys_of_the_seed_proxy_are_accepted_silently(caplog):
@@ -122,7 +119,8 @@ M = "ReverseProxy.Clusters.apidemoMirror"
     "config, message",
     [
         ([], "config: expected a file path, a dict or a Config, got list"),
-        ({}, "ReverseProxy: must be an object, got null"),
+        ({}, "ReverseProxy: is missing: the config needs a ReverseProxy section with Routes and Clusters$"),
+        ({"ReverseProxy": None}, "ReverseProxy: must be an object, got null"),
         ({"ReverseProxy": {"Routes": []}}, "ReverseProxy.Routes: must be an object, got array"),
         (
             _with(f"{R}.Metadata.MirrorCluster", "apidemoMirrorX"),
@@ -278,11 +276,12 @@ def test_every_known_mirror_key_in_any_case_loads_without_a_warning(caplog):
     assert (m.loop_token, m.capture_memory_bytes, m.capture_disk_bytes) == ("0123456789abcdef", 12, 13)
 
 
-def test_an_unknown_mirror_key_is_named_with_the_known_ones(caplog):
-    with caplog.at_level(logging.WARNING, logger="wsgimirror"):
+def test_an_unknown_key_of_the_mirror_section_is_refused_naming_the_keys_read():
+    with pytest.raises(ConfigError, match="^Mirror.MaxInFlite: unknown key; did you mean MaxInFlight\\?$"):
         load_config(_with("Mirror.MaxInFlite", 3))
-    (line,) = [r.getMessage() for r in caplog.records]
-    assert line == "Mirror: unknown keys ['MaxInFlite'] are ignored; known keys: " + ", ".join(KNOWN_MIRROR_KEYS)
+    with pytest.raises(ConfigError, match="^Mirror.Speed: unknown key; the keys read here are " + ", ".join(
+            KNOWN_MIRROR_KEYS) + "$"):  # fmt: skip
+        load_config(_with("Mirror.Speed", 3))
 
 
 def test_a_config_path_with_a_nul_character_is_refused_naming_it():
@@ -394,6 +393,6 @@ def test_invalid_compare_settings_name_the_key_path(config, message):
         load_config(config)
 
 
-def test_unknown_compare_keys_are_named_in_a_warning(caplog):
-    load_config({**seed(), "Compare": {"MaxBodyByte": 1}})
-    assert "Compare: unknown keys ['MaxBodyByte'] are ignored" in caplog.text
+def test_unknown_compare_keys_are_refused():
+    with pytest.raises(ConfigError, match="^Compare.MaxBodyByte: unknown key; did you mean MaxBodyBytes\\?$"):
+        load_config({**seed(), "Compare": {"MaxBodyByte": 1}})

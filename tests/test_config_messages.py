@@ -173,22 +173,101 @@ def test_a_client_certificate_with_its_key_in_another_file_loads(tmp_path):
 def test_warnings_name_the_section_and_the_keys_read(caplog):
     caplog.set_level(logging.WARNING, logger="wsgimirror.config")
     load_config(http_client(WebProxy="x", DangerousAcceptAnyServerCertificate=True))
-    load_config(metadata(MirrorPercentage=5))
-    load_config(config(Mirror={"MaxInFlights": 3}))
+    load_config(config(cluster={"Destinations": [{"Address": "http://127.0.0.1:9", "Host": "a.test"}]}))
     assert [r.getMessage() for r in caplog.records] == [
         f"{M}.HttpClient: keys ['WebProxy'] are ignored; wsgimirror reads DangerousAcceptAnyServerCertificate, "
         "SslProtocols, MaxConnectionsPerServer, CaFile, ClientCertificate, ClientKey, ServerName",
         "cluster 'm': DangerousAcceptAnyServerCertificate is true: its HTTPS destinations are not verified, anyone "
         "on the path can read and change the mirrored traffic",
-        f"{M}.Metadata.MirrorPercentage: unknown mirror key is ignored; known keys: MirrorCluster, MirrorPercent, "
-        "MirrorSampleBy, MirrorCompare, MirrorBaseline, MirrorRecordResponses",
-        "Mirror: unknown keys ['MaxInFlights'] are ignored; known keys: MaxInFlight, MemoryBodyBytes, MaxBodyBytes, "
-        "ConnectTimeout, Timeout, Executor, RemoveHeaders, BreakerFailures, BreakerSeconds, LoopToken, "
-        "CaptureMemoryBytes, CaptureDiskBytes",
+        f"{M}.Destinations[0].Host: is not read by wsgimirror; a mirror's Host header is its destination's",
     ]
     caplog.clear()
     load_config(http_client(sslprotocols=["Tls12"], MAXCONNECTIONSPERSERVER=2))  # known keys, in any case
     assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    "pattern, message",
+    [
+        ("/api/{id:int}", "route constraints, defaults and optional parameters are not implemented; use a plain "
+                          "{name} or {\\*\\*name}, got '{id:int}'"),
+        ("/api/{id?}", "route constraints, defaults and optional parameters are not implemented"),
+        ("/{**rest}/x", "a catch-all parameter must be the last segment, got '/{\\*\\*rest}/x'"),
+        ("/api/x{id}", "a parameter must be a whole segment such as {id}, got 'x{id}'"),
+        ("/api/{a}{b}", "a parameter must be a whole segment such as {id}, got '{a}{b}'"),
+        ("/*/{id}", "'\\*' is only allowed as {\\*\\*name} or at the end of a path, got '/\\*/{id}'"),
+    ],
+)  # fmt: skip
+def test_a_path_template_is_read_as_the_proxies_read_it_or_refused(pattern, message):
+    with pytest.raises(ConfigError, match=rf"^{R}.Match.Paths\[0\]: " + message):
+        load_config(config(match={"Paths": [pattern]}))
+    assert load_config(config(match={"Paths": ["/{**catch-all}"]})).routes[0].paths == ("/{**catch-all}",)
+
+
+ROUTE_READ = "Order, Match, ClusterId, Metadata, Transforms"
+NARROW = "without it this route would mirror requests the proxy's route does not match. Narrow the route with " \
+    "Hosts, Paths and Methods instead"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        # A key of Match that is not read would widen the route to every path, host or method.
+        (config(match={"Path": "/admin"}), f"{R}.Match.Path: YARP's single Path is not read; wsgimirror reads "
+                                           f'Paths, an array \\("Paths": \\["/api/{{\\*\\*rest}}"\\]\\): {NARROW}'),
+        (config(match={"Host": ["a.com"]}), f"{R}.Match.Host: unknown key; did you mean Hosts\\?"),
+        (config(match={"Method": ["GET"]}), f"{R}.Match.Method: unknown key; did you mean Methods\\?"),
+        (config(match={"Headers": [{"Name": "X-Canary"}]}), f"{R}.Match.Headers: matching on request headers is "
+                                                            f"not implemented: {NARROW}"),
+        (config(match={"queryparameters": []}), f"{R}.Match.queryparameters: matching on query parameters is not "
+                                                f"implemented: {NARROW}"),
+        (config(match={"Statement": "Method = 'GET'"}), f"{R}.Match.Statement: VKProxy's Statement expressions are "
+                                                        f"not implemented: {NARROW}"),
+        (config(match={"Pathz": ["/a"]}), f"{R}.Match.Pathz: unknown key; did you mean Paths\\?"),
+        (config(match={"Verbs": ["GET"]}), f"{R}.Match.Verbs: unknown key; the keys read here are Hosts, Paths, "
+                                           "Methods"),
+        (config(route={"Metdata": {}}), f"{R}.Metdata: unknown key; did you mean Metadata\\?"),
+        (config(route={"Transform": []}), f"{R}.Transform: unknown key; did you mean Transforms\\?"),
+        (config(route={"Priority": 1}), f"{R}.Priority: unknown key; the keys read here are {ROUTE_READ}"),
+        (config(cluster={"LoadBalancing": "Hash"}), f"{M}.LoadBalancing: unknown key; did you mean "
+                                                    "LoadBalancingPolicy\\?"),
+        (config(cluster={"Destination": {}}), f"{M}.Destination: unknown key; did you mean Destinations\\?"),
+        (config(cluster={"Destinations": [{"Adress": "http://a"}]}), f"{M}.Destinations\\[0\\].Adress: unknown key; "
+                                                                     "did you mean Address\\?"),
+        (config(cluster={"HttpClient": {}, "HttpClientConfig": {}}), f"{M}: has both HttpClient and "
+                                                                     "HttpClientConfig; they are one section"),
+        (http_client(CAFiles="x"), f"{M}.HttpClient.CAFiles: unknown key; did you mean CaFile\\?"),
+        (metadata(MirrorPercentage=5), f"{M}.Metadata.MirrorPercentage: unknown mirror key; did you mean "
+                                       "MirrorPercent\\?"),
+        (config(route={"Metadata": {"MirrorClusters": "m"}}), f"{R}.Metadata.MirrorClusters: unknown mirror key; "
+                                                              "did you mean MirrorCluster\\?"),
+        ({**BASE, "ReverseProxy": {**BASE["ReverseProxy"], "Route": {}}}, "ReverseProxy.Route: unknown key; did "
+                                                                          "you mean Routes\\?"),
+        (config(Mirror={"RemoveHeader": ["Authorization"]}), "Mirror.RemoveHeader: unknown key; did you mean "
+                                                             "RemoveHeaders\\?"),
+        (config(Record={"Queue": 1}), "Record.Queue: unknown key; did you mean QueueBytes\\?"),
+        (config(Compare={"Examples2": 1}), "Compare.Examples2: unknown key; did you mean Examples\\?"),
+    ],
+)  # fmt: skip
+def test_a_typo_is_refused_never_ignored(data, message):
+    with pytest.raises(ConfigError, match="^" + message):
+        load_config(data)
+
+
+def test_the_proxies_own_keys_load_silently_and_widen_nothing(caplog):
+    """Keys about the primary traffic (timeouts, policies, health checks) are accepted and not read."""
+    caplog.set_level(logging.WARNING, logger="wsgimirror.config")
+    data = config(
+        route={"Timeout": "00:00:30", "AuthorizationPolicy": "x", "CorsPolicy": "y", "RouteId": "r", "udpresponses": 1},
+        cluster={"HealthCheck": {"Active": {}}, "HttpRequest": {}, "SessionAffinity": {}, "ClusterId": "m",
+                 "HttpClientConfig": {"SslProtocols": ["Tls12"]}},
+    )  # fmt: skip
+    data["ReverseProxy"]["Listen"] = {}
+    data["ReverseProxy"]["Sni"] = {}
+    data["Logging"] = {}
+    loaded = load_config(data)
+    assert caplog.records == []
+    assert loaded.clusters["m"].http_client.protocols == ("Tls12",)  # VKProxy's name for the section is read
 
 
 def test_a_file_is_read_as_utf_8_with_or_without_a_byte_order_mark(tmp_path):
@@ -270,16 +349,8 @@ def test_compare_values_that_load(tmp_path):
     assert load_config(config(match={"Hosts": ["*[::1]:8080"]})).routes[0].hosts == ("*[::1]:8080",)
 
 
-def test_the_compare_warning_lists_the_keys_read(caplog):
-    caplog.set_level(logging.WARNING, logger="wsgimirror.config")
-    load_config(compare(maxbodybytes=5, LOGSECONDS=2))  # known keys, in any case: no warning
-    assert caplog.records == []
-    load_config(compare(Thresholds=5))
-    assert [r.getMessage() for r in caplog.records] == [
-        "Compare: unknown keys ['Thresholds'] are ignored; known keys: MaxBodyBytes, MemoryBytes, IgnoreHeaders, "
-        "IgnoreFields, ArrayOrder, Endpoints, RelativeThreshold, AbsoluteThreshold, Log, LogMaxBytes, LogSeconds, "
-        "Examples, MaxPerSecond"
-    ]
+def test_compare_keys_load_in_any_case():
+    assert load_config(compare(maxbodybytes=5, LOGSECONDS=2)).compare.max_body_bytes == 5
 
 
 def record(**values):
@@ -308,14 +379,6 @@ def test_record_values_load_at_their_bounds_and_default_when_absent():
     loaded = load_config(record(queuebytes=4096, FlushSeconds=0.5, CHUNKBYTES=4096, MaxBytes=0))
     assert loaded.record == RecordSettings(queue_bytes=4096, flush_seconds=0.5, chunk_bytes=4096, max_bytes=0)
     assert load_config(config()).record == RecordSettings(16 << 20, 1.0, 32 << 20, 1 << 30)
-
-
-def test_the_record_warning_lists_the_keys_read(caplog):
-    caplog.set_level(logging.WARNING, logger="wsgimirror.config")
-    load_config(record(Queue=1))
-    assert [r.getMessage() for r in caplog.records] == [
-        "Record: unknown keys ['Queue'] are ignored; known keys: QueueBytes, FlushSeconds, ChunkBytes, MaxBytes"
-    ]
 
 
 def file_destination(address):

@@ -63,6 +63,19 @@ def test_without_a_host_header_the_server_name_and_port_are_used():
         ((), "/whatever", True),
         (("/a", "/b*"), "/b/c", True),
         (("/a", "/b*"), "/c", False),
+        # the seed proxy's and YARP's templates: {name} is one segment, a last {**name} the rest of the path
+        (("/{**catch-all}",), "/", True),
+        (("/{**catch-all}",), "/any/thing", True),
+        (("/api/{**rest}",), "/api", True),
+        (("/api/{**rest}",), "/api/orders/7", True),
+        (("/api/{*rest}",), "/api/orders/7", True),
+        (("/api/{**rest}",), "/apix", False),
+        (("/users/{id}/orders",), "/users/7/orders", True),
+        (("/users/{id}/orders",), "/users//orders", False),
+        (("/users/{id}/orders",), "/users/7/8/orders", False),
+        (("/users/{id}/orders",), "/users/7/orders/1", False),
+        (("/a.b/{id}",), "/aXb/1", False),
+        (("/x", "/users/{id}"), "/users/1", True),
     ],
 )
 def test_paths(patterns, path, expected):

@@ -10,6 +10,7 @@ path of the key. Nothing is validated per request.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import typing as t
@@ -24,6 +25,29 @@ from .transforms import PROTECTED_HEADERS, Transform, compile_transforms
 
 log = logging.getLogger(__name__)
 
+# The keys of each object of the seed proxy's format (VKProxy's, and YARP's where they differ). A key that is
+# none of them is refused, with a "did you mean" when a known key is close: a one-letter typo must never
+# widen what a route mirrors. The proxies' own keys that wsgimirror does not need are accepted and not read.
+PROXY_KEYS = ("Routes", "Clusters")
+PROXY_OWN_KEYS = ("Listen", "Sni")
+ROUTE_KEYS = ("Order", "Match", "ClusterId", "Metadata", "Transforms")
+ROUTE_OWN_KEYS = (  # about the primary traffic: how the proxy forwards, limits and authorizes it
+    "RouteId", "Timeout", "UdpResponses", "Limit", "AuthorizationPolicy", "RateLimiterPolicy", "OutputCachePolicy",
+    "TimeoutPolicy", "CorsPolicy", "MaxRequestBodySize",
+)  # fmt: skip
+MATCH_KEYS = ("Hosts", "Paths", "Methods")
+# Keys of the proxies' Match that narrow a route and that wsgimirror does not evaluate. Ignoring one would
+# mirror requests the proxy's route does not take, so a route that has one is refused, saying why.
+MATCH_REFUSED = {
+    "Path": 'YARP\'s single Path is not read; wsgimirror reads Paths, an array ("Paths": ["/api/{**rest}"])',
+    "Headers": "matching on request headers is not implemented",
+    "QueryParameters": "matching on query parameters is not implemented",
+    "Statement": "VKProxy's Statement expressions are not implemented",
+}
+CLUSTER_KEYS = ("LoadBalancingPolicy", "Destinations", "Metadata", "HttpClient", "HttpClientConfig")
+CLUSTER_OWN_KEYS = ("ClusterId", "HealthCheck", "HttpRequest", "SessionAffinity")
+DESTINATION_KEYS = ("Address",)
+DESTINATION_OWN_KEYS = ("Health", "Metadata", "Host")
 KNOWN_MIRROR_KEYS = (
     "MaxInFlight",
     "MemoryBodyBytes",
@@ -81,6 +105,11 @@ KNOWN_HTTP_CLIENT_KEYS = (
     "ClientKey",
     "ServerName",
 )
+# The proxies' other HttpClient keys: named in a warning (the mirrors connect without them), never an error.
+HTTP_CLIENT_OWN_KEYS = (
+    "EnableMultipleHttp2Connections", "EnableMultipleHttp3Connections", "AllowAutoRedirect", "RequestHeaderEncoding",
+    "ResponseHeaderEncoding", "WebProxy",
+)  # fmt: skip
 SSL_PROTOCOLS = ("Tls12", "Tls13")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_IN_FLIGHT = 65536
@@ -253,7 +282,12 @@ def _read_json(path: str) -> t.Any:
 
 def config_from_dict(data: t.Mapping[str, t.Any]) -> Config:
     root = _object(data, "", "config")
+    if "ReverseProxy" not in root:
+        raise ConfigError(
+            "ReverseProxy", "is missing: the config needs a ReverseProxy section with Routes and Clusters"
+        )
     proxy = _object(root.get("ReverseProxy"), "ReverseProxy")
+    _check_keys(proxy, "ReverseProxy", PROXY_KEYS, PROXY_OWN_KEYS)
     clusters_raw = _object(proxy.get("Clusters", {}), "ReverseProxy.Clusters")
     clusters = {cid: _cluster(cid, body, f"ReverseProxy.Clusters.{cid}") for cid, body in clusters_raw.items()}
     routes_raw = _object(proxy.get("Routes", {}), "ReverseProxy.Routes")
@@ -267,12 +301,14 @@ def config_from_dict(data: t.Mapping[str, t.Any]) -> Config:
 
 def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -> Route:
     body = _object(raw, path)
+    _check_keys(body, path, ROUTE_KEYS, ROUTE_OWN_KEYS)
     match = _object(body.get("Match", {}), f"{path}.Match")
+    _check_match_keys(match, f"{path}.Match")
     cluster_id = _optional_str(body.get("ClusterId"), f"{path}.ClusterId")
     if cluster_id is not None:
         cluster_id = _cluster_ref(cluster_id, clusters, f"{path}.ClusterId")
     metadata = _object(body.get("Metadata", {}), f"{path}.Metadata")
-    _warn_unknown_mirror_keys(metadata, f"{path}.Metadata")
+    _check_mirror_metadata(metadata, f"{path}.Metadata")
     mirrors = _mirror_clusters(metadata.get("MirrorCluster"), f"{path}.Metadata.MirrorCluster", clusters)
     compared = _compared_clusters(metadata.get("MirrorCompare"), f"{path}.Metadata.MirrorCompare", mirrors)
     baseline = _compared_clusters(metadata.get("MirrorBaseline"), f"{path}.Metadata.MirrorBaseline", mirrors)
@@ -355,22 +391,49 @@ def _host(value: str, path: str) -> str:
 
 
 def _path(value: str, path: str) -> str:
+    """A path pattern: exact, a trailing ``*`` for a prefix, or a template of the seed proxy's and YARP's syntax:
+    ``{name}`` is one segment and a last ``{**name}`` (or ``{*name}``) the rest of the path."""
     if value != "*" and not value.startswith("/"):
         raise ConfigError(path, f"must start with '/' or be '*', got {value!r}")
+    if "{" in value or "}" in value:
+        _check_template(value, path)
+        return value
     if "*" in value[:-1]:
         raise ConfigError(path, f"'*' is only allowed at the end of a path, got {value!r}")
     return value
 
 
+def _check_template(value: str, path: str) -> None:
+    segments = value.split("/")
+    for i, segment in enumerate(segments):
+        if "{" not in segment and "}" not in segment:
+            if "*" in segment:
+                raise ConfigError(path, f"'*' is only allowed as {{**name}} or at the end of a path, got {value!r}")
+            continue
+        if not (segment.startswith("{") and segment.endswith("}")) or segment.count("{") != 1:
+            raise ConfigError(path, f"a parameter must be a whole segment such as {{id}}, got {segment!r}")
+        name = segment[1:-1]
+        catch_all = name.startswith("*")
+        name = name.lstrip("*")
+        if catch_all and i != len(segments) - 1:
+            raise ConfigError(path, f"a catch-all parameter must be the last segment, got {value!r}")
+        if not name or not all(c.isalnum() or c in "_-" for c in name):
+            raise ConfigError(
+                path, f"route constraints, defaults and optional parameters are not implemented; use a plain "
+                f"{{name}} or {{**name}}, got {segment!r}"
+            )  # fmt: skip
+
+
 def _cluster(cid: str, raw: t.Any, path: str) -> Cluster:
     body = _object(raw, path)
+    _check_keys(body, path, CLUSTER_KEYS, CLUSTER_OWN_KEYS)
     policy_name = _optional_str(body.get("LoadBalancingPolicy"), f"{path}.LoadBalancingPolicy") or "Random"
     policy = resolve_policy(policy_name)
     if policy is None:
         valid = ", ".join(cls.name for cls in POLICIES.values())
         raise ConfigError(f"{path}.LoadBalancingPolicy", f"unknown policy {policy_name!r}; valid policies: {valid}")
     metadata = _object(body.get("Metadata", {}), f"{path}.Metadata")
-    _warn_unknown_mirror_keys(metadata, f"{path}.Metadata")
+    _check_mirror_metadata(metadata, f"{path}.Metadata")
     hash_by, hash_key = _hash_source(metadata, f"{path}.Metadata")
     sample_by = _optional_str(metadata.get("MirrorSampleBy"), f"{path}.Metadata.MirrorSampleBy") or "random"
     if sample_by.lower() not in SAMPLE_BY:
@@ -385,13 +448,23 @@ def _cluster(cid: str, raw: t.Any, path: str) -> Cluster:
         hash_key=hash_key,
         percent=_percent(metadata.get("MirrorPercent", 100), f"{path}.Metadata.MirrorPercent"),
         sample_by=sample_by.lower(),
-        http_client=_http_client(body.get("HttpClient", {}), f"{path}.HttpClient", cid),
+        http_client=_http_client(*_http_client_section(body, path), cid),
     )
+
+
+def _http_client_section(cluster: t.Mapping[str, t.Any], path: str) -> tuple[t.Any, str]:
+    """The cluster's ``HttpClient`` (YARP's name) or ``HttpClientConfig`` (VKProxy's), and its key path."""
+    names = [key for key in ("HttpClient", "HttpClientConfig") if key in cluster]
+    if len(names) == 2:
+        raise ConfigError(path, "has both HttpClient and HttpClientConfig; they are one section, keep one")
+    name = names[0] if names else "HttpClient"
+    return cluster.get(name, {}), f"{path}.{name}"
 
 
 def _http_client(raw: t.Any, path: str, cluster_id: str) -> HttpClientSettings:
     """The cluster's ``HttpClient`` section; every file it names is read and parsed now."""
     body = _object(raw, path)
+    _check_keys(body, path, KNOWN_HTTP_CLIENT_KEYS, HTTP_CLIENT_OWN_KEYS)
     ignored = _unknown_keys(body, KNOWN_HTTP_CLIENT_KEYS)
     if ignored:
         log.warning("%s: keys %s are ignored; wsgimirror reads %s", path, ignored, ", ".join(KNOWN_HTTP_CLIENT_KEYS))
@@ -532,6 +605,9 @@ def _unique_names(destinations: list[Destination]) -> t.Iterator[Destination]:
 
 def _destination(name: str | None, raw: t.Any, path: str) -> Destination:
     body = _object(raw, path)
+    _check_keys(body, path, DESTINATION_KEYS, DESTINATION_OWN_KEYS)
+    if "Host" in body:
+        log.warning("%s.Host: is not read by wsgimirror; a mirror's Host header is its destination's", path)
     address = _optional_str(body.get("Address"), f"{path}.Address")
     if not address:
         raise ConfigError(f"{path}.Address", "is required")
@@ -583,7 +659,7 @@ def _file_destination(name: str | None, address: str, netloc: str, file_path: st
 
 def _record_settings(raw: t.Any, path: str) -> RecordSettings:
     body = _object(raw, path)
-    _warn_unknown_keys(body, path, KNOWN_RECORD_KEYS)
+    _check_keys(body, path, KNOWN_RECORD_KEYS)
     defaults = RecordSettings()
     return RecordSettings(
         queue_bytes=_integer(body.get("QueueBytes", defaults.queue_bytes), f"{path}.QueueBytes", minimum=4096),
@@ -595,7 +671,7 @@ def _record_settings(raw: t.Any, path: str) -> RecordSettings:
 
 def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
     body = _object(raw, path)
-    _warn_unknown_keys(body, path, KNOWN_MIRROR_KEYS)
+    _check_keys(body, path, KNOWN_MIRROR_KEYS)
     defaults = MirrorSettings()
     executor = _optional_str(body.get("Executor"), f"{path}.Executor") or defaults.executor
     if executor.lower() not in EXECUTORS:
@@ -632,15 +708,34 @@ def _unknown_keys(body: t.Mapping[str, t.Any], known: t.Sequence[str]) -> list[s
     return sorted(key for key in body if key.lower() not in lowered)
 
 
-def _warn_unknown_keys(body: t.Mapping[str, t.Any], path: str, known: t.Sequence[str]) -> None:
-    unknown = _unknown_keys(body, known)
-    if unknown:
-        log.warning("%s: unknown keys %s are ignored; known keys: %s", path, unknown, ", ".join(known))
+def _check_keys(body: t.Mapping[str, t.Any], path: str, read: t.Sequence[str], own: t.Sequence[str] = ()) -> None:
+    """Refuse the first key that is neither read by wsgimirror nor one of the proxy's ``own`` keys."""
+    for key in _unknown_keys(body, (*read, *own)):
+        raise ConfigError(f"{path}.{key}", f"unknown key; {_did_you_mean(key, read)}")
+
+
+def _did_you_mean(key: str, known: t.Sequence[str]) -> str:
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {by_lower[close[0]]}?"
+    return f"the keys read here are {', '.join(known)}"
+
+
+def _check_match_keys(match: t.Mapping[str, t.Any], path: str) -> None:
+    for key in match:
+        refused = next((why for name, why in MATCH_REFUSED.items() if name.lower() == key.lower()), None)
+        if refused is not None:
+            raise ConfigError(
+                f"{path}.{key}", f"{refused}: without it this route would mirror requests the proxy's route does "
+                "not match. Narrow the route with Hosts, Paths and Methods instead"
+            )  # fmt: skip
+    _check_keys(match, path, MATCH_KEYS)
 
 
 def _compare_settings(raw: t.Any, path: str) -> CompareSettings:
     body = _object(raw, path)
-    _warn_unknown_keys(body, path, KNOWN_COMPARE_KEYS)
+    _check_keys(body, path, KNOWN_COMPARE_KEYS)
     defaults = CompareSettings()
     order = _optional_str(body.get("ArrayOrder"), f"{path}.ArrayOrder") or defaults.array_order
     if order.lower() not in ARRAY_ORDERS:
@@ -766,12 +861,13 @@ def _remove_headers(raw: t.Any, path: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _warn_unknown_mirror_keys(metadata: t.Mapping[str, t.Any], path: str) -> None:
+def _check_mirror_metadata(metadata: t.Mapping[str, t.Any], path: str) -> None:
+    """Metadata is free-form, but a key that starts with Mirror is ours: a typo such as ``MirrorPercnt`` would
+    mirror every request instead of a share, so it is refused."""
+    known = {k.lower() for k in KNOWN_MIRROR_METADATA}
     for key in metadata:
-        if key.lower().startswith("mirror") and key.lower() not in {k.lower() for k in KNOWN_MIRROR_METADATA}:
-            log.warning(
-                "%s.%s: unknown mirror key is ignored; known keys: %s", path, key, ", ".join(KNOWN_MIRROR_METADATA)
-            )
+        if key.lower().startswith("mirror") and key.lower() not in known:
+            raise ConfigError(f"{path}.{key}", f"unknown mirror key; {_did_you_mean(key, KNOWN_MIRROR_METADATA)}")
 
 
 # -- small typed readers: each names the path and the JSON type it got ------------------------

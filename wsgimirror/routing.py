@@ -3,11 +3,14 @@
 Routes are tried in ``Order`` (ties in file order). Hosts are case-insensitive:
 ``api.com`` matches that host on any port, ``api.com:8080`` only that port, and
 ``*.api.com`` or ``*api.com`` match by suffix. Paths are exact or end in ``*`` for a
-prefix (case-sensitive, as the path itself). ``*`` or an absent list matches all.
+prefix (case-sensitive, as the path itself), or are templates of the seed proxy's and YARP's
+syntax: ``{name}`` matches one segment, a last ``{**name}`` the rest of the path, empty included.
+``*`` or an absent list matches all.
 """
 
 from __future__ import annotations
 
+import re
 import typing as t
 
 from .config import DEFAULT_PORTS, Route
@@ -32,28 +35,46 @@ class _HostPattern:
 
 
 class _CompiledRoute:
-    __slots__ = ("route", "hosts", "exact_paths", "path_prefixes", "methods")
+    __slots__ = ("route", "hosts", "exact_paths", "path_prefixes", "templates", "methods")
 
     def __init__(self, route: Route) -> None:
         self.route = route
         hosts = route.hosts if "*" not in route.hosts else ()
         self.hosts = tuple(_HostPattern(h) for h in hosts)
         paths = route.paths if "*" not in route.paths else ()
-        self.exact_paths = frozenset(p for p in paths if not p.endswith("*"))
-        self.path_prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
+        templates = [p for p in paths if "{" in p]
+        plain = [p for p in paths if "{" not in p]
+        self.exact_paths = frozenset(p for p in plain if not p.endswith("*"))
+        self.path_prefixes = tuple(p[:-1] for p in plain if p.endswith("*"))
+        self.templates = re.compile("|".join(f"(?:{template_regex(p)})" for p in templates)) if templates else None
         self.methods = frozenset(route.methods)
 
     def matches(self, environ: WSGIEnvironment, path: str) -> bool:
         if self.methods and environ.get("REQUEST_METHOD", "GET").upper() not in self.methods:
             return False
-        if (self.exact_paths or self.path_prefixes) and not (
-            path in self.exact_paths or path.startswith(self.path_prefixes)
+        if (self.exact_paths or self.path_prefixes or self.templates) and not (
+            path in self.exact_paths
+            or path.startswith(self.path_prefixes)
+            or (self.templates is not None and self.templates.fullmatch(path) is not None)
         ):
             return False
         if self.hosts:
             host = request_host(environ)
             return host is not None and any(pattern.matches(*host) for pattern in self.hosts)
         return True
+
+
+def template_regex(template: str) -> str:
+    """A path template as a regular expression: ``{name}`` one segment, a last ``{**name}`` the rest.
+
+    ``/api/{**rest}`` matches ``/api``, ``/api/`` and everything below, as YARP's catch-all does.
+    """
+    parts: list[str] = []
+    for segment in template.split("/"):
+        if segment.startswith("{*"):
+            return "/".join(parts) + "(?:/.*)?"
+        parts.append("[^/]+" if segment.startswith("{") else re.escape(segment))
+    return "/".join(parts)
 
 
 class Router:

@@ -5,6 +5,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,28 @@ def test_gunicorn_with_the_gevent_worker_mirrors_from_each_worker(tmp_path, sink
         status, _, err = proc.stop()
     assert status == 0, err
     assert "Traceback" not in err
+
+
+def test_a_typo_in_a_route_is_refused_by_check_and_serve_and_never_mirrors_the_whole_site(tmp_path, sink):
+    """YARP's singular Path (or a one-letter typo) used to be ignored, and the route then matched every path."""
+    config = json.loads(Path(example_config(tmp_path, sink.address)).read_text())
+    route = config["ReverseProxy"]["Routes"]["api"]
+    route["Match"]["Path"] = route["Match"].pop("Paths")[0]
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(config))
+    checked = run([PY, "-m", "wsgimirror", "check", str(path)])
+    assert (checked.returncode, checked.stdout) == (2, "")
+    assert checked.stderr.startswith("wsgimirror: invalid config: ReverseProxy.Routes.api.Match.Path: YARP's single")
+    served = run([PY, "-m", "wsgimirror", "serve", "examples.legacy_app:application", "--config", str(path),
+                  "--bind", f"127.0.0.1:{free_port()}"])  # fmt: skip
+    assert served.returncode == 2 and "ReverseProxy.Routes.api.Match.Path: YARP's single Path" in served.stderr
+    assert sink.requests == []
+
+
+def run(args: list[str]):
+    """A command that ends by itself, run to its end (bounded by a timeout)."""
+    from gevent import subprocess
+
+    from tests.helpers import ROOT
+
+    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -118,7 +118,7 @@ def test_a_reload_that_drops_one_destination_keeps_the_idle_connections_of_the_o
             "ReverseProxy": {
                 "Routes": {
                     "all": {
-                        "Match": {"Path": "{**any}"},
+                        "Match": {"Paths": ["/{**any}"]},
                         "Metadata": {"MirrorCluster": ",".join(c for c, _ in clusters)},
                     }
                 },
