@@ -388,6 +388,14 @@ def write_config(tmp_path: Path, config: dict, name: str = "mirror.json") -> str
 
 
 def assert_accounted(stats: dict) -> None:
-    """Every copy is pending, mirrored or dropped; every mirror succeeded, failed or is in flight."""
-    assert stats["copies"] == stats["pending"] + stats["mirrored"] + sum(stats["dropped"].values()), stats
-    assert stats["mirrored"] == stats["succeeded"] + stats["failed"] + stats["in_flight"], stats
+    """Every copy is pending, mirrored or dropped; every mirror succeeded, failed or is in flight.
+
+    In total, and in every breakdown: by route, by cluster, and by destination, where a copy counts once
+    picked for it (so none is pending there).
+    """
+    for shaped in [stats, *(v for key in ("by_route", "by_cluster", "by_destination") for v in stats[key].values())]:
+        assert shaped["copies"] == shaped["pending"] + shaped["mirrored"] + sum(shaped["dropped"].values()), stats
+        assert shaped["mirrored"] == shaped["succeeded"] + shaped["failed"] + shaped["in_flight"], stats
+        assert min(shaped["copies"], shaped["pending"], shaped["mirrored"], *shaped["dropped"].values(), 0) == 0, stats
+    for name, destination in stats["by_destination"].items():
+        assert destination["pending"] == 0, (name, stats)

@@ -571,7 +571,7 @@ class Dispatcher:
         """Submit one mirror; False (and the copy dropped as backlog_full) when it cannot run now."""
         runtime = self._runtime_shared
         if not runtime.admit(self.config.mirror.max_in_flight, target.pool):
-            self._stats.drop("backlog_full", route.id, (state.cluster.id,))
+            self._stats.drop("backlog_full", route.id, (state.cluster.id,), target.key)
             return False
         body.retain()
         if answer is not None:
@@ -607,7 +607,7 @@ class Dispatcher:
                               self._mark)  # fmt: skip
         except BadRequest as err:
             log.debug("not recorded to %s: %s", target.destination.address, err)
-            self._stats.drop("bad_request", route.id, (cluster_id,))
+            self._stats.drop("bad_request", route.id, (cluster_id,), target.key)
             return False
         body.retain()
         if answer is not None:

@@ -4,8 +4,9 @@ Every request that matches a route with mirror clusters yields one *copy* per cl
 each copy is ``pending`` while its response is open, then ends in exactly one of
 ``mirrored`` or a ``dropped`` reason, and each mirrored copy in exactly one of
 ``succeeded``, ``failed`` or ``in_flight``: copies = pending + mirrored + Σ dropped. The same identities
-hold per route and per cluster. An optional listener (the Prometheus exporter) hears
-every event after it is counted.
+hold per route, per cluster and per destination; a destination's copies are those picked for it
+(mirrored, or dropped after the pick), so none of them is ever pending. An optional listener (the
+Prometheus exporter) hears every event after it is counted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ._gevent import original
 
 LATENCY_SAMPLES = 2048  # per cluster: the most recent mirror durations, for p50 / p99
 TIMEOUTS = ("timeout", "connect_timeout")
+PICKED = "picked"  # a destination's copies: those picked for it, sent or dropped after the pick
 
 Drop = t.Tuple[str, t.Sequence[str]]  # a reason, and the clusters whose copies were given up for it
 
@@ -87,25 +89,29 @@ class Stats:
             for reason, dropped in drops:
                 listener.drop(reason, route, dropped)
 
-    def drop(self, reason: str, route: str, clusters: t.Sequence[str]) -> None:
+    def drop(self, reason: str, route: str, clusters: t.Sequence[str], destination: str = "") -> None:
+        """Copies given up; with ``destination``, after it was picked for them (it counts them as its copies)."""
         key = "dropped." + reason
         with self._lock:
-            self._bump([(route, cluster, "", key) for cluster in clusters], 1)
+            self._bump([(route, cluster, destination, key) for cluster in clusters], 1)
+            if destination:
+                self._bump([(route, cluster, destination, PICKED) for cluster in clusters], 1)
         if self.listener is not None:
             self.listener.drop(reason, route, clusters)
 
     def started(self, route: str, cluster: str, destination: str) -> None:
         with self._lock:
-            self._bump([(route, cluster, destination, "mirrored"), (route, cluster, destination, "in_flight")], 1)
+            self._bump([(route, cluster, destination, key) for key in ("mirrored", "in_flight", PICKED)], 1)
         if self.listener is not None:
             self.listener.started(route, cluster, destination)
 
     def unstart(self, reason: str, route: str, cluster: str, destination: str) -> None:
-        """Undo ``started`` for a copy the executor refused, counting it as dropped."""
+        """Undo ``started`` for a copy that was not sent after all, counting it as dropped at its destination."""
         with self._lock:
             self._bump([(route, cluster, destination, "mirrored"), (route, cluster, destination, "in_flight")], -1)
-        self.drop(reason, route, (cluster,))
+            self._bump([(route, cluster, destination, "dropped." + reason)], 1)
         if self.listener is not None:
+            self.listener.drop(reason, route, (cluster,))
             self.listener.unstart(reason, route, cluster, destination)
 
     def succeeded(self, route: str, cluster: str, destination: str, status: int, seconds: float) -> None:
@@ -159,14 +165,18 @@ class Stats:
         snapshot["matched"] = matched
         snapshot["by_route"] = {name: _shape(c) for name, c in routes.items()}
         snapshot["by_cluster"] = {name: _shape(c, latency.get(name, [])) for name, c in clusters.items()}
-        snapshot["by_destination"] = {name: _shape(c) for name, c in destinations.items()}
+        snapshot["by_destination"] = {name: _shape(c, copies=c[PICKED]) for name, c in destinations.items()}
         return snapshot
 
 
-def _shape(counter: Counter[str], latency: t.Iterable[float] | None = None) -> dict[str, t.Any]:
+def _shape(
+    counter: Counter[str], latency: t.Iterable[float] | None = None, copies: int | None = None
+) -> dict[str, t.Any]:
     shaped: dict[str, t.Any] = {
         key: counter[key] for key in ("copies", "mirrored", "succeeded", "failed", "timed_out", "in_flight")
     }
+    if copies is not None:
+        shaped["copies"] = copies
     for prefix, name in (("dropped.", "dropped"), ("failure.", "failures"), ("status.", "statuses")):
         shaped[name] = {k[len(prefix) :]: v for k, v in counter.items() if k.startswith(prefix) and v}
     # Every copy is counted when matched and again when it ends (mirrored or dropped): the rest wait.

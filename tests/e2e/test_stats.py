@@ -55,3 +55,34 @@ def test_breakdowns_by_route_cluster_and_destination(server, make_sink):
     assert by_destination["bad/dead"]["failed"] == sampled_in
     assert by_destination["good/a"]["circuit"] == "closed"
     assert stats["copies"] == 41 and stats["succeeded"] + stats["failed"] == stats["mirrored"]
+
+
+def test_each_destination_counts_the_copies_picked_for_it_and_none_is_pending(server, make_sink):
+    """The demo and every wrapped-suite run showed `copies: 0` and a negative `pending` per destination."""
+    from tests.helpers import Client, assert_accounted
+
+    fast, slow = make_sink(), make_sink(delay=0.5)
+    config = {
+        "ReverseProxy": {
+            "Routes": {"r": {"Match": {"Paths": ["/{**any}"]}, "Metadata": {"MirrorCluster": "c"}}},
+            "Clusters": {
+                "c": {
+                    "LoadBalancingPolicy": "RoundRobin",
+                    "HttpClient": {"MaxConnectionsPerServer": 1},  # the slow one's second copy finds no connection
+                    "Destinations": {"fast": {"Address": fast.address}, "slow": {"Address": slow.address}},
+                }
+            },
+        }
+    }
+    mw = MirrorMiddleware(app, config)
+    with Client(server(mw)) as client:
+        for i in range(4):
+            client.request("POST", f"/{i}", body=b"x")
+            wait_until(lambda: mw.stats()["by_destination"].get("c/fast", {}).get("in_flight", 1) == 0)
+    wait_until(lambda: mw.stats()["in_flight"] == 0)
+    stats = mw.stats()
+    fast_figures, slow_figures = stats["by_destination"]["c/fast"], stats["by_destination"]["c/slow"]
+    assert (fast_figures["copies"], fast_figures["mirrored"], fast_figures["pending"]) == (2, 2, 0)
+    assert (slow_figures["copies"], slow_figures["mirrored"], slow_figures["dropped"]) == (2, 1, {"backlog_full": 1})
+    assert slow_figures["pending"] == 0 and slow_figures["succeeded"] == 1
+    assert_accounted(stats)
