@@ -26,6 +26,8 @@ setup(
             "trustme>=1.0",
             "django>=4.2",
             "lxml>=4.9",  # reads the DOM headless Chromium renders from the comparison report
+            "waitress>=2.1",  # a threaded server whose input is seekable (tests/e2e/test_frameworks.py)
+            "webob>=1.8",
         ],
         "demo": ["flask>=2.3"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],

@@ -15,7 +15,9 @@ from wsgimirror.capture import (
     TOO_LARGE,
     BodyBuffer,
     CaptureBudget,
+    SeekableTeeInput,
     TeeInput,
+    tee_input,
 )
 
 BODY = b"line one\nline two\n" + os.urandom(5000) + b"\nlast"
@@ -99,6 +101,7 @@ def test_a_short_body_is_incomplete():
     t = TeeInput(io.BytesIO(b"abc"), 10, False, BodyBuffer(100, 1000))
     assert t.read() == b"abc"
     assert t.outcome(False) == INCOMPLETE
+    t.buffer.release()
 
 
 class Exploding(io.BytesIO):
@@ -215,11 +218,72 @@ def test_drain_stops_copying_once_the_body_is_too_large():
 @pytest.mark.parametrize("terminated", [False, True], ids=["content-length", "read-to-the-end"])
 def test_drain_puts_a_seekable_input_back_where_the_app_left_it(terminated):
     stream = io.BytesIO(BODY)
-    t = TeeInput(stream, None if terminated else len(BODY), terminated, BodyBuffer(100, 1 << 20))
+    t = tee_input(stream, None if terminated else len(BODY), terminated, BodyBuffer(100, 1 << 20))
     assert t.read(10) == BODY[:10]
     assert t.outcome(False) is None and captured(t) == BODY
-    assert stream.tell() == 10 and stream.read() == BODY[10:]
+    assert stream.tell() == 10 and t.tell() == 10 and t.read() == BODY[10:]
     t.buffer.release()
+
+
+class Unseekable:
+    """A server's input that can only be read (gevent's, gunicorn's)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._stream = io.BytesIO(data)
+
+    def read(self, size=-1):
+        return self._stream.read(size)
+
+    def readline(self, size=-1):
+        return self._stream.readline(size)
+
+
+def test_only_a_seekable_input_gets_a_seekable_tee():
+    assert type(tee_input(Unseekable(BODY), len(BODY), False, BodyBuffer(1 << 20, 1 << 30))) is TeeInput
+    assert not hasattr(tee_input(Unseekable(BODY), len(BODY), False, BodyBuffer(1 << 20, 1 << 30)), "seek")
+    seekable = tee_input(io.BytesIO(BODY), len(BODY), False, BodyBuffer(1 << 20, 1 << 30))
+    assert type(seekable) is SeekableTeeInput and seekable.seekable()
+
+
+@pytest.mark.parametrize("terminated", [False, True], ids=["content-length", "read-to-the-end"])
+def test_a_body_read_again_after_seeking_back_is_copied_once(terminated):
+    t = tee_input(io.BytesIO(BODY), None if terminated else len(BODY), terminated, BodyBuffer(100, 1 << 20))
+    assert t.read() == BODY
+    assert t.seek(0) == 0 and t.tell() == 0
+    assert t.readline() == b"line one\n" and t.read() == BODY[len(b"line one\n") :]
+    assert t.tell() == len(BODY)
+    assert t.outcome(False) is None and captured(t) == BODY
+    t.buffer.release()
+
+
+def test_seeking_past_what_was_read_leaves_a_gap_that_the_drain_fills():
+    t = tee_input(io.BytesIO(BODY), len(BODY), False, BodyBuffer(100, 1 << 20))
+    assert t.read(10) == BODY[:10]
+    assert t.seek(100) == 100 and t.read(50) == BODY[100:150]
+    assert t.seek(-20, 1) == 130 and t.read(5) == BODY[130:135]
+    assert t.outcome(False) is None and captured(t) == BODY
+    assert t.tell() == 135  # the app's position is kept
+    t.buffer.release()
+
+
+def test_a_seekable_body_is_bounded_by_content_length_and_starts_where_the_stream_stood():
+    stream = io.BytesIO(b"12345" + BODY + b"trailing bytes that are not the body")
+    stream.seek(5)
+    t = tee_input(stream, len(BODY), False, BodyBuffer(100, 1 << 20))
+    assert t.read() == BODY
+    assert t.seek(0, 2) == len(BODY) and t.read() == b""
+    assert t.seek(-4, 2) == len(BODY) - 4 and t.read() == b"last"
+    assert t.seek(-1) == 0 and t.read(4) == b"line"  # never before the body's start
+    assert t.outcome(False) is None and captured(t) == BODY
+    t.buffer.release()
+
+
+def test_a_short_seekable_body_is_incomplete_however_it_is_read():
+    t = tee_input(io.BytesIO(BODY[:100]), len(BODY), False, BodyBuffer(100, 1 << 20))
+    assert t.read() == BODY[:100]
+    t.seek(0)
+    assert t.read(10) == BODY[:10]
+    assert t.outcome(False) == INCOMPLETE
 
 
 def test_the_last_release_removes_the_temporary_file():

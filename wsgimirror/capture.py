@@ -3,6 +3,10 @@
 :class:`TeeInput` replaces ``wsgi.input``. It implements exactly the PEP 3333 input
 methods (``read``, ``readline``, ``readlines``, ``__iter__``) plus a capturing
 ``readinto``, and never forwards unknown attributes, so no read can bypass the copy.
+When the server's input is seekable (waitress buffers the body before calling the app; WebOb
+marks a seekable input with ``webob.is_body_seekable``), :class:`SeekableTeeInput` keeps
+``seek``, ``tell`` and ``seekable``: the app may read the body again, and the copy still holds
+the body once, as the client sent it.
 It follows werkzeug's ``get_input_stream``: when the server sets ``wsgi.input_terminated``
 the stream is read to its end and ``CONTENT_LENGTH`` is ignored; otherwise it never reads
 past ``CONTENT_LENGTH``, and without one the body is empty.
@@ -294,20 +298,13 @@ class TeeInput:
     # -- used by the middleware when the response is done ------------------------------------
 
     def drain(self) -> None:
-        """Copy what the app left unread, stopping early when the buffer gave up.
-
-        A seekable input (a test client's BytesIO) is put back where the app left it, so
-        whoever reads it next (a redirect that re-sends it) sees what it would have seen.
-        """
-        position = _position(self._stream)
+        """Copy what the app left unread, stopping early when the buffer gave up."""
         try:
             while not self._eof and not self.failed and self.buffer.failure is None:
                 if not self.read(DRAIN_CHUNK):
                     break
         except Exception:  # the inner stream's own error (client gone, bad chunk): already marked
             pass
-        if position is not None:
-            self._stream.seek(position)
 
     def outcome(self, expect_continue: bool) -> str | None:
         """None when the whole body was captured, else the drop reason."""
@@ -351,6 +348,89 @@ class TeeInput:
                 self.failed = True  # the stream ended before CONTENT_LENGTH: a truncated body
             self._eof = self._remaining <= 0
         return data
+
+
+class SeekableTeeInput(TeeInput):
+    """A tee over a seekable input: ``seek`` and ``tell`` work as the server's do, relative to where
+    the body starts, and each byte of the body is copied the first time it is read (a high-water mark).
+
+    Reading again after ``seek(0)`` copies nothing more; seeking past what was read leaves a gap
+    that the drain at ``close()`` fills, reading from the mark with the app's position kept.
+    """
+
+    __slots__ = ("_origin", "_length", "_pos", "_copied")
+
+    def __init__(self, stream: t.Any, length: int | None, terminated: bool, buffer: BodyBuffer, origin: int) -> None:
+        super().__init__(stream, length, terminated, buffer)
+        self._origin = origin  # where the body starts in the stream
+        self._length = None if terminated else (length or 0)  # None: up to the stream's end
+        self._pos = 0  # the app's position in the body
+        self._copied = 0  # bytes of the body copied, from its start
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            target = self._origin + offset
+        elif whence == 1:
+            target = self._origin + self._pos + offset
+        else:
+            target = self._stream.seek(offset, whence) if self._length is None else self._origin + self._length + offset
+        self._stream.seek(max(target, self._origin))
+        self._pos = max(target, self._origin) - self._origin
+        return self._pos
+
+    def _bounded(self, size: int | None) -> int | None:
+        left = None if self._length is None else max(0, self._length - self._pos)
+        if size is None:
+            return left
+        if not isinstance(size, int):
+            raise TypeError(f"size must be an integer, got {type(size).__name__}")
+        if size < 0:
+            return left
+        return size if left is None else min(size, left)
+
+    def _took(self, data: bytes) -> bytes:
+        start, end = self._pos, self._pos + len(data)
+        if start <= self._copied < end:  # bytes past the mark: copy them, once
+            self.buffer.write(data[self._copied - start :])
+            self._copied = end
+        self._pos = end
+        if self._length is None:
+            if not data and start >= self._copied:
+                self._eof = True
+        else:
+            if not data and start < self._length:
+                self.failed = True  # the stream ended before CONTENT_LENGTH: a truncated body
+            self._eof = self._copied >= self._length
+        return data
+
+    def drain(self) -> None:
+        """Copy the body from the mark to its end, then put the stream back where the app left it."""
+        position = self._pos
+        try:
+            self.seek(self._copied)
+            while not self._eof and not self.failed and self.buffer.failure is None:
+                if not self.read(DRAIN_CHUNK):
+                    break
+        except Exception:  # the inner stream's own error: already marked, or the copy stays incomplete
+            pass
+        try:
+            self.seek(position)
+        except Exception:
+            pass
+
+
+def tee_input(stream: t.Any, length: int | None, terminated: bool, buffer: BodyBuffer) -> TeeInput:
+    """The tee for a server's input: :class:`SeekableTeeInput` when the input is seekable, else :class:`TeeInput`."""
+    origin = _position(stream) if getattr(stream, "seekable", None) is not None else None
+    if origin is None:
+        return TeeInput(stream, length, terminated, buffer)
+    return SeekableTeeInput(stream, length, terminated, buffer, origin)
 
 
 def _position(stream: t.Any) -> int | None:

@@ -26,7 +26,7 @@ import typing as t
 
 from ._logs import Throttled
 from .balancing import sampled_in
-from .capture import BodyBuffer, CaptureBudget, TeeInput
+from .capture import BodyBuffer, CaptureBudget, TeeInput, tee_input
 from .compare.comparer import Comparer
 from .compare.difflog import Report
 from .config import Config, ConfigSource, MirrorSettings, Route, load_config
@@ -143,7 +143,7 @@ class MirrorMiddleware:
             return None  # no capture at all when no cluster takes the request
         snapshot = environ.copy()  # apps and middleware rewrite environ in place
         buffer = BodyBuffer(settings.memory_body_bytes, settings.max_body_bytes, self._budget)
-        tee = TeeInput(environ["wsgi.input"], length, bool(environ.get("wsgi.input_terminated")), buffer)
+        tee = tee_input(environ["wsgi.input"], length, bool(environ.get("wsgi.input_terminated")), buffer)
         environ["wsgi.input"] = tee
         return _Capture(self._stats, generation.dispatcher, route, selected, snapshot, tee, time.time_ns())
 
