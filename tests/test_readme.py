@@ -22,7 +22,7 @@ def shell_blocks() -> list[str]:
 
 def test_the_readme_test_command_is_what_ci_runs():
     test_command = shell_blocks()[1].strip()
-    assert test_command == 'python3 -m pip install -e ".[test]" && python3 -m pytest -q'
+    assert test_command == 'sh tests/system-packages.sh && python3 -m pip install -e ".[test]" && python3 -m pytest -q'
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in ci
 
