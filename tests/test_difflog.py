@@ -84,11 +84,21 @@ def test_close_releases_the_file_and_is_safe_without_one(tmp_path):
     assert descriptors() == before
 
 
-def test_a_full_disk_is_a_false_return_and_one_warning(caplog):
+def full_disk_writer(tmp_path) -> DiffLogWriter:
+    """A writer whose file is on a full disk: its descriptor is pointed at /dev/full after the first record."""
+    writer = DiffLogWriter(str(tmp_path / "d.jsonl"), 1 << 20)
+    assert writer.write({"type": "counts", "by_endpoint": {}})
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, writer._fd)
+    os.close(full)
+    return writer
+
+
+def test_a_full_disk_is_a_false_return_and_one_warning(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="wsgimirror.compare.difflog")
-    writer = DiffLogWriter("/dev/full", 1 << 20)
+    writer = full_disk_writer(tmp_path)
     assert writer.write({"type": "counts"}) is False
-    assert "wsgimirror cannot write the diff log /dev/full: [Errno 28] No space left on device" in caplog.text
+    assert f"wsgimirror cannot write the diff log {tmp_path}/d.jsonl: [Errno 28] No space left on device" in caplog.text
     writer.close()
 
 
@@ -128,7 +138,8 @@ def test_each_process_counts_once_by_its_last_record_and_the_newest_thresholds_a
 
 def test_without_thresholds_or_times_the_defaults_apply(tmp_path):
     path = tmp_path / "d.jsonl"
-    record = json.loads(counts_record("a", 1, 1.0, "soon", 4))
+    record = json.loads(counts_record("a", 1, 1.0, 0, 4))
+    del record["time"]
     path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "time": 5}) + "\n")
     report = read_logs([str(path)])
     assert report.thresholds == (20.0, 0.03) and report.counts["GET /"]["compared"] == 4
@@ -145,12 +156,13 @@ def test_the_newest_record_of_a_process_wins_whatever_the_reading_order(tmp_path
     assert read_logs([str(current), str(rotated)]).counts["GET /"]["compared"] == 9
 
 
-def test_a_time_that_is_not_a_number_counts_as_the_oldest(tmp_path):
+def test_a_time_that_is_not_a_number_is_malformed(tmp_path):
     path = tmp_path / "d.jsonl"
     timed = counts_record("a", 1, 1.0, 0.5, 4)
     untimed = json.dumps({**json.loads(counts_record("a", 1, 1.0, 0, 9)), "time": "soon"})
     path.write_text(timed + "\n" + untimed + "\n")
-    assert read_logs([str(path)]).counts["GET /"]["compared"] == 4
+    with pytest.raises(LogError, match=f"^{path}:2: time must be a number, got str$"):
+        read_logs([str(path)])
 
 
 def test_of_two_records_with_the_same_time_the_later_one_read_wins(tmp_path):
@@ -198,14 +210,14 @@ def test_values_json_cannot_hold_are_written_as_text(tmp_path):
     assert (record["raw"], record["when"]) == ("b'\\x00bytes'", "{1}")
 
 
-def test_the_write_warning_names_the_file_and_the_error(caplog):
+def test_the_write_warning_names_the_file_and_the_error(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="wsgimirror.compare.difflog")
     difflog._write_failed._next = 0.0
     difflog._write_failed._held = 0
-    writer = DiffLogWriter("/dev/full", 1 << 20)
+    writer = full_disk_writer(tmp_path)
     assert writer.write({"type": "counts"}) is False
     assert [r.getMessage() for r in caplog.records] == [
-        "wsgimirror cannot write the diff log /dev/full: [Errno 28] No space left on device"
+        f"wsgimirror cannot write the diff log {tmp_path}/d.jsonl: [Errno 28] No space left on device"
     ]
     writer.close()
 

@@ -99,14 +99,14 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
-def run_sink(bind: tuple[str, int], out_path: str | None, delay: float, status: int) -> int:
+def run_sink(bind: tuple[str, int], out: t.TextIO | None, delay: float, status: int, out_path: str = "") -> int:
+    """Serve until SIGTERM or SIGINT; ``out`` (``out_path``, opened by the command) takes a JSON line per request."""
     import gevent
     from gevent.event import Event
     from gevent.pywsgi import WSGIServer
 
     from .serving import make_listener
 
-    out = open(out_path, "a", encoding="utf-8") if out_path else None
     app = SinkApp(out=out, echo=sys.stdout, delay=delay, status=status)
     server = WSGIServer(make_listener(bind), app, log=None, handler_class=RawTargetHandler)
     stop = Event()
@@ -116,7 +116,5 @@ def run_sink(bind: tuple[str, int], out_path: str | None, delay: float, status: 
     log.info("sink listening on http://%s:%d%s", *server.address[:2], f", recording to {out_path}" if out else "")
     stop.wait()
     server.stop(timeout=1)
-    if out is not None:
-        out.close()
     log.info("sink stopped after %d requests", app.count)
     return 0

@@ -80,23 +80,62 @@ def test_serve_shows_the_live_report_on_the_metrics_port(two_processes):
     assert b"GET /users/{id}" in live["html"].body
 
 
+COUNTS = '{"type": "counts", "time": 1, "by_endpoint": {"GET /": %s}}\n'
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
         (None, "no file matches"),
-        ("not json\n", ":1: not a diff log record (invalid JSON)"),
-        ('{"type": "other"}\n', ":1: not a diff log record"),
+        ('{"type": "other"}\n', ":1: not a diff log record (no counts or example type)"),
+        ("[1, 2]\n", ":1: not a diff log record (no counts or example type)"),
         ('{"type": "counts", "by_endpoint": []}\n', ":1: a counts record without by_endpoint"),
-        ('{"type": "counts", "by_endpoint": {"GET /": {"compared": "x"}}}\n', "a counts record is malformed"),
+        (COUNTS % '{"compared": "x"}', ':1: by_endpoint["GET /"].compared must be an integer, got str'),
+        (COUNTS % '{"compared": -1}', ':1: by_endpoint["GET /"].compared must be a count from 0 to 2**53, got -1'),
+        (COUNTS % '{"compared": true}', ':1: by_endpoint["GET /"].compared must be an integer, got bool'),
+        (COUNTS % '{"fields": []}', ':1: by_endpoint["GET /"].fields must be an object, got list'),
+        (COUNTS % '{"fields": {"a": {"kinds": {"value": 1.5}}}}',
+         ':1: by_endpoint["GET /"].fields["a"].kinds.value must be an integer, got float'),
+        (COUNTS % "[]", ':1: by_endpoint["GET /"] must be an object, got list'),
+        ('{"type": "counts", "time": "soon", "by_endpoint": {}}\n', ":1: time must be a number, got str"),
+        ('{"type": "counts", "time": NaN, "by_endpoint": {}}\n', ":1: time must be a finite number, got nan"),
+        ('{"type": "counts", "thresholds": {"relative": "x"}, "by_endpoint": {}}\n',
+         ":1: thresholds.relative must be a number, got str"),
+        ('{"type": "counts", "process": {"host": ["h"]}, "by_endpoint": {}}\n',
+         ":1: process.host must be a string, got list"),
+        ('\n{"type": "example", "app": {"status": "200"}}\n', ":2: app.status must be an integer, got str"),
+        ('{"type": "example", "mirror": {"headers": [["a"]]}}\n', ":1: mirror.headers[0] must be a [name, value] pair"),
+        ('{"type": "example", "request": {"body": "%%%"}}\n', ":1: request.body is not base64"),
+        ('{"type": "example", "differences": [{"field": 1}]}\n', ":1: differences[0].field must be a string, got int"),
+        ('{"type": "example", "endpoint": {}}\n', ":1: endpoint must be a string, got dict"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", ":1: not a diff log record (nested too deeply)"),
     ],
-)
-def test_a_missing_or_malformed_log_exits_2_with_one_line(tmp_path, capsys, content, message):
+)  # fmt: skip
+def test_a_missing_or_malformed_log_exits_2_with_one_line_naming_the_file_and_line(tmp_path, capsys, content,
+                                                                                    message):  # fmt: skip
+    """CI reads exit 1 as a regression: a malformed log must never crash into it with a traceback."""
     path = tmp_path / "diff.jsonl"
     if content is not None:
         path.write_text(content)
     assert main(["report", str(path) if content is not None else str(tmp_path / "missing-*.jsonl")]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1, err
+    if content is not None:
+        assert f"wsgimirror: {path}:" in err
+
+
+def test_a_damaged_line_is_skipped_and_counted_and_the_rest_is_reported(tmp_path, capsys):
+    """A record cut by a crash or a full disk, glued to the next: the report reads the rest."""
+    record = {"type": "counts", "time": 1, "process": {"host": "h", "pid": 1, "start": 0},
+              "by_endpoint": {"GET /": {"compared": 3, "same": 3}}}  # fmt: skip
+    path = tmp_path / "diff.jsonl"
+    path.write_text('{"type": "counts", "by_end' + json.dumps(record) + "\nnot json\n" + json.dumps(record) + "\n")
+    assert main(["report", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "GET /" in captured.out and "1 process, 1 endpoints" in captured.out
+    assert captured.err == f"wsgimirror: {path}: 2 damaged lines skipped (not JSON)\n"
+    assert main(["report", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["damaged_lines"] == 2
 
 
 def test_a_log_cut_mid_record_by_a_crash_is_read_up_to_the_cut(tmp_path, capsys):

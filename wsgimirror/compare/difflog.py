@@ -10,14 +10,21 @@ Two kinds of record, both carrying the writing process's identity (host, pid, st
   answers (bodies capped at :data:`EXAMPLE_BODY_BYTES`, base64), and the differing fields
   with both values.
 
-The file is created with mode 0600 (it holds real traffic); ``{pid}`` in its path gives each
-process its own. Past ``Compare.LogMaxBytes`` it is renamed with a ``.1`` suffix (replacing
-the previous one) and a new file starts. A write that fails (a full disk) is logged once
-per streak and never reaches a request.
+The file holds real traffic: it is created 0600, never through a symbolic link, and never
+appended to when it belongs to someone else (:mod:`wsgimirror._files`); ``{pid}`` in its path
+gives each process its own. Past ``Compare.LogMaxBytes`` it is renamed with a ``.1`` suffix
+(replacing the previous one) and a new file starts. A record is written whole or not at all: a
+write cut short (a full disk) is taken back, so no record is ever glued to the next. A write that
+fails is logged once per streak and never reaches a request.
+
+The reader streams the files line by line. A line that is not JSON (a crash mid-write, a file
+damaged otherwise) is skipped and counted; a JSON line that is not a record of the shape below
+is refused, naming its file and line.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -25,11 +32,12 @@ import socket
 import time
 import typing as t
 
+from .._files import open_private
 from .._logs import Throttled
 from .._paths import NoMatch, expand
 from .._pid import current_pid
 from ..stats import new_lock
-from .analysis import Counts, merge
+from .analysis import ENDPOINT_COUNTERS, Counts, merge
 
 log = logging.getLogger(__name__)
 _write_failed = Throttled(log)
@@ -63,12 +71,32 @@ class DiffLogWriter:
                 data = line.encode("utf-8") + b"\n"
                 if self._size and self._size + len(data) > self.max_bytes:
                     self._rotate()
-                os.write(self._fd, data)
-                self._size += len(data)
+                self._append(data)
             return True
         except OSError as err:
             _write_failed.warning("wsgimirror cannot write the diff log %s: %s", self.path or self.template, err)
             return False
+
+    def _append(self, data: bytes) -> None:
+        """The whole record, or nothing: a short write (no space left) is cut off again before raising."""
+        before = os.fstat(self._fd).st_size
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            if written:
+                self._take_back(before, written)
+            raise
+        self._size = before + len(data)
+
+    def _take_back(self, before: int, written: int) -> None:
+        """Remove a partial record, unless another writer appended since (then the reader skips the damage)."""
+        try:
+            if os.fstat(self._fd).st_size == before + written:
+                os.ftruncate(self._fd, before)
+        except OSError:
+            pass
 
     def _open(self) -> None:
         if self._pid == current_pid() and self._fd >= 0:
@@ -77,14 +105,14 @@ class DiffLogWriter:
         self._fd = -1
         self.identity = process_identity()
         self.path = self.template.replace("{pid}", str(self._pid))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = open_private(self.path)
         self._size = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
         os.close(self._fd)
         self._fd = -1
         os.replace(self.path, self.path + ".1")
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = open_private(self.path)
         self._size = 0
 
     def close(self) -> None:
@@ -105,57 +133,178 @@ class Report(t.NamedTuple):
     examples: list[dict[str, t.Any]]
     thresholds: tuple[float, float]  # relative, absolute (percent)
     processes: int
+    damaged: dict[str, int] = {}  # file -> lines that were not JSON, skipped
+
+
+EXAMPLES_PER_FIELD = 5  # examples the report keeps per endpoint and field, from all processes together
+MAX_EXAMPLES = 2000  # and in all: reading a log never holds more than this many
 
 
 def read_logs(patterns: t.Sequence[str]) -> Report:
-    """Read diff logs named by paths or globs: the last counts of each process, summed, and all examples."""
+    """Read diff logs named by paths or globs: the last counts of each process, summed, and bounded examples."""
     try:
         paths = expand(patterns)
     except NoMatch as err:
         raise LogError(f"{err}: no file matches") from None
     latest: dict[tuple[t.Any, ...], tuple[float, dict[str, t.Any]]] = {}
     examples: list[dict[str, t.Any]] = []
+    per_field: dict[tuple[str, str], int] = {}
+    damaged: dict[str, int] = {}
     for path in paths:
-        for record in _records(path):
-            process = record.get("process") or {}
-            key = (process.get("host"), process.get("pid"), process.get("start"))
-            if record.get("type") == "counts":
-                when = record.get("time", 0)
-                when = float(when) if isinstance(when, (int, float)) else 0.0
+        for record in _records(path, damaged):
+            process = record["process"]
+            key = (process.get("host"), process.get("pid"), process.get("start"))  # checked: all hashable
+            if record["type"] == "counts":
+                when = float(record["time"])
                 if key not in latest or when >= latest[key][0]:
                     latest[key] = (when, record)
-            elif record.get("type") == "example":
+            elif len(examples) < MAX_EXAMPLES and _wanted(record, per_field):
                 examples.append(record)
     thresholds = (20.0, 0.03)
     newest = max(latest.values(), key=lambda item: item[0], default=None)
     if newest is not None:
-        given = newest[1].get("thresholds") or {}
-        thresholds = (float(given.get("relative", 20.0)), float(given.get("absolute", 0.03)))
-    try:
-        counts = merge(record.get("by_endpoint", {}) for _, record in latest.values())
-    except (TypeError, ValueError, AttributeError) as err:
-        raise LogError(f"a counts record is malformed: {err}") from None
-    return Report(counts, examples, thresholds, len(latest))
+        given = newest[1]["thresholds"]
+        thresholds = (float(given["relative"]), float(given["absolute"]))
+    counts = merge(record["by_endpoint"] for _, record in latest.values())
+    return Report(counts, examples, thresholds, len(latest), damaged)
 
 
-def _records(path: str) -> t.Iterator[dict[str, t.Any]]:
+def _wanted(example: dict[str, t.Any], per_field: dict[tuple[str, str], int]) -> bool:
+    """Keep an example while one of its fields has fewer than EXAMPLES_PER_FIELD."""
+    wanted = False
+    for difference in example["differences"] or [{"field": ""}]:
+        key = (example["endpoint"], difference["field"])
+        if per_field.get(key, 0) < EXAMPLES_PER_FIELD:
+            per_field[key] = per_field.get(key, 0) + 1
+            wanted = True
+    return wanted
+
+
+def _records(path: str, damaged: dict[str, int]) -> t.Iterator[dict[str, t.Any]]:
+    """The records of one log, line by line; ``damaged[path]`` counts the lines that are not JSON."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        handle = open(path, "rb")
     except OSError as err:
         raise LogError(f"{path}: cannot read: {err.strerror or err}") from err
-    lines = data.split(b"\n")
-    partial = lines.pop()  # after the last newline: empty, or a record cut by a crash mid-write (skipped)
-    del partial
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    with handle:
+        number = 0
         try:
-            record = json.loads(line)
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                if not line.endswith(b"\n"):
+                    break  # after the last line break: a record being written, or cut by a crash
+                try:
+                    record = json.loads(line)
+                except RecursionError:
+                    raise LogError(f"{path}:{number}: not a diff log record (nested too deeply)") from None
+                except ValueError:
+                    damaged[path] = damaged.get(path, 0) + 1
+                    continue
+                yield check_record(record, f"{path}:{number}")
+        except OSError as err:
+            raise LogError(f"{path}:{number + 1}: cannot read: {err.strerror or err}") from err
+
+
+# -- the shape of a record, checked on reading -----------------------------------------------------------
+
+
+def check_record(record: t.Any, where: str) -> dict[str, t.Any]:
+    """``record`` with its missing keys filled in, when it is a diff log record of the shape this module
+    writes; else :class:`LogError` naming ``where`` (file:line) and the key that is wrong."""
+    if not isinstance(record, dict) or record.get("type") not in ("counts", "example"):
+        raise LogError(f"{where}: not a diff log record (no counts or example type)")
+    at = f"{where}: "  # each message goes on with the key path: "d.jsonl:3: app.status must be ..."
+    process = _field(record, "process", dict, at, {})
+    for key, kinds in (("host", str), ("pid", int), ("start", (int, float))):
+        if key in process:
+            _typed(process[key], kinds, f"{at}process.{key}")
+    record["time"] = _number(record.get("time", 0), f"{at}time")  # no time: the oldest of its process
+    if record["type"] == "counts":
+        _check_counts(record, at)
+    else:
+        _check_example(record, at)
+    return record
+
+
+def _check_counts(record: dict[str, t.Any], at: str) -> None:
+    if not isinstance(record.get("by_endpoint"), dict):
+        raise LogError(f"{at}a counts record without by_endpoint")
+    thresholds = _field(record, "thresholds", dict, at, {})
+    for key, default in (("relative", 20.0), ("absolute", 0.03)):
+        value = thresholds[key] = _number(thresholds.get(key, default), f"{at}thresholds.{key}")
+        if not 0 <= value <= 100:
+            raise LogError(f"{at}thresholds.{key} must be from 0 to 100, got {value!r}")
+    for reason, count in _field(record, "skipped", dict, at, {}).items():
+        _count(count, f"{at}skipped.{reason}")
+    for name, endpoint in record["by_endpoint"].items():
+        endpoint_at = f"{at}by_endpoint[{json.dumps(name)}]"
+        _typed(endpoint, dict, endpoint_at)
+        for key in ENDPOINT_COUNTERS:
+            _count(endpoint.get(key, 0), f"{endpoint_at}.{key}")
+        for field, values in _field(endpoint, "fields", dict, endpoint_at + ".", {}).items():
+            field_at = f"{endpoint_at}.fields[{json.dumps(field)}]"
+            _typed(values, dict, field_at)
+            for key in ("differences", "noise"):
+                _count(values.get(key, 0), f"{field_at}.{key}")
+            for kind, count in _field(values, "kinds", dict, field_at + ".", {}).items():
+                _count(count, f"{field_at}.kinds.{kind}")
+
+
+def _check_example(record: dict[str, t.Any], at: str) -> None:
+    for key in ("endpoint", "route", "cluster", "source"):
+        _field(record, key, str, at, "")
+    for side in ("request", "app", "mirror"):
+        shown = _field(record, side, dict, at, {})
+        side_at = f"{at}{side}."
+        if side == "request":
+            _field(shown, "method", str, side_at, "")
+            _field(shown, "target", str, side_at, "")
+        else:
+            _field(shown, "status", int, side_at, 0)
+        for i, pair in enumerate(_field(shown, "headers", list, side_at, [])):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+                raise LogError(f"{side_at}headers[{i}] must be a [name, value] pair of strings")
+        try:
+            base64.b64decode(_field(shown, "body", str, side_at, ""), validate=True)
         except ValueError:
-            raise LogError(f"{path}:{number}: not a diff log record (invalid JSON)") from None
-        if not isinstance(record, dict) or record.get("type") not in ("counts", "example"):
-            raise LogError(f"{path}:{number}: not a diff log record (no counts or example type)")
-        if record["type"] == "counts" and not isinstance(record.get("by_endpoint"), dict):
-            raise LogError(f"{path}:{number}: a counts record without by_endpoint")
-        yield record
+            raise LogError(f"{side_at}body is not base64") from None
+        _count(_field(shown, "body_length", int, side_at, 0), f"{side_at}body_length")
+    for i, difference in enumerate(_field(record, "differences", list, at, [])):
+        difference_at = f"{at}differences[{i}]"
+        _typed(difference, dict, difference_at)
+        _field(difference, "field", str, difference_at + ".", "")
+        _field(difference, "kind", str, difference_at + ".", "")
+
+
+def _field(record: dict[str, t.Any], key: str, kind: type, at: str, default: t.Any) -> t.Any:
+    """``record[key]``, set to ``default`` when missing; :class:`LogError` when it is not a ``kind``."""
+    value = record.setdefault(key, default)
+    _typed(value, kind, at + key)
+    return value
+
+
+def _typed(value: t.Any, kinds: t.Any, where: str) -> None:
+    if not isinstance(value, kinds) or (isinstance(value, bool) and kinds in (int, (int, float))):
+        names = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise LogError(f"{where} must be {_article(names)}, got {type(value).__name__}")
+
+
+def _article(name: str) -> str:
+    words = {"dict": "an object", "list": "an array", "str": "a string", "int": "an integer", "float": "a number"}
+    return " or ".join(words.get(part, part) for part in name.split(" or ")).replace(
+        "an integer or a number", "a number"
+    )
+
+
+def _number(value: t.Any, where: str) -> float:
+    _typed(value, (int, float), where)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise LogError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _count(value: t.Any, where: str) -> None:
+    _typed(value, int, where)
+    if not 0 <= value < 1 << 53:
+        raise LogError(f"{where} must be a count from 0 to 2**53, got {value}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+from .._text import printable
 from .analysis import summarize
 from .difflog import Report
 
@@ -39,6 +40,7 @@ def as_json(report: Report) -> str:
     return json.dumps(
         {
             "processes": report.processes,
+            "damaged_lines": sum(report.damaged.values()),
             "thresholds": {"relative": relative, "absolute": absolute},
             "regression": any(row["regression"] for row in endpoint_rows(report)),
             "endpoints": endpoint_rows(report),
@@ -58,6 +60,12 @@ def as_text(report: Report) -> str:
     ]
     if not rows:
         return "\n".join([*lines, "no comparisons yet"])
+    return "\n".join(printable(line) for line in _text_lines(rows, regressing, lines))
+
+
+def _text_lines(rows: list[dict[str, t.Any]], regressing: list[dict[str, t.Any]], lines: list[str]) -> list[str]:
+    """The table and the regressing fields; each line goes through ``printable`` (endpoints and fields come
+    from traffic: an escape sequence in a path must never reach the terminal)."""
     width = max(len(row["endpoint"]) for row in rows)
     lines.append(f"  {'endpoint':<{width}}  {'compared':>8}  {'different':>9}  {'noise':>7}  worst field")
     for row in rows:
@@ -76,4 +84,4 @@ def as_text(report: Report) -> str:
         for field, values in fields:
             kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(values["kinds"].items()))
             lines.append(f"  {field}  differs in {values['rate']:.1%} (noise {values['noise_rate']:.1%}); {kinds}")
-    return "\n".join(lines)
+    return lines
