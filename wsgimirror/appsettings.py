@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+from ._text import clean
 from .errors import ConfigError
 
 
@@ -83,6 +84,8 @@ class Section(t.Mapping[str, t.Any]):
     def __init__(self, value: t.Mapping[str, t.Any], path: str) -> None:
         self._items: dict[str, tuple[str, t.Any]] = {}
         for key, item in value.items():
+            if isinstance(key, str) and clean(key) != key:  # "\ud800" in the JSON: it could be shown nowhere
+                raise ConfigError(path, f"key {clean(key)!r} is not valid Unicode text")
             lower = key.lower()
             if lower in self._items:
                 first = self._items[lower][0]

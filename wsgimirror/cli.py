@@ -59,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
     serve.add_argument(
-        "--metrics-bind", metavar="HOST:PORT", help="expose Prometheus metrics there (needs wsgimirror[prometheus])"
+        "--metrics-bind",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics at /metrics and the live comparison at /compare there (needs "
+        "wsgimirror[prometheus]); a bare PORT listens on 127.0.0.1. The pages show traffic: keep them off the network",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.set_defaults(handler=_serve)
@@ -171,10 +174,32 @@ def import_app(spec: str) -> t.Callable[..., t.Any]:
     return t.cast(t.Callable[..., t.Any], app)
 
 
+def parse_metrics_bind(value: str) -> tuple[str, int]:
+    """``PORT`` (on 127.0.0.1) or ``HOST:PORT``; a host that is not loopback is warned about."""
+    bind = ("127.0.0.1", int(value)) if value.isdigit() else parse_bind(value)
+    if not _loopback(bind[0]):
+        log.warning(
+            "--metrics-bind %s is not a loopback address: /metrics and /compare (examples of live traffic, "
+            "masked as the README's Security section says) are reachable from the network", value
+        )  # fmt: skip
+    return bind
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
-    metrics_bind = parse_bind(args.metrics_bind) if args.metrics_bind else None
+    metrics_bind = parse_metrics_bind(args.metrics_bind) if args.metrics_bind else None
     if metrics_bind is not None:
         try:
             import prometheus_client  # noqa: F401
@@ -200,6 +225,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from ._files import write_replacing
+    from ._text import printable
     from .compare.difflog import LogError, read_logs
     from .compare.html import render
     from .compare.report import as_json, as_text, endpoint_rows
@@ -207,14 +234,16 @@ def _report(args: argparse.Namespace) -> int:
     try:
         report = read_logs(args.logs)
     except LogError as err:
-        raise CommandError(str(err)) from err
+        raise CommandError(printable(str(err))) from err
+    for path, lines in report.damaged.items():
+        print(f"wsgimirror: {printable(path)}: {lines} damaged line{'s' if lines != 1 else ''} skipped (not JSON)",
+              file=sys.stderr)  # fmt: skip
     print(as_json(report) if args.json else as_text(report))
     if args.html:
         try:
-            with open(args.html, "w", encoding="utf-8") as fh:
-                fh.write(render(report))
+            write_replacing(args.html, render(report).encode("utf-8"))
         except OSError as err:
-            raise CommandError(f"cannot write {args.html}: {err.strerror or err}") from err
+            raise CommandError(f"cannot write {printable(args.html)}: {err.strerror or err}") from err
     return 1 if any(row["regression"] for row in endpoint_rows(report)) else 0
 
 
@@ -291,9 +320,20 @@ def _replay_options(args: argparse.Namespace) -> t.Any:
 
 
 def _sink(args: argparse.Namespace) -> int:
+    from ._files import open_private
     from .sink import run_sink
 
-    return run_sink(parse_bind(args.bind), args.out, args.delay, args.status)
+    out = None
+    if args.out:  # appended to, created 0600, never through a link or into another user's file
+        try:
+            out = open(open_private(args.out), "a", encoding="utf-8")
+        except OSError as err:
+            raise CommandError(f"--out {args.out}: {err.strerror or err}") from err
+    try:
+        return run_sink(parse_bind(args.bind), out, args.delay, args.status, args.out or "")
+    finally:
+        if out is not None:
+            out.close()
 
 
 def _demo(args: argparse.Namespace) -> int:

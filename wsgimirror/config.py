@@ -85,7 +85,14 @@ KNOWN_COMPARE_KEYS = (
     "LogSeconds",
     "Examples",
     "MaxPerSecond",
+    "SensitiveNames",
 )
+# Query parameters, cookies, form fields and JSON keys whose values an example masks: a name is sensitive
+# when it contains one of these, in any case (so "access_token" and "PHPSESSID" are).
+SENSITIVE_NAMES = (
+    "pass", "secret", "token", "auth", "session", "sess", "sid", "csrf", "xsrf", "key", "signature", "sig",
+    "cred", "otp", "code",
+)  # fmt: skip
 # Headers that differ between any two servers or connections: never compared.
 ALWAYS_IGNORED_HEADERS = frozenset(
     {"date", "server", "connection", "keep-alive", "transfer-encoding", "content-length", "via", "age"}
@@ -164,6 +171,7 @@ class CompareSettings:
     log_seconds: float = 10.0
     examples: int = 5
     max_per_second: int = 200
+    sensitive_names: tuple[str, ...] = SENSITIVE_NAMES
 
 
 @dataclass(frozen=True)
@@ -763,7 +771,18 @@ def _compare_settings(raw: t.Any, path: str) -> CompareSettings:
         examples=_integer(body.get("Examples", defaults.examples), f"{path}.Examples", minimum=0, maximum=1000),
         max_per_second=_integer(body.get("MaxPerSecond", defaults.max_per_second), f"{path}.MaxPerSecond",
                                 minimum=1, maximum=1_000_000),
+        sensitive_names=_sensitive_names(body.get("SensitiveNames", list(SENSITIVE_NAMES)),
+                                         f"{path}.SensitiveNames"),
     )  # fmt: skip
+
+
+def _sensitive_names(raw: t.Any, path: str) -> tuple[str, ...]:
+    names = []
+    for where, name in _string_items(raw, path, "names"):
+        if not is_token(name):
+            raise ConfigError(where, f"must be a name such as token or session, got {shown(name)}")
+        names.append(name.lower())
+    return tuple(names)
 
 
 def _string_items(raw: t.Any, path: str, what: str) -> t.Iterator[tuple[str, str]]:

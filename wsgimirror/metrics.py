@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ._text import printable
 from .stats import TIMEOUTS
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -105,10 +106,10 @@ class PrometheusMetrics:
         self._failures.labels(cluster, destination, reason).inc()
 
     def compared(self, route: str, cluster: str, endpoint: str, result: str) -> None:
-        self._compared.labels(route, cluster, endpoint, result).inc()
+        self._compared.labels(route, cluster, printable(endpoint), result).inc()
 
     def field_difference(self, endpoint: str, field: str, source: str) -> None:
-        self._field_differences.labels(endpoint, field, source).inc()
+        self._field_differences.labels(printable(endpoint), printable(field), source).inc()
 
     def _ended(self, route: str, cluster: str, destination: str, outcome: str, seconds: float) -> None:
         self._in_flight.labels(cluster, destination).dec()

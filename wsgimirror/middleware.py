@@ -75,7 +75,7 @@ class MirrorMiddleware:
         loaded = load_config(config)
         self._budget = CaptureBudget(loaded.mirror.capture_memory_bytes, loaded.mirror.capture_disk_bytes)
         self._comparer = Comparer(loaded.compare, metrics)
-        self._comparer.remove_headers(loaded.mirror.remove_headers)
+        self._comparer.configure(loaded.compare, loaded.mirror.remove_headers, loaded.mirror.loop_token)
         self._generation = _Generation(loaded, self._stats, self._runtime, self._comparer)
         self._retired: list[Dispatcher] = []
 
@@ -178,8 +178,7 @@ class MirrorMiddleware:
         previous, self._generation = self._generation, generation
         self._budget.memory_limit = loaded.mirror.capture_memory_bytes
         self._budget.disk_limit = loaded.mirror.capture_disk_bytes
-        self._comparer.configure(loaded.compare)
-        self._comparer.remove_headers(loaded.mirror.remove_headers)
+        self._comparer.configure(loaded.compare, loaded.mirror.remove_headers, loaded.mirror.loop_token)
         keep = address_keys(loaded)
         previous.dispatcher.retire(lambda: self._runtime.close_idle(keep))
         self._retired = [d for d in self._retired if d.active] + [previous.dispatcher]

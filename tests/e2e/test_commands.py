@@ -187,3 +187,18 @@ def run(args: list[str]):
     from tests.helpers import ROOT
 
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_metrics_bind_takes_loopback_unless_an_address_is_given_and_warns_once_for_another(tmp_path, sink):
+    """/compare shows live traffic: a bare port listens on 127.0.0.1, and anything else is said in one line."""
+    proc, _, _ = serve(tmp_path, "examples.legacy_app:application", sink, extra=["--metrics-bind", "0"])
+    try:
+        line = next(line for line in proc.err_lines if "metrics on" in line)
+        assert "metrics on http://127.0.0.1:" in line
+    finally:
+        status, _, err = proc.stop()
+    assert status == 0 and "not a loopback address" not in err
+    proc, _, _ = serve(tmp_path, "examples.legacy_app:application", sink, extra=["--metrics-bind", "0.0.0.0:0"])
+    status, _, err = proc.stop()
+    assert status == 0
+    assert err.count("--metrics-bind 0.0.0.0:0 is not a loopback address: /metrics and /compare") == 1

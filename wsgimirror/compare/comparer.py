@@ -9,7 +9,6 @@ diff, counting (:mod:`.analysis`), Prometheus, and the diff log (:mod:`.difflog`
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -18,6 +17,7 @@ from collections import deque
 
 from .._logs import Throttled
 from .._pid import current_pid
+from .._text import clean
 from ..capture import CaptureBudget
 from ..config import CompareSettings
 from ..response import Answer, AnswerTee
@@ -26,6 +26,7 @@ from .analysis import Analysis
 from .diff import Difference, compare
 from .difflog import EXAMPLE_BODY_BYTES, DiffLogWriter, Report
 from .endpoints import Endpoints
+from .redact import Redactor
 from .trees import comparable
 
 if t.TYPE_CHECKING:
@@ -36,7 +37,6 @@ _failed = Throttled(log)
 
 COMPARE_THREADS = 1  # native threads comparing answers, per process: the CPU is bounded by MaxPerSecond
 KEPT_EXAMPLES = 200  # example records kept in memory for ``serve``'s live /compare page
-REMOVED = "(removed: Mirror.RemoveHeaders)"
 SHOWN_VALUE_CHARS = 2048  # a differing value longer than this (as JSON) is cut in the diff log
 
 # Why a mirror's answer was not compared.
@@ -61,9 +61,14 @@ class Comparer:
         self.examples: deque[dict[str, t.Any]] = deque(maxlen=KEPT_EXAMPLES)  # the newest, for the live page
         self.configure(settings)
 
-    def configure(self, settings: CompareSettings) -> None:
-        """Take a (re)loaded configuration's settings; the counts carry on."""
+    def configure(self, settings: CompareSettings, removed: frozenset[str] = frozenset(),
+                  token: str | None = None) -> None:  # fmt: skip
+        """Take a (re)loaded configuration's settings; the counts carry on.
+
+        ``removed`` (``Mirror.RemoveHeaders``) and ``token`` (``Mirror.LoopToken``) never appear in an example.
+        """
         self.settings = settings
+        self.redactor = Redactor(removed, settings.sensitive_names, token)
         self.endpoints = Endpoints(settings.endpoints)
         self.budget.memory_limit = settings.memory_bytes
         old = self._writer
@@ -112,12 +117,12 @@ class Comparer:
         cluster: str,
         baseline: bool,
         environ: WSGIEnvironment,
-        request: t.Callable[[], dict[str, t.Any]],
+        request: t.Callable[[], Shown],
         app: Answer,
         mirror: Answer,
         cooperative: bool = False,
     ) -> None:
-        """Compare and count one mirror's answer; ``request`` describes the request for an example. Never raises.
+        """Compare and count one mirror's answer; ``request`` gives the request for an example. Never raises.
 
         ``cooperative``: called in a greenlet of gevent's loop (the gevent executor); the diff then runs
         in a native thread.
@@ -170,7 +175,7 @@ class Comparer:
         baseline: bool,
         endpoint: str,
         differences: list[Difference],
-        request: t.Callable[[], dict[str, t.Any]],
+        request: t.Callable[[], Shown],
         app: Answer,
         mirror: Answer,
     ) -> None:
@@ -190,10 +195,10 @@ class Comparer:
                 "route": route,
                 "cluster": cluster,
                 "source": "baseline" if baseline else "candidate",
-                "request": request(),
-                "app": _shown_answer(app, self._removed),
-                "mirror": _shown_answer(mirror, self._removed),
-                "differences": [_shown_difference(d, self._removed) for d in differences],
+                "request": self._shown_request(*request()),
+                "app": self._shown_answer(app),
+                "mirror": self._shown_answer(mirror),
+                "differences": [self._shown_difference(d) for d in differences],
             }
             self.examples.append(example)
             if self._writer is not None:
@@ -201,11 +206,24 @@ class Comparer:
         if self._writer is not None:
             self._counts_due()
 
-    _removed: frozenset[str] = frozenset()
+    def _shown_request(self, head: bytes, body: bytes, length: int) -> dict[str, t.Any]:
+        """The request as the mirror received it (``Mirror.RemoveHeaders`` already applied), masked."""
+        redactor = self.redactor
+        lines = head.decode("latin-1").split("\r\n")
+        method, target = (lines[0].split(" ") + ["", ""])[:2]
+        headers = [(name, value) for name, _, value in (line.partition(": ") for line in lines[1:] if ": " in line)]
+        return {"method": method, "target": redactor.text(target), "headers": redactor.headers(headers),
+                **redactor.body(body, length)}  # fmt: skip
 
-    def remove_headers(self, names: frozenset[str]) -> None:
-        """``Mirror.RemoveHeaders``: left out of the answers the diff log shows, as out of the mirrors."""
-        self._removed = names
+    def _shown_answer(self, answer: Answer) -> dict[str, t.Any]:
+        redactor = self.redactor
+        return {"status": answer.status, "headers": redactor.headers(answer.headers),
+                **redactor.body(bytes(answer.body[:EXAMPLE_BODY_BYTES]), answer.length)}  # fmt: skip
+
+    def _shown_difference(self, d: Difference) -> dict[str, t.Any]:
+        redactor = self.redactor
+        return {"field": clean(d.field), "kind": d.kind, "app": _capped(redactor.value(d.field, d.app)),
+                "mirror": _capped(redactor.value(d.field, d.mirror))}  # fmt: skip
 
     def _counts_due(self) -> None:
         now = time.monotonic()
@@ -248,33 +266,19 @@ class Comparer:
             self._writer.close()
 
 
-def request_record(head: bytes, body: t.Callable[[int], bytes], length: int) -> dict[str, t.Any]:
-    """The request as the mirror received it (``Mirror.RemoveHeaders`` already applied), for the diff log."""
-    lines = head.decode("latin-1").split("\r\n")
-    method, target = (lines[0].split(" ") + ["", ""])[:2]
-    headers = [list(line.split(": ", 1)) for line in lines[1:] if ": " in line]
-    return {"method": method, "target": target, "headers": headers, **_shown_body(body(EXAMPLE_BODY_BYTES), length)}
+Shown = t.Tuple[bytes, bytes, int]  # a request for an example: its head, its first body bytes, its length
 
 
-def _shown_answer(answer: Answer, removed: frozenset[str]) -> dict[str, t.Any]:
-    headers = [[k, v] for k, v in answer.headers if k.lower() not in removed]
-    return {"status": answer.status, "headers": headers, **_shown_body(bytes(answer.body[:EXAMPLE_BODY_BYTES]),
-                                                                        answer.length)}  # fmt: skip
-
-
-def _shown_body(data: bytes, length: int) -> dict[str, t.Any]:
-    return {"body": base64.b64encode(data).decode("ascii"), "body_length": length}
-
-
-def _shown_difference(d: Difference, removed: frozenset[str]) -> dict[str, t.Any]:
-    """A difference as the diff log shows it: a header of ``Mirror.RemoveHeaders`` without its values."""
-    if d.field.startswith("headers.") and d.field[len("headers.") :] in removed:
-        return {"field": d.field, "kind": d.kind, "app": REMOVED, "mirror": REMOVED}
-    return {"field": d.field, "kind": d.kind, "app": _capped(d.app), "mirror": _capped(d.mirror)}
+def request_record(head: bytes, body: t.Callable[[int], bytes], length: int) -> Shown:
+    """The request as the mirror received it: its head, the first bytes of its body, its length."""
+    return head, body(EXAMPLE_BODY_BYTES), length
 
 
 def _capped(value: t.Any) -> t.Any:
-    text = json.dumps(value, default=str)
+    try:
+        text = json.dumps(value, default=str)
+    except (ValueError, RecursionError):  # nested past the encoder's limit: shown by its type only
+        return {"truncated": f"({type(value).__name__} nested too deeply to show)", "chars": 0}
     if len(text) <= SHOWN_VALUE_CHARS:
         return value
     return {"truncated": text[:SHOWN_VALUE_CHARS], "chars": len(text)}

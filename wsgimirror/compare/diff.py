@@ -2,7 +2,8 @@
 
 Field paths: ``status``, ``headers.<lower-case name>``, ``body`` for a body that is not JSON,
 ``body.<key>`` nested with dots, and ``[]`` for an array's elements with the index dropped,
-so that every element aggregates under one path (``body.items[].price``).
+so that every element aggregates under one path (``body.items[].price``). A key that is not
+valid text (JSON's ``"\\ud800"``) is named by its escape, so a field path can always be shown.
 
 Kinds: ``value``; ``type`` (1 and 1.0 differ in type, and so do null and a value);
 ``missing`` / ``extra`` (a key or header only in the app's answer / only in the mirror's);
@@ -17,6 +18,7 @@ import re
 import typing as t
 from functools import lru_cache
 
+from .._text import clean
 from .trees import Comparable, Digest
 
 KINDS = ("value", "type", "missing", "extra", "size", "order", "bytes")
@@ -85,12 +87,12 @@ def _tree(a: t.Any, b: t.Any, path: str, ordered: bool, found: list[Difference])
             return  # the common case, in C: no path is built for an unchanged subtree
         for key, value in a.items():
             if key in b:
-                _tree(value, b[key], f"{path}.{key}", ordered, found)
+                _tree(value, b[key], f"{path}.{clean(key)}", ordered, found)
             else:
-                found.append(Difference(f"{path}.{key}", "missing", value, None))
+                found.append(Difference(f"{path}.{clean(key)}", "missing", value, None))
         for key, value in b.items():
             if key not in a:
-                found.append(Difference(f"{path}.{key}", "extra", None, value))
+                found.append(Difference(f"{path}.{clean(key)}", "extra", None, value))
     elif isinstance(a, list):
         _array(a, b, path, ordered, found)
     elif a != b:

@@ -12,6 +12,7 @@ import json
 import typing as t
 from html import escape
 
+from .._text import page
 from .difflog import Report
 from .report import endpoint_rows
 from .trees import Text, _decoded, body_tree
@@ -65,7 +66,7 @@ def render(report: Report) -> str:
     for number, row in enumerate(rows):
         parts.append(_endpoint_section(number, row, examples.get(row["endpoint"], [])))
     parts.append(f"<script>{JS}</script></body></html>")
-    return "\n".join(parts)
+    return page("\n".join(parts))  # traffic's invalid Unicode would fail the page whole, its controls break it
 
 
 def _bar(rate: float, cls: str = "") -> str:
