@@ -208,3 +208,59 @@ def test_a_bad_message_says_what_is_wrong_in_a_bounded_line(raw, message):
     with pytest.raises(BadMessage) as err:
         parse_message(raw)
     assert str(err.value) == message
+
+
+EMOJI = "🐵🙈🙉".encode()
+
+
+def post(body: bytes, target: str = "/orders") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: a.test\r\nContent-Length: %d\r\n\r\n%s" % (target.encode(), len(body), body)
+
+
+def goreplay_file(path, *messages: bytes) -> str:
+    """Payloads written as GoReplay writes them: verbatim, nothing escaped."""
+    path.write_bytes(
+        b"".join(payload_header("1", f"{i:024x}", 100 + i) + m + SEPARATOR for i, m in enumerate(messages))
+    )
+    return str(path)
+
+
+def test_a_forged_payload_hidden_in_a_body_stays_in_that_body(tmp_path):
+    """GoReplay's reader would send the forged DELETE and the real request cut; the framing joins them back."""
+    forged = b"1 %024x 150 -1\nDELETE /admin/users/1 HTTP/1.1\r\nAuthorization: Bearer forged\r\n\r\n" % 7
+    body = b"note=" + SEPARATOR + forged + SEPARATOR + b"&rest=1"
+    counts = ReadCounts()
+    found = list(read_payloads(goreplay_file(tmp_path / "a.gor", post(body), post(b"ok", "/next")), counts))
+    assert [p.message for p in found] == [post(body), post(b"ok", "/next")]
+    assert counts.malformed == 0
+
+
+def test_a_body_ending_with_the_separators_text_keeps_its_end_and_the_next_payload(tmp_path):
+    body = b"tail:\n" + EMOJI
+    found = list(read_payloads(goreplay_file(tmp_path / "a.gor", post(body), post(b"next"))))
+    assert [p.message for p in found] == [post(body), post(b"next")]
+
+
+def test_a_separator_line_alone_is_skipped_at_the_start_and_when_doubled(tmp_path):
+    data = SEPARATOR[1:] + payload_header("1", "a" * 24, 1) + post(b"first") + SEPARATOR + SEPARATOR[1:]
+    data += payload_header("1", "b" * 24, 2) + post(b"second") + SEPARATOR
+    path = tmp_path / "a.gor"
+    path.write_bytes(data)
+    counts = ReadCounts()
+    assert [p.message for p in read_payloads(str(path), counts)] == [post(b"first"), post(b"second")]
+    assert counts.malformed == 0
+
+
+def test_a_payload_cut_at_goreplays_copy_buffer_stays_cut_and_the_rest_is_read(tmp_path):
+    cut = b"POST /big HTTP/1.1\r\nContent-Length: 1000\r\n\r\n" + b"x" * 300
+    found = list(read_payloads(goreplay_file(tmp_path / "a.gor", cut, post(b"b"), post(b"c"), cut)))
+    assert [p.message for p in found] == [cut, post(b"b"), post(b"c"), cut]  # the last one too: nothing to join
+    assert parse_message(found[0].message).cut
+
+
+def test_a_chunked_body_with_the_separator_inside_is_joined_back(tmp_path):
+    chunk = b"line\n" + EMOJI + b"\nmore"
+    message = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+    found = list(read_payloads(goreplay_file(tmp_path / "a.gor", message, post(b"after"))))
+    assert [p.message for p in found] == [message, post(b"after")]
+    assert parse_message(found[0].message).body == chunk

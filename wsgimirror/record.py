@@ -7,6 +7,12 @@ the queue to ``traffic_<pid>_<n>.gor`` chunks. Every queued copy ends ``succeede
 ``failed`` (``disk_full``, ``io_error``); a copy the queue or the disk budget cannot take is
 dropped (``backlog_full``, ``disk_budget``) before it is counted as mirrored.
 
+No payload ever holds GoReplay's separator line: a body that would form one (``\n🐵🙈🙉\n``, with
+the line break before it that ends the head) is written with chunked framing, a chunk boundary
+falling inside every such run, so a reader can never split the payload or find a forged one in it.
+The request's ``X-Mirrored-By`` is the plain mark, never ``Mirror.LoopToken``; an answer leaves out
+``Set-Cookie`` and the headers of ``Mirror.RemoveHeaders``, as the request does.
+
 A copy counts as written once its bytes are with the OS: when its chunk is flushed or closed, not
 when it enters the file's buffers. When a write, flush or close fails, every copy written since the
 chunk's last flush is counted failed with it: the file may have lost any of them.
@@ -57,13 +63,17 @@ _WRITE_PIECE = 256 << 10
 # once per batch rather than once per copy, which costs the requests' own thread less.
 BATCH_SECONDS = 0.002
 _sleep = original("time", "sleep")
+_CONTENT_LENGTH = re.compile(rb"\r\nContent-Length: \d+\r\n")
 _PAYLOAD_OVERHEAD = 2 + 24 + 2 * 21 + len(SEPARATOR) + 8  # "1 <id> <ts> <latency>\n" and the separator
 
 
 class Record:
-    """One copy to write: its request payload, and the app's answer when the route records responses."""
+    """One copy to write: its request payload, and the app's answer when the route records responses.
 
-    __slots__ = ("id", "arrived_ns", "latency_ns", "head", "body", "answer", "size", "done", "started")
+    ``hidden``: header names (lower case) the answer's payload leaves out.
+    """
+
+    __slots__ = ("id", "arrived_ns", "latency_ns", "head", "body", "answer", "size", "done", "started", "hidden")
 
     def __init__(
         self,
@@ -74,8 +84,10 @@ class Record:
         answer: Answer | None,
         latency_ns: int,
         done: t.Callable[[Record, str | None], None],
+        hidden: t.AbstractSet[str] = frozenset({"set-cookie"}),
     ) -> None:
         self.id = payload_id
+        self.hidden = hidden
         self.arrived_ns = arrived_ns
         self.latency_ns = latency_ns  # the app's time to the end of its answer
         self.head = head
@@ -97,17 +109,74 @@ def _answer_size(answer: Answer) -> int:
         sum(len(k) + len(v) + 4 for k, v in answer.headers)  # fmt: skip
 
 
-def response_message(answer: Answer) -> bytes:
+def response_message(answer: Answer, hidden: t.AbstractSet[str] = frozenset()) -> bytes:
     """The app's answer as an HTTP/1.1 message: the body as kept (cut at Compare.MaxBodyBytes).
 
     An answer without Content-Length gets one for the bytes recorded, so the message frames
     itself. When the body was cut, the app's own Content-Length stays and says how long it was.
+    ``hidden`` headers (lower case) are left out. A body that would form the separator line is
+    sent chunked (a cut one without its last chunk, so a reader still sees it cut).
     """
-    headers = [(k, v) for k, v in answer.headers if k.lower() != "transfer-encoding"]
-    if not any(k.lower() == "content-length" for k, _ in headers):
-        headers.append(("Content-Length", str(len(answer.body))))
+    body = bytes(answer.body)
+    headers = [(k, v) for k, v in answer.headers if k.lower() != "transfer-encoding" and k.lower() not in hidden]
+    cuts = separator_cuts((body,))
+    if cuts:
+        cut = any(k.lower() == "content-length" and v.strip() != str(len(body)) for k, v in headers)
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Transfer-Encoding", "chunked")]
+        framed = b"".join(chunked((body,), cuts, len(body), last=not cut))
+    else:
+        framed = body
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            headers.append(("Content-Length", str(len(body))))
     lines = [f"HTTP/1.1 {answer.status_text}"] + [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + bytes(answer.body)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + framed
+
+
+def separator_cuts(pieces: t.Iterable[bytes]) -> list[int]:
+    """Where to cut a body that follows a line break so that no line of it is the separator line.
+
+    The body is scanned as ``\n + body + \n`` (the head's last line break comes before it, and the next
+    line break after it); each run of the separator gets a cut after its first emoji. Empty: no run.
+    """
+    cuts: list[int] = []
+    tail = b"\n"  # what came before the piece: a line break, then the previous piece's last bytes
+    offset = -1  # the body offset of tail's first byte
+    keep = len(SEPARATOR) - 1
+    for piece in pieces:
+        window = tail + piece
+        at = window.find(SEPARATOR)
+        while at >= 0:
+            cuts.append(offset + at + 1 + 4)  # after the line break and the first emoji (4 bytes)
+            at = window.find(SEPARATOR, at + 1)
+        offset += len(window) - min(keep, len(window))
+        tail = window[-keep:]
+    window = tail + b"\n"
+    at = window.find(SEPARATOR)
+    while at >= 0:  # a body whose last line is the separator's text
+        cuts.append(offset + at + 1 + 4)
+        at = window.find(SEPARATOR, at + 1)
+    return sorted(set(cuts))
+
+
+def chunked(pieces: t.Iterable[bytes], cuts: t.Sequence[int], size: int, last: bool = True) -> t.Iterator[bytes]:
+    """The body's bytes framed as chunks, with a chunk boundary at each of ``cuts``."""
+    ends = iter([*cuts, size])
+    end = next(ends)
+    pending = bytearray()
+    position = 0
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            take = min(len(view), end - position)
+            pending += view[:take]
+            view = view[take:]
+            position += take
+            if position == end:
+                yield b"%x\r\n%s\r\n" % (len(pending), bytes(pending))
+                pending = bytearray()
+                end = next(ends, 1 << 62)  # past the last cut, the rest (there is none past ``size``)
+    if last:
+        yield b"0\r\n\r\n"
 
 
 class Recorder:
@@ -252,14 +321,21 @@ class Recorder:
             if self._file is None:
                 self._open_chunk()
             write = self._file.write
+            body = record.body
+            cuts = separator_cuts(body.chunks(_WRITE_PIECE)) if body.size else []
             size = write(payload_header(REQUEST, record.id, record.arrived_ns))
-            size += write(record.head)
-            for piece in record.body.chunks(_WRITE_PIECE):
-                size += write(piece)
+            if cuts:  # the body would hold the separator line: framed in chunks cut inside every such run
+                size += write(_CONTENT_LENGTH.sub(b"\r\nTransfer-Encoding: chunked\r\n", record.head, count=1))
+                for framed in chunked(body.chunks(_WRITE_PIECE), cuts, body.size):
+                    size += write(framed)
+            else:
+                size += write(record.head)
+                for piece in body.chunks(_WRITE_PIECE):
+                    size += write(piece)
             size += write(SEPARATOR)
             if answer is not None:
                 size += write(payload_header(RESPONSE, record.id, record.arrived_ns, record.latency_ns))
-                size += write(response_message(answer))
+                size += write(response_message(answer, record.hidden))
                 size += write(SEPARATOR)
         except OSError as err:
             _failed.warning("wsgimirror could not record to %s: %s", self._raw_name(), err)
@@ -295,6 +371,7 @@ class Recorder:
         self._raw = os.fdopen(fd, "wb")
         self._file = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6) if gz else self._raw
         self._chunk_bytes = 0
+        self._chunk_holds = False  # whether a copy of this chunk reached the disk (counted written)
         self.files.append(path)
 
     def _flush(self) -> None:
@@ -325,13 +402,16 @@ class Recorder:
 
     def _settle(self, reason: str | None) -> None:
         """Report the copies written since the last flush: on disk (None), or lost with their chunk."""
+        if reason is None and self._unflushed:
+            self._chunk_holds = True
         for record in self._unflushed:
             self._report(record, reason)
         self._unflushed.clear()
 
     def _abandon_chunk(self, reason: str) -> str:
-        """After a failure: leave that chunk (it may end in a partial payload) and fail what it held unflushed;
-        the next copy starts a new chunk. Returns ``reason``."""
+        """After a failure: fail what the chunk held unflushed, and leave the chunk (it may end in a partial
+        payload) when a copy of it reached the disk, else remove it: a disk that cannot write is not littered
+        with empty chunks. The next copy starts a new chunk. Returns ``reason``."""
         self._settle(reason)
         if self._file is not None:
             for handle in dict.fromkeys((self._file, self._raw)):  # the gzip layer first, then the file
@@ -339,8 +419,17 @@ class Recorder:
                     handle.close()  # flushing fails again; the descriptor is closed all the same
                 except (OSError, ValueError):
                     pass
+            if not self._chunk_holds:
+                self._remove(self.files.pop())
         self._file = self._raw = None
         return reason
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError as err:
+            _failed.warning("wsgimirror could not remove the empty chunk %s: %s", path, err)
 
     # -- the end ---------------------------------------------------------------------------------------
 

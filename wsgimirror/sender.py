@@ -465,6 +465,8 @@ class Dispatcher:
         self._lock = new_lock()
         self._active = 0  # mirrors of this dispatcher submitted and not yet ended
         self._mark = config.mirror.loop_token or MIRROR_MARK
+        # What a recorded answer leaves out: the secrets a request never carries to a file, and Set-Cookie.
+        self._hidden = config.mirror.remove_headers | {"set-cookie"}
         self.closed = False
         self.on_idle: t.Callable[[], None] | None = None  # set on retiring: called when its last mirror ends
 
@@ -602,9 +604,9 @@ class Dispatcher:
     ) -> bool:
         """Queue one copy for a file destination's writer, here on the request's greenlet (no I/O)."""
         settings, cluster_id = self.config.mirror, state.cluster.id
-        try:
+        try:  # a file is read by people and programs: it carries the plain mark, never the loop token
             head = build_head(environ, target.destination, body.size, route.transforms, settings.remove_headers,
-                              self._mark)  # fmt: skip
+                              MIRROR_MARK)  # fmt: skip
         except BadRequest as err:
             log.debug("not recorded to %s: %s", target.destination.address, err)
             self._stats.drop("bad_request", route.id, (cluster_id,), target.key)
@@ -623,7 +625,7 @@ class Dispatcher:
                 target.failure(cluster_id, route.id, MirrorSendError(reason, f"cannot write {target.destination.path}"))
             self._ended(target)
 
-        record = Record(new_id(), timing[0], head, body, answer, timing[1], done)
+        record = Record(new_id(), timing[0], head, body, answer, timing[1], done, self._hidden)
         target.in_flight += 1
         self._count_active(+1)
         self._stats.started(route.id, cluster_id, target.key)

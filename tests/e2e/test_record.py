@@ -792,14 +792,51 @@ def test_least_requests_spreads_copies_over_file_destinations_by_copies_being_wr
     assert [by_destination[f"rec/file://{tmp_path}/{name}.gor"]["succeeded"] for name in "ab"] == [4, 2]
 
 
-def test_a_recorded_copy_carries_the_configured_loop_token(recording, tmp_path):
+def test_a_recorded_copy_never_carries_the_loop_token(recording, tmp_path):
+    """A file is read by people and programs: whoever reads the token can forge it and switch mirroring off."""
     token = "edge-7f3c9a1b2d4e"
     middleware, address = recording(record_config(f"file://{tmp_path}/t.gor", Mirror={"LoopToken": token}))
-    one_request(address, method="POST", target="/x", body=b"1")
+    one_request(address, method="POST", target="/x", body=b"1", headers={"Echo": token})
     recorded(middleware, 1)
     middleware.close()
-    [request] = [p for p in payloads(files(tmp_path, "t_*")[0]) if p.kind == 1]
-    assert request.header("X-Mirrored-By") == token
+    (chunk,) = files(tmp_path, "t_*")
+    [request] = [p for p in payloads(chunk) if p.kind == 1]
+    assert request.header("X-Mirrored-By") == "wsgimirror"  # a mark that proves nothing
+    assert token.encode() not in chunk.read_bytes().replace(b"Echo: " + token.encode(), b"")
+
+
+SEPARATOR_TEXT = "🐵🙈🙉".encode()
+
+
+def test_a_body_holding_the_separator_and_a_forged_request_is_replayed_once_and_whole(recording, tmp_path):
+    """The probe's attack: a body that carries GoReplay's separator line and a forged DELETE with a forged token."""
+    from tests.e2e.test_replay import replay
+    from tests.helpers import Sink
+
+    forged = b"1 %s 1 -1\nDELETE /admin/users/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer forged\r\n\r\n" % (
+        b"f" * 24)  # fmt: skip
+    body = b"a=1\n" + SEPARATOR_TEXT + b"\n" + forged + b"\n" + SEPARATOR_TEXT + b"\nb=2\n" + SEPARATOR_TEXT
+    middleware, address = recording(record_config(f"file://{tmp_path}/t.gor", Mirror={"MemoryBodyBytes": 16}),
+                                    app=lambda environ, start_response: echo_body(environ, start_response))  # fmt: skip
+    with Client(address) as client:
+        assert client.request("POST", "/notes", body=body).body == body
+        assert client.request("POST", "/notes", body=b"plain").body == b"plain"
+    recorded(middleware, 2)
+    middleware.close()
+    (chunk,) = files(tmp_path, "t_*")
+    # No payload holds the separator, whichever reader splits the file (this one splits on every occurrence).
+    assert [(p.kind, p.start) for p in payloads(chunk)] == [(1, "POST /notes HTTP/1.1"), (2, "HTTP/1.1 200 OK")] * 2
+    with Sink() as sink:
+        status, out, err = replay(str(chunk), "--target", sink.address, "--speed", "0")
+        assert status == 0, out + err
+        sent = sorted((r.method, r.target, r.body) for r in sink.requests)  # at --speed 0 either may come first
+        assert sent == [("POST", "/notes", body), ("POST", "/notes", b"plain")]
+
+
+def echo_body(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _fill_disk_under(recorder) -> None:
@@ -820,15 +857,17 @@ def test_copies_lost_when_a_flush_fails_are_counted_disk_full_not_written(tmp_pa
     caplog.set_level(logging.WARNING, logger="wsgimirror.record")
     recorder, gate, outcomes = held_recorder(tmp_path, "t.gor.gz" if gz else "t.gor", flush_seconds=0)
     _fill_disk_under(recorder)
+    failing = recorder.files[0]
     gate.release()  # the small copy fits the file's buffer: its write succeeds, and the flush fails
     wait_until(lambda: outcomes, 5, "the first outcome")
     assert [why for _, why in outcomes] == ["disk_full"]
     [warning] = [r for r in caplog.records if "could not" in r.getMessage()]
-    assert warning.getMessage() == f"wsgimirror could not flush {recorder.files[0]}: [Errno 28] No space left on device"
+    assert warning.getMessage() == f"wsgimirror could not flush {failing}: [Errno 28] No space left on device"
+    assert not os.path.exists(failing)  # no copy of it reached the disk: the chunk is removed, not left empty
     recorder.submit(a_record(_Body(30), outcomes))  # the next copy goes to a new chunk, on a sound file
     assert recorder.close(5)
-    assert [why for _, why in outcomes] == ["disk_full", None] and len(recorder.files) == 2
-    assert [len(p.body) for p in payloads(recorder.files[1])] == [30]
+    assert [why for _, why in outcomes] == ["disk_full", None] and len(recorder.files) == 1
+    assert [len(p.body) for p in payloads(recorder.files[0])] == [30]
 
 
 def test_copies_lost_when_a_reload_closes_their_chunk_on_a_full_disk_are_counted_disk_full(tmp_path, caplog):
@@ -838,6 +877,7 @@ def test_copies_lost_when_a_reload_closes_their_chunk_on_a_full_disk_are_counted
     caplog.set_level(logging.WARNING, logger="wsgimirror.record")
     recorder, gate, outcomes = held_recorder(tmp_path, flush_seconds=3600)
     _fill_disk_under(recorder)
+    failing = recorder.files[0]
     gate.release()
     wait_until(lambda: recorder.written > 0 and not recorder._queue, 5, "the copy to reach the file's buffer")
     assert outcomes == []  # in the buffer, not yet with the OS: not counted written
@@ -845,8 +885,9 @@ def test_copies_lost_when_a_reload_closes_their_chunk_on_a_full_disk_are_counted
     wait_until(lambda: outcomes, 5, "the outcome")
     assert [why for _, why in outcomes] == ["disk_full"]
     [warning] = [r for r in caplog.records if "could not" in r.getMessage()]
-    assert warning.getMessage() == f"wsgimirror could not close {recorder.files[0]}: [Errno 28] No space left on device"
+    assert warning.getMessage() == f"wsgimirror could not close {failing}: [Errno 28] No space left on device"
     assert recorder.close(5)
+    assert not os.path.exists(failing) and recorder.files == []
 
 
 def test_a_chunk_that_fails_to_close_at_rollover_fails_its_copies_and_the_next_chunk_takes_the_rest(tmp_path):
@@ -857,7 +898,8 @@ def test_a_chunk_that_fails_to_close_at_rollover_fails_its_copies_and_the_next_c
     recorder.submit(a_record(_Body(40), outcomes))
     assert recorder.close(5)
     assert [why for _, why in outcomes] == ["disk_full", None]
-    assert len(recorder.files) == 2 and [len(p.body) for p in payloads(recorder.files[1])] == [40]
+    assert len(recorder.files) == 1 and [len(p.body) for p in payloads(recorder.files[0])] == [40]
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(recorder.files[0])]  # the failed one is gone
 
 
 def test_sigterm_writes_every_recorded_copy_before_the_server_exits(tmp_path):
@@ -908,3 +950,24 @@ def test_a_recorder_never_keeps_the_event_loop_alive():
         recorder.submit(a_record(_Body(3), outcomes))
         wait_until(lambda: outcomes, 5, "the outcome")  # it still delivers
         assert recorder.close(5)
+
+
+@pytest.mark.parametrize("breaker", [0, 2], ids=["breaker-off", "breaker-on"])
+def test_a_full_disk_leaves_no_chunk_behind(tmp_path, breaker):
+    """On a full disk every attempt used to open a new chunk that stayed, empty: 350 files for 400 requests."""
+    from tests.helpers import ChildServer
+
+    directory = tmp_path / "traffic"
+    directory.mkdir()
+    config = record_config(f"file://{directory}/t.gor", Mirror={"BreakerFailures": breaker, "BreakerSeconds": 0.05},
+                           Record={"FlushSeconds": 0.01})  # fmt: skip
+    with ChildServer(write_config(tmp_path, config)) as child:
+        child.control("/__limit?fsize=0")  # no file may grow: the disk is full
+        for i in range(40):
+            assert one_request(child.address, method="POST", target=f"/{i}", body=b"x" * 100).status == 200
+            if breaker:
+                time.sleep(0.01)  # let circuits half-open between requests, so trials are made
+        wait_until(lambda: child.stats()["stats"]["in_flight"] == 0, 10, "the copies to end")
+        stats = child.stats()["stats"]
+    assert stats["failed"] > 0 and set(stats["failures"]) == {"disk_full"}
+    assert list(directory.iterdir()) == []
