@@ -49,7 +49,7 @@ def test_every_drop_and_failure_reason_is_documented():
         "loop sampled_out circuit_open body_too_large incomplete_body expect_continue backlog_full upgrade "
         "bad_request closed internal_error refused connect_timeout connect_error timeout reset bad_response "
         "socket_error no_input capture_error spill_budget not_closed tls_error disk_full io_error disk_budget "
-        "not_recorded overloaded"
+        "not_recorded overloaded head_too_large memory_budget"
     )
     for reason in reasons.split():
         assert f"`{reason}`" in README, reason

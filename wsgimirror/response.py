@@ -36,6 +36,7 @@ class Answer(Shared):
         "invalid",
         "_initial_limit",
         "_prefix",
+        "budget_refused",
     )
 
     def __init__(self, limit: int, budget: CaptureBudget, prefix: bool = False) -> None:
@@ -52,6 +53,7 @@ class Answer(Shared):
         super().__init__()  # held by the request, then by each mirror comparing with it
         self.complete = False
         self.invalid = False  # a chunk that is not bytes went by
+        self.budget_refused = False  # the body fitted MaxBodyBytes but Compare.MemoryBytes had no room for it
         # Past the limit, keep the first ``limit`` bytes (a recording cuts the body there) instead of none.
         self._prefix = prefix
 
@@ -75,6 +77,7 @@ class Answer(Shared):
             self.body += chunk
             return
         room = min(self._limit - len(self.body), len(chunk))
+        self.budget_refused = self.length <= self._limit
         self._limit = -1
         if not self._prefix:
             self._forget()
@@ -89,6 +92,7 @@ class Answer(Shared):
         self._hash = hashlib.sha256()
         self._limit = self._initial_limit
         self.complete = False
+        self.budget_refused = False
 
     @property
     def whole(self) -> bool:

@@ -41,6 +41,10 @@ if t.TYPE_CHECKING:
     from .response import Answer
 
 DRAIN_LIMIT = 1 << 20  # response body bytes read to keep the connection; past it, close instead
+# An answer's head (status line and headers, interim answers included) past these fails the mirror at once,
+# as HTTP servers and clients refuse one: a destination sending header lines forever holds no memory.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
 RECV_SIZE = 64 * 1024
 SMALL_BODY = 64 * 1024  # bodies up to this size go out in the same send as the head
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -170,16 +174,20 @@ class _Response:
     inside the callbacks, not afterwards.
     """
 
-    __slots__ = ("parser", "head_request", "headers_done", "done", "body_bytes", "status", "keep_alive")
+    __slots__ = ("parser", "head_request", "headers_done", "done", "body_bytes", "status", "keep_alive", "headers")
 
     def __init__(self, head_request: bool) -> None:
         self.parser: t.Any = None
         self.head_request = head_request
+        self.headers = 0  # header lines seen (counted where they are kept)
         self.headers_done = False
         self.done = False
         self.body_bytes = 0
         self.status = 0
         self.keep_alive = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers += 1
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -201,6 +209,9 @@ class _Response:
     def closed(self) -> None:
         """The destination closed the connection (the end of a close-delimited body; the caller decides)."""
 
+    def refused(self) -> None:
+        """The answer broke a bound: whatever was parsed of it does not count."""
+
 
 class _KeptResponse(_Response):
     """A response whose status, headers and body are kept in an :class:`~wsgimirror.response.Answer`
@@ -213,7 +224,9 @@ class _KeptResponse(_Response):
         self.answer = answer
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.answer.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.headers += 1
+        if self.headers <= MAX_HEADERS:  # past it the mirror fails: nothing more is kept
+            self.answer.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
@@ -229,6 +242,9 @@ class _KeptResponse(_Response):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.answer.complete = self.done
+
+    def refused(self) -> None:
+        self.answer.complete = False  # never compared: the mirror failed
 
     def closed(self) -> None:
         """An answer with neither Content-Length nor chunked framing ends where the connection does: complete."""
@@ -394,6 +410,7 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
     """Feed the parser until the response ends, or its body passed DRAIN_LIMIT (a kept answer's body is not
     counted: it is read to the end); returns whether anything came at all."""
     received = False
+    head = 0  # bytes received before the head ended
     while not response.done and response.body_bytes <= DRAIN_LIMIT:
         _arm(sock, deadline)
         _quick_ack(sock)
@@ -405,7 +422,14 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
             response.closed()  # a close-delimited body ends here, or the connection dropped
             break
         received = True
+        if not response.headers_done:
+            head += len(data)
         parser.feed_data(data)
+        if not response.headers_done and head > MAX_HEAD_BYTES or response.headers > MAX_HEADERS:
+            response.refused()
+            raise MirrorSendError(
+                "head_too_large", f"the answer's head passed {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} header lines"
+            )
     return received
 
 

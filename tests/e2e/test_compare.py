@@ -580,3 +580,50 @@ def test_an_answer_delimited_by_the_connection_closing_is_compared(server):
             assert {f: v["kinds"] for f, v in compare["by_endpoint"]["GET /h"]["fields"].items()} == fields
         finally:
             candidate.stop()
+
+
+def test_when_the_memory_budget_runs_out_identical_answers_are_skipped_never_reported_different(server, make_sink):
+    """One side kept as a hash while the other was parsed: identical answers were 76-79 % "different"."""
+    same = json.dumps({"items": [{"sku": i, "price": i * 3} for i in range(120)]}).encode()  # about 3 KiB
+    candidate = url(server(slow(answering(headers=[("Content-Type", "application/json")], body=same), 0.3)))
+    mw = MirrorMiddleware(answering(headers=[("Content-Type", "application/json")], body=same),
+                          compare_config(candidate, MemoryBytes=4 * len(same)))  # fmt: skip
+    address = server(mw)
+    gevent.joinall([gevent.spawn(one_request, address, target=f"/items/{i}") for i in range(12)], raise_error=True)
+    compare = settled(mw, 12)
+    assert compare["different"] == 0 and compare["compared"] + compare["skipped"]["memory_budget"] == 12
+    assert compare["skipped"]["memory_budget"] > 0
+    assert not any(e["regression"] for e in compare["by_endpoint"].values())
+
+
+def slow(app, seconds):
+    def delayed(environ, start_response):
+        gevent.sleep(seconds)
+        return app(environ, start_response)
+
+    return delayed
+
+
+def nested(depth: int, leaf: bytes, shape: str) -> bytes:
+    return (b"[" * depth + leaf + b"]" * depth) if shape == "list" else (b'{"a":' * depth + leaf + b"}" * depth)
+
+
+@pytest.mark.parametrize("shape", ["list", "object"])
+@pytest.mark.parametrize("depth", [200, 600, 990, 5000])
+def test_an_answer_nested_deeply_is_compared_once_with_its_example_and_no_traceback(
+    server, depth, shape, tmp_path, caplog, hub_errors
+):
+    """Answers nested some hundreds of levels deep, differing at the bottom, were lost as internal_error with
+    a traceback (or counted, then lost again writing the example): one outcome, and an example."""
+    json_answer = [("Content-Type", "application/json")]
+    candidate = url(server(answering(headers=json_answer, body=nested(depth, b"2", shape))))
+    mw = MirrorMiddleware(answering(headers=json_answer, body=nested(depth, b"1", shape)),
+                          compare_config(candidate, Log=str(tmp_path / "diff.jsonl")))  # fmt: skip
+    assert one_request(server(mw), target="/deep").body == nested(depth, b"1", shape)
+    compare = settled(mw, 1)
+    assert (compare["compared"], compare["different"], compare["skipped"]) == (1, 1, {})
+    (example,) = mw.comparison_report().examples
+    assert example["differences"] and "Traceback" not in caplog.text and hub_errors.getvalue() == ""
+    mw.close()
+    logged = [json.loads(line) for line in (tmp_path / "diff.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in logged] == ["example", "counts", "counts"]

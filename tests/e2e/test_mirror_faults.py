@@ -376,3 +376,45 @@ def test_a_reused_connection_closed_without_an_answer_is_retried_once_on_a_new_o
     drive(server, mw, count=2, one_by_one=True)
     assert (mw.stats()["succeeded"], mw.stats()["failed"]) == (2, 0)
     assert dest.connections == 2 and len(dest.requests) == 3  # the second mirror, sent again on a new connection
+
+
+def headers_forever(sock, head, body):
+    """A head that never ends: one header line after another, as fast as the socket takes them."""
+    sock.sendall(b"HTTP/1.1 200 OK\r\n")
+    line = b"X-Endless: " + b"a" * 100 + b"\r\n"
+    with contextlib.suppress(OSError):
+        for _ in range(1_000_000):  # about 110 MB, bounded; the mirror gives up long before
+            sock.sendall(line * 100)
+    return False
+
+
+def one_huge_header(sock, head, body):
+    sock.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: ")
+    with contextlib.suppress(OSError):
+        for _ in range(1024):  # 64 MiB of one value
+            sock.sendall(b"v" * 65536)
+    return False
+
+
+def many_short_headers(sock, head, body):
+    sock.sendall(b"HTTP/1.1 200 OK\r\n" + b"X: 1\r\n" * 150 + b"Content-Length: 2\r\n\r\nok")
+    return True
+
+
+@pytest.mark.parametrize("behaviour", [headers_forever, one_huge_header, many_short_headers])
+@pytest.mark.parametrize("compared", [False, True], ids=["sent", "compared"])
+def test_an_answer_head_past_its_bounds_fails_the_mirror_at_once(server, scripted, behaviour, compared, executor):
+    """A destination sending header lines forever grew the app from 34 MiB to 2.2 GiB; a 64 MiB header held the
+    mirror until its timeout. The head is bounded (64 KiB, 100 lines) and such a mirror fails at once."""
+    destination = scripted(behaviour).address
+    config = mirror_config(destination, BreakerFailures=0, Timeout=30, Executor=executor)
+    if compared:
+        config["ReverseProxy"]["Routes"]["all"]["Metadata"]["MirrorCompare"] = "m"
+    mw = MirrorMiddleware(app, config)
+    started = time.monotonic()
+    drive(server, mw, count=3, one_by_one=True)
+    assert time.monotonic() - started < 10  # not the 30 s timeout
+    stats = mw.stats()
+    assert stats["failures"] == {"head_too_large": 3}
+    if compared:
+        assert stats["compare"]["skipped"] == {"no_answer": 3}

@@ -795,3 +795,20 @@ def test_a_replayed_head_does_not_wait_for_the_body_its_answer_announces(tmp_pat
     finally:
         target.stop()
     assert summary["succeeded"] == 3 and summary["seconds"] < 2 and target.connections == 1
+
+
+def test_a_target_whose_answer_head_never_ends_fails_each_request_at_once(tmp_path):
+    """replay --compare keeps the answer to compare: an endless head must not grow it (nor hold it to --timeout)."""
+    from tests.e2e.test_mirror_faults import headers_forever
+    from tests.helpers import ScriptedServer
+
+    target = ScriptedServer(headers_forever)
+    try:
+        path = gor(tmp_path / "t.gor", [(1, get("/a")), (2, get("/b"))], {0: b"HTTP/1.1 200 OK\r\n\r\n"})
+        started = time.monotonic()
+        status, out, _ = replay(str(path), "--target", target.address, "--compare", "--timeout", "30", "--json")
+        assert time.monotonic() - started < 10
+    finally:
+        target.stop()
+    summary = json.loads(out)
+    assert status == 1 and summary["failures"] == {"head_too_large": 2}

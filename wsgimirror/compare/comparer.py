@@ -27,7 +27,7 @@ from .diff import Difference, compare
 from .difflog import EXAMPLE_BODY_BYTES, DiffLogWriter, Report
 from .endpoints import Endpoints
 from .redact import Redactor
-from .trees import comparable
+from .trees import Digest, comparable
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -43,6 +43,7 @@ SHOWN_VALUE_CHARS = 2048  # a differing value longer than this (as JSON) is cut 
 BUDGET = "budget"  # over Compare.MaxPerSecond
 NO_ANSWER = "no_answer"  # the mirror failed
 NOT_CAPTURED = "not_captured"  # the app raised, or the client went away before the end of the answer
+MEMORY_BUDGET = "memory_budget"  # Compare.MemoryBytes had no room for one side: never compared on unequal terms
 ERROR = "internal_error"
 
 
@@ -132,6 +133,9 @@ class Comparer:
             if not app.complete:
                 self.skip(NOT_CAPTURED, route, cluster, endpoint)
                 return
+            if app.budget_refused or mirror.budget_refused:
+                self.skip(MEMORY_BUDGET, route, cluster, endpoint)
+                return
             if not self.admit():
                 self.skip(BUDGET, route, cluster, endpoint)
                 return
@@ -144,14 +148,24 @@ class Comparer:
             self.skip(ERROR, route, cluster, endpoint)
 
     def _differences(self, head: bool, app: Answer, mirror: Answer) -> list[Difference]:
+        """The differences, on equal terms: when either body is known by its length and hash only (too large
+        to keep, or to inflate), or is JSON nested past what can be walked, both are compared that way."""
         settings = self.settings
-        ignore, limit = settings.ignore_headers, settings.max_body_bytes
-        return compare(
-            comparable(app, ignore, head, limit),
-            comparable(mirror, ignore, head, limit),
-            settings.array_order == "ordered",
-            settings.ignore_fields,
-        )
+        ignore, limit, ordered = settings.ignore_headers, settings.max_body_bytes, settings.array_order == "ordered"
+        a, b = comparable(app, ignore, head, limit), comparable(mirror, ignore, head, limit)
+        if isinstance(a.body, Digest) != isinstance(b.body, Digest):
+            a, b = (
+                comparable(app, ignore, head, limit, digest=True),
+                comparable(mirror, ignore, head, limit, digest=True),
+            )
+        try:
+            return compare(a, b, ordered, settings.ignore_fields)
+        except RecursionError:  # nested deeper than Python walks (some hundreds of levels): as bytes
+            a, b = (
+                comparable(app, ignore, head, limit, digest=True),
+                comparable(mirror, ignore, head, limit, digest=True),
+            )
+            return compare(a, b, ordered, settings.ignore_fields)
 
     def _off_the_loop(
         self, cooperative: bool, work: t.Callable[..., list[Difference]], *args: t.Any
@@ -188,23 +202,46 @@ class Comparer:
             for field in dict.fromkeys(counted):
                 self._metrics.field_difference(endpoint, field, source)
         if wanted:
+            source = "baseline" if baseline else "candidate"
+            example = self._example(endpoint, route, cluster, source, request, app, mirror, differences)
+            if example is not None:
+                self.examples.append(example)
+                if self._writer is not None:
+                    self._writer.write(example)
+        if self._writer is not None:
+            self._counts_due()
+
+    def _example(
+        self,
+        endpoint: str,
+        route: str,
+        cluster: str,
+        source: str,
+        request: t.Callable[[], Shown],
+        app: Answer,
+        mirror: Answer,
+        differences: list[Difference],
+    ) -> dict[str, t.Any] | None:
+        """The example record of a comparison already counted, or None (logged) when it cannot be shown:
+        the comparison keeps its one outcome whatever its answers hold."""
+        try:
             example = {
                 "type": "example",
                 "time": round(time.time(), 3),
                 "endpoint": endpoint,
                 "route": route,
                 "cluster": cluster,
-                "source": "baseline" if baseline else "candidate",
+                "source": source,
                 "request": self._shown_request(*request()),
                 "app": self._shown_answer(app),
                 "mirror": self._shown_answer(mirror),
                 "differences": [self._shown_difference(d) for d in differences],
             }
-            self.examples.append(example)
-            if self._writer is not None:
-                self._writer.write(example)
-        if self._writer is not None:
-            self._counts_due()
+            json.dumps(example, default=str)  # what the diff log will write: it must encode
+        except (ValueError, TypeError, RecursionError) as err:
+            _failed.warning("wsgimirror could not show an example of %s: %r", endpoint, err)
+            return None
+        return example
 
     def _shown_request(self, head: bytes, body: bytes, length: int) -> dict[str, t.Any]:
         """The request as the mirror received it (``Mirror.RemoveHeaders`` already applied), masked."""
@@ -274,11 +311,29 @@ def request_record(head: bytes, body: t.Callable[[int], bytes], length: int) -> 
     return head, body(EXAMPLE_BODY_BYTES), length
 
 
+SHOWN_DEPTH = 32  # a value nested deeper is shown as its JSON text (cut like a long one)
+
+
 def _capped(value: t.Any) -> t.Any:
+    """A differing value as an example holds it: as it is when short and shallow, else its JSON text, cut."""
     try:
         text = json.dumps(value, default=str)
     except (ValueError, RecursionError):  # nested past the encoder's limit: shown by its type only
         return {"truncated": f"({type(value).__name__} nested too deeply to show)", "chars": 0}
-    if len(text) <= SHOWN_VALUE_CHARS:
+    if len(text) <= SHOWN_VALUE_CHARS and _depth(text) <= SHOWN_DEPTH:
         return value
     return {"truncated": text[:SHOWN_VALUE_CHARS], "chars": len(text)}
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of a JSON text (brackets inside strings counted too: an upper bound)."""
+    if text.count("[") + text.count("{") <= SHOWN_DEPTH:
+        return 0
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest

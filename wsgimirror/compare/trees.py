@@ -38,7 +38,11 @@ class Comparable(t.NamedTuple):
     is_json: bool
 
 
-def comparable(answer: Answer, ignore_headers: t.Container[str], head_request: bool, limit: int) -> Comparable:
+def comparable(
+    answer: Answer, ignore_headers: t.Container[str], head_request: bool, limit: int, digest: bool = False
+) -> Comparable:
+    """The answer as compared; ``digest``: its body by length and SHA-256 whatever its size (so that two answers
+    are compared on equal terms when the other one is too large to keep)."""
     headers: dict[str, list[str]] = {}
     for name, value in answer.headers:
         lower = name.lower()
@@ -48,7 +52,7 @@ def comparable(answer: Answer, ignore_headers: t.Container[str], head_request: b
         values.sort()
     if head_request:
         return Comparable(answer.status, headers, b"", False)
-    if not answer.whole:
+    if digest or not answer.whole:
         return Comparable(answer.status, headers, Digest(answer.length, answer.digest), False)
     data = _decoded(bytes(answer.body), answer.header("content-encoding"), limit)
     if data is None:  # inflates past the limit: the hash of the bytes as they came
