@@ -453,3 +453,15 @@ def test_a_temp_file_that_cannot_be_created_drops_copies_logs_once_and_recovers(
     )
     assert failing.fullmatch(messages[0]) and failing.fullmatch(messages[2])
     assert messages[1] == "wsgimirror can write request body copies to temporary files again"
+
+
+@pytest.mark.parametrize("memory", [0, 7, 100, 1 << 20], ids=["all-spilled", "split-7", "split-100", "in-memory"])
+@pytest.mark.parametrize("limit", [0, 1, 7, 50, 100, 5000, len(BODY), len(BODY) + 10])
+def test_head_bytes_are_the_first_bytes_of_the_body_wherever_they_live(private_tempdir, memory, limit):
+    """What a diff log example shows of a request body: its first ``limit`` bytes, from memory and the temp file."""
+    buffer = BodyBuffer(memory, 1 << 30)
+    for i in range(0, len(BODY), 33):  # written in pieces, as the app reads
+        buffer.write(BODY[i : i + 33])
+    assert buffer.head_bytes(limit) == BODY[:limit]
+    assert b"".join(buffer.chunks(10)) == BODY  # reading the head moved nothing
+    buffer.release()

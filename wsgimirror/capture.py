@@ -204,6 +204,8 @@ class BodyBuffer(Shared):
 
     def head_bytes(self, limit: int) -> bytes:
         """The first ``limit`` bytes of the body (a diff log example shows them)."""
+        if limit <= 0:
+            return b""
         out = bytearray()
         for piece in self.chunks(limit):
             out += piece[: limit - len(out)]
