@@ -58,12 +58,53 @@ def config(case: str, fast_port: int, slow_port: int, dead_port: int, **mirror: 
 
 
 def build(app_name: str, case: str, fast_port: int, slow_port: int, dead_port: int, **mirror: t.Any) -> t.Any:
+    """The app, bare or wrapped. ``BENCH_AGENT`` (a socket path) sends its mirrors through an agent there;
+    otherwise they are sent in-process. ``BENCH_COMPARE`` compares every mirror's answer with the app's."""
+    import os
+
     from wsgimirror import MirrorMiddleware
 
-    app = {"flask": flask_app, "plain": lambda: plain_app, "upload": lambda: upload_app}[app_name]()
+    app = {
+        "flask": flask_app,
+        "plain": lambda: plain_app,
+        "upload": lambda: upload_app,
+        "bigjson": lambda: bigjson_app,
+    }[app_name]()
     if case == "bare":
         return app
-    return MirrorMiddleware(app, config(case, fast_port, slow_port, dead_port, **mirror))
+    configured = config(case, fast_port, slow_port, dead_port, **mirror)
+    socket = os.environ.get("BENCH_AGENT")
+    os.environ["WSGIMIRROR_AGENT"] = "embedded" if socket else "in-process"
+    if socket:
+        configured["Agent"] = {"Socket": socket, "IdleSeconds": 60}
+    if os.environ.get("BENCH_COMPARE"):
+        configured["ReverseProxy"]["Routes"]["api"]["Metadata"]["MirrorCompare"] = "shadow"
+        configured["Compare"] = {"MaxPerSecond": 1000}
+    return MirrorMiddleware(app, configured)
+
+
+def nested_document(size: int, depth: int = 10, variant: int = 0) -> bytes:
+    """About ``size`` bytes of JSON nested ``depth`` levels, whose leaves are lists of small records; a
+    ``variant`` changes one value in twenty, as a candidate that answers a little differently would."""
+    import json
+
+    leaves = max(1, size // 60)
+    records = [{"id": i, "name": f"n{i}", "price": i * 3 + (variant if i % 20 == 0 else 0)} for i in range(leaves)]
+    document: t.Any = records
+    for level in range(depth):
+        document = {f"level{level}": document, "meta": {"depth": level}}
+    return json.dumps(document).encode()
+
+
+BIG = nested_document(900_000)  # about 700 KB
+
+
+def bigjson_app(environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> list[bytes]:
+    """/api/big answers about 700 KB of JSON nested 10 levels; any other path (unmirrored) a few bytes."""
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    body = BIG if environ["PATH_INFO"].startswith("/api/") else b'{"pong": true}'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def upload_app(environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> list[bytes]:

@@ -10,6 +10,11 @@ monkey.patch_all()
 
 import io  # noqa: E402
 import os  # noqa: E402
+
+# The suite drives the in-process path (Agent.Mode in-process) and inspects its parts; the agent, the default
+# for users, has its own tests (tests/agent/), which start real agent processes. Child processes inherit this,
+# unless a test asks for the default.
+os.environ["WSGIMIRROR_AGENT"] = "in-process"
 import tempfile  # noqa: E402
 
 import gevent  # noqa: E402

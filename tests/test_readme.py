@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from wsgimirror.config import (
+    KNOWN_AGENT_KEYS,
     KNOWN_COMPARE_KEYS,
     KNOWN_HTTP_CLIENT_KEYS,
     KNOWN_MIRROR_KEYS,
@@ -40,6 +41,8 @@ def test_every_config_key_and_transform_is_documented():
         assert f"`Compare.{key}`" in README, key
     for key in KNOWN_RECORD_KEYS:
         assert f"`Record.{key}`" in README, key
+    for key in KNOWN_AGENT_KEYS:
+        assert f"`Agent.{key}`" in README, key
     for transform in _APPLY:
         assert f'{{"{transform}"' in README, transform
 
@@ -49,7 +52,7 @@ def test_every_drop_and_failure_reason_is_documented():
         "loop sampled_out circuit_open body_too_large incomplete_body expect_continue backlog_full upgrade "
         "bad_request closed internal_error refused connect_timeout connect_error timeout reset bad_response "
         "socket_error no_input capture_error spill_budget not_closed tls_error disk_full io_error disk_budget "
-        "not_recorded overloaded head_too_large memory_budget"
+        "not_recorded overloaded head_too_large memory_budget agent_busy agent_unavailable agent_lost unknown_config"
     )
     for reason in reasons.split():
         assert f"`{reason}`" in README, reason

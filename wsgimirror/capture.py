@@ -198,6 +198,30 @@ class BodyBuffer(Shared):
         """True when part of the body lives in a temporary file."""
         return self._file is not None
 
+    def parts(self) -> tuple[bytes, int | None]:
+        """The body as it is held: the bytes in memory, and the temporary file's descriptor (None: not spilled).
+
+        The agent's hand-off sends the first and passes the second to the agent's process, never its bytes.
+        """
+        return bytes(self._memory), (self._file.fileno() if self._file is not None else None)
+
+    @classmethod
+    def adopt(cls, memory: bytes, fd: int | None, size: int, budget: CaptureBudget = UNLIMITED) -> BodyBuffer:
+        """A body received whole: ``memory``, then ``size - len(memory)`` bytes of the file ``fd`` (now owned here).
+
+        The bytes are counted against ``budget`` without a limit: they arrived already, and the sender bounded them.
+        """
+        buffer = cls(len(memory), size, budget)
+        buffer._memory = bytearray(memory)
+        buffer.size = size
+        if fd is not None:
+            buffer._file = t.cast(t.BinaryIO, os.fdopen(fd, "rb", buffering=0))
+            buffer._disk = size - len(memory)
+        with budget._lock:
+            budget.memory += len(buffer._memory)
+            budget.disk += buffer._disk
+        return buffer
+
     def in_memory(self) -> bytes | None:
         """The whole body as bytes when it never spilled to disk, else None."""
         return None if self._file is not None else bytes(self._memory)

@@ -22,6 +22,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "agent" and args.detach:
+        _detach(args.log_file or args.socket + ".log")  # before gevent: the starter returns once the agent listens
     if args.command not in ("check", "report") and not getattr(args, "dry_run", False):
         from gevent import monkey
 
@@ -137,6 +139,27 @@ def _parser() -> argparse.ArgumentParser:
     sink.add_argument("--status", type=int, default=200, metavar="CODE", help="answer with this status")
     sink.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     sink.set_defaults(handler=_sink)
+
+    agent = commands.add_parser(
+        "agent",
+        help="run the mirror agent: it sends, compares and records the copies middlewares hand it",
+        description="Listen on a Unix socket for middlewares (same user only) and do everything a mirror does "
+        "after its hand-off. Middlewares start an embedded agent by themselves; run this as a sidecar (systemd, "
+        "Kubernetes) and name its socket in the config's Agent section (Mode external, Socket PATH).",
+    )
+    agent.add_argument("--socket", required=True, metavar="PATH", help="the Unix socket to listen on")
+    agent.add_argument(
+        "--idle-seconds", type=float, default=0.0, metavar="S", help="exit after this long with no client (0: never)"
+    )
+    agent.add_argument(
+        "--metrics-bind", metavar="[HOST:]PORT", help="serve /metrics and the live /compare there (loopback for a port)"
+    )
+    agent.add_argument("--detach", action="store_true", help="return once listening, the agent running on alone")
+    agent.add_argument(
+        "--log-file", metavar="FILE", help="with --detach: where its output goes (default: the socket's path + .log)"
+    )
+    agent.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: %(default)s")
+    agent.set_defaults(handler=_agent)
 
     demo = commands.add_parser("demo", help="watch mirroring happen on 127.0.0.1, then exit")
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
@@ -317,6 +340,69 @@ def _replay_options(args: argparse.Namespace) -> t.Any:
 
         _destination(args.target)
     return options
+
+
+_ready_pipe = -1  # --detach: where the detached agent says it listens
+
+
+LOG_FILE_BYTES = 10 << 20  # a detached agent's log past this at its start is renamed with .1
+
+
+def _detach(log_file: str) -> None:
+    """Fork: the parent waits until the child listens and exits with its word; the child starts a new session
+    and lets go of its starter's terminal and pipes (a supervisor reading them would wait for ever), writing
+    to ``log_file`` (0600) instead."""
+    global _ready_pipe
+    from ._files import open_private
+
+    read, write = os.pipe()
+    if os.fork():
+        os.close(write)
+        said = os.read(read, 16)
+        os._exit(0 if said == b"listening" else 1)
+    os.close(read)
+    os.setsid()
+    _other_cores()
+    _ready_pipe = write
+    try:
+        if os.path.getsize(log_file) > LOG_FILE_BYTES:
+            os.replace(log_file, log_file + ".1")
+    except OSError:
+        pass
+    log = open_private(log_file)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+
+
+def _other_cores() -> None:
+    """Run on the cores the starter does not (it inherited the starter's affinity): a server pinned to core 0
+    gets its agent on the others; one that may use every core shares them all with it."""
+    try:
+        mine = os.sched_getaffinity(0)
+        others = set(range(os.cpu_count() or 1)) - mine
+        if others:
+            os.sched_setaffinity(0, others)
+    except (AttributeError, OSError):  # no affinity on this platform, or a cpuset that forbids the others
+        pass
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from .agent.server import run_agent
+
+    def ready() -> None:
+        if _ready_pipe >= 0:
+            os.write(_ready_pipe, b"listening")
+            os.close(_ready_pipe)
+
+    metrics_bind = parse_metrics_bind(args.metrics_bind) if args.metrics_bind else None
+    try:
+        return run_agent(args.socket, args.idle_seconds or float("inf"), metrics_bind, ready)
+    except OSError as err:
+        raise CommandError(f"--socket {args.socket}: {err.strerror or err}") from err
 
 
 def _sink(args: argparse.Namespace) -> int:

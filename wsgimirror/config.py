@@ -61,6 +61,8 @@ KNOWN_MIRROR_KEYS = (
     "LoopToken",
     "CaptureMemoryBytes",
     "CaptureDiskBytes",
+    "KeepAliveConnections",
+    "KeepAliveSeconds",
 )
 KNOWN_MIRROR_METADATA = (
     "MirrorCluster",
@@ -71,6 +73,9 @@ KNOWN_MIRROR_METADATA = (
     "MirrorRecordResponses",
 )
 KNOWN_RECORD_KEYS = ("QueueBytes", "FlushSeconds", "ChunkBytes", "MaxBytes")
+KNOWN_AGENT_KEYS = ("Mode", "Socket", "IdleSeconds", "BufferBytes", "MetricsBind")
+AGENT_MODES = ("embedded", "external", "in-process")
+AGENT_ENVIRONMENT = "WSGIMIRROR_AGENT"  # in-process, embedded, or an external agent's socket path: wins over Agent
 KNOWN_COMPARE_KEYS = (
     "MaxBodyBytes",
     "MemoryBytes",
@@ -142,6 +147,8 @@ class MirrorSettings:
     loop_token: str | None = None
     capture_memory_bytes: int = 64 << 20
     capture_disk_bytes: int = 1 << 30
+    keep_alive_connections: int = 32  # idle connections kept per destination (nginx's upstream keepalive)
+    keep_alive_seconds: float = 60.0  # an idle connection is closed after this long
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,17 @@ class RecordSettings:
     flush_seconds: float = 1.0
     chunk_bytes: int = 32 << 20
     max_bytes: int = 1 << 30  # per process; past it, dropped as disk_budget
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """The top-level ``Agent`` section: which process sends the mirrors (see :mod:`wsgimirror.agent`)."""
+
+    mode: str = "embedded"  # the first middleware on a host starts one agent for its config; or external, in-process
+    socket: str | None = None  # an external agent's socket; for an embedded one, a path instead of the default
+    idle_seconds: float = 300.0  # an embedded agent exits after this long without a client
+    buffer_bytes: int = 8 << 20  # copies the app holds while the agent is slow to take them; past it, dropped
+    metrics_bind: str | None = None  # the agent's /metrics and /compare, on loopback unless an address is given
 
 
 @dataclass(frozen=True)
@@ -259,6 +277,9 @@ class Config:
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
     compare: CompareSettings = field(default_factory=CompareSettings)
     record: RecordSettings = field(default_factory=RecordSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    # The JSON this config was loaded from: the agent loads it again, in its own process.
+    source: t.Mapping[str, t.Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 ConfigSource = t.Union[Config, t.Mapping[str, t.Any], str, "os.PathLike[str]"]
@@ -304,7 +325,9 @@ def config_from_dict(data: t.Mapping[str, t.Any]) -> Config:
     mirror = _mirror_settings(root.get("Mirror", {}), "Mirror")
     compare = _compare_settings(root.get("Compare", {}), "Compare")
     record = _record_settings(root.get("Record", {}), "Record")
-    return Config(routes=tuple(routes), clusters=clusters, mirror=mirror, compare=compare, record=record)
+    agent = _agent_settings(root.get("Agent", {}), "Agent")
+    return Config(routes=tuple(routes), clusters=clusters, mirror=mirror, compare=compare, record=record,
+                  agent=agent, source=data)  # fmt: skip
 
 
 def _route(rid: str, raw: t.Any, path: str, clusters: t.Mapping[str, Cluster]) -> Route:
@@ -707,7 +730,13 @@ def _mirror_settings(raw: t.Any, path: str) -> MirrorSettings:
         capture_disk_bytes=_integer(
             body.get("CaptureDiskBytes", defaults.capture_disk_bytes), f"{path}.CaptureDiskBytes", minimum=0
         ),
-    )
+        keep_alive_connections=_integer(
+            body.get("KeepAliveConnections", defaults.keep_alive_connections), f"{path}.KeepAliveConnections",
+            minimum=0, maximum=MAX_IN_FLIGHT,
+        ),
+        keep_alive_seconds=_seconds(body.get("KeepAliveSeconds", defaults.keep_alive_seconds),
+                                    f"{path}.KeepAliveSeconds"),
+    )  # fmt: skip
 
 
 def _unknown_keys(body: t.Mapping[str, t.Any], known: t.Sequence[str]) -> list[str]:
@@ -828,6 +857,36 @@ def _threshold(value: t.Any, path: str) -> float:
     if not 0 <= value <= 100:
         raise ConfigError(path, f"must be from 0 to 100, got {value}")
     return float(value)
+
+
+def _agent_settings(raw: t.Any, path: str) -> AgentSettings:
+    body = _object(raw, path)
+    _check_keys(body, path, KNOWN_AGENT_KEYS)
+    defaults = AgentSettings()
+    mode = (_optional_str(body.get("Mode"), f"{path}.Mode") or defaults.mode).lower()
+    if mode not in AGENT_MODES:
+        raise ConfigError(f"{path}.Mode", f"must be one of {', '.join(AGENT_MODES)}, got {body.get('Mode')!r}")
+    socket = _optional_str(body.get("Socket"), f"{path}.Socket")
+    if socket is not None and (not socket.startswith("/") or "\x00" in socket or len(socket.encode()) > 100):
+        raise ConfigError(f"{path}.Socket", f"must be an absolute path of at most 100 bytes, got {shown(socket)}")
+    if mode == "external" and socket is None:
+        raise ConfigError(f"{path}.Socket", "is required when Mode is external: the agent's socket path")
+    bind = _optional_str(body.get("MetricsBind"), f"{path}.MetricsBind")
+    if bind is not None and not _is_bind(bind):
+        raise ConfigError(f"{path}.MetricsBind", f"must be PORT or HOST:PORT, got {shown(bind)}")
+    return AgentSettings(
+        mode=mode,
+        socket=socket,
+        idle_seconds=_seconds(body.get("IdleSeconds", defaults.idle_seconds), f"{path}.IdleSeconds"),
+        buffer_bytes=_integer(body.get("BufferBytes", defaults.buffer_bytes), f"{path}.BufferBytes", minimum=65536),
+        metrics_bind=bind,
+    )
+
+
+def _is_bind(value: str) -> bool:
+    """``PORT`` or ``HOST:PORT`` (an IPv6 host in brackets)."""
+    host, colon, port = value.rpartition(":")
+    return port.isdigit() and int(port) < 65536 and (not colon or bool(host.strip("[]")))
 
 
 def _log_path(raw: t.Any, path: str) -> str | None:

@@ -20,11 +20,14 @@ Nothing here raises into the app: failures are counted and logged (rate-limited)
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 import typing as t
 
 from ._logs import Throttled
+from .agent.handoff import AgentDispatcher, AgentLink, link_for
+from .agent.handoff import mode as agent_mode
 from .balancing import sampled_in
 from .capture import BodyBuffer, CaptureBudget, TeeInput, tee_input
 from .compare.comparer import Comparer
@@ -52,10 +55,13 @@ class _Generation:
 
     __slots__ = ("config", "router", "dispatcher")
 
-    def __init__(self, config: Config, stats: Stats, runtime: Runtime, comparer: Comparer) -> None:
+    def __init__(self, config: Config, stats: Stats, runtime: Runtime, comparer: Comparer,
+                 link: AgentLink | None) -> None:  # fmt: skip
         self.config = config
         self.router = Router(config.routes)
-        self.dispatcher = Dispatcher(config, stats, runtime, comparer)
+        self.dispatcher: t.Any = (
+            Dispatcher(config, stats, runtime, comparer) if link is None else AgentDispatcher(config, stats, link)
+        )
 
 
 class MirrorMiddleware:
@@ -76,8 +82,9 @@ class MirrorMiddleware:
         self._budget = CaptureBudget(loaded.mirror.capture_memory_bytes, loaded.mirror.capture_disk_bytes)
         self._comparer = Comparer(loaded.compare, metrics)
         self._comparer.configure(loaded.compare, loaded.mirror.remove_headers, loaded.mirror.loop_token)
-        self._generation = _Generation(loaded, self._stats, self._runtime, self._comparer)
-        self._retired: list[Dispatcher] = []
+        self._link = _agent_link(loaded, config, self._stats)
+        self._generation = _Generation(loaded, self._stats, self._runtime, self._comparer, self._link)
+        self._retired: list[t.Any] = []
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
         generation = self._generation
@@ -150,17 +157,38 @@ class MirrorMiddleware:
     def stats(self) -> dict[str, t.Any]:
         """Counters since start, in total and by route, cluster and destination (see the README)."""
         snapshot = self._stats.snapshot()
-        snapshot["executor"] = self._runtime.executor_name
+        snapshot["executor"] = "agent" if self._link is not None else self._runtime.executor_name
         snapshot["capture"] = {"memory_bytes": self._budget.memory, "disk_bytes": self._budget.disk}
-        snapshot["compare"] = self._comparer.snapshot()
+        snapshot["compare"] = self._compare_snapshot()
         for key, state in self._generation.dispatcher.circuits().items():
             if key in snapshot["by_destination"]:
                 snapshot["by_destination"][key]["circuit"] = state
         return snapshot
 
+    def _compare_snapshot(self) -> dict[str, t.Any]:
+        if self._link is None:
+            return self._comparer.snapshot()
+        answer = self._link.ask("compare")  # the agent compares: its figures are every client's of the deployment
+        return json.loads(answer) if isinstance(answer, str) else self._comparer.snapshot()
+
     def comparison_report(self) -> Report:
-        """This process's comparison results and latest examples, as ``wsgimirror report`` shows them."""
+        """This process's comparison results and latest examples, as ``wsgimirror report`` shows them
+        (in-process mode; with an agent, the agent compares: see :meth:`comparison_page`)."""
         return self._comparer.report()
+
+    def comparison_page(self, html: bool = True) -> bytes:
+        """The live comparison report, as HTML or JSON, rendered where the comparisons are made."""
+        if self._link is not None:
+            page = self._link.ask("report_html" if html else "report_json", 5.0)
+            if isinstance(page, str):
+                page = page.encode("utf-8")
+            if isinstance(page, bytes):
+                return page
+        from .compare.html import render
+        from .compare.report import as_json
+
+        report = self._comparer.report()
+        return (render(report) if html else as_json(report)).encode("utf-8")
 
     @property
     def config(self) -> Config:
@@ -174,7 +202,7 @@ class MirrorMiddleware:
         new requests use the new one.
         """
         loaded = load_config(config)
-        generation = _Generation(loaded, self._stats, self._runtime, self._comparer)
+        generation = _Generation(loaded, self._stats, self._runtime, self._comparer, self._link)
         previous, self._generation = self._generation, generation
         self._budget.memory_limit = loaded.mirror.capture_memory_bytes
         self._budget.disk_limit = loaded.mirror.capture_disk_bytes
@@ -184,12 +212,31 @@ class MirrorMiddleware:
         self._retired = [d for d in self._retired if d.active] + [previous.dispatcher]
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Stop starting mirrors and wait up to ``timeout`` s for those in flight; True if none is left."""
+        """Stop starting mirrors and wait up to ``timeout`` s for those in flight; True if none is left.
+
+        With an agent: wait until it has reported on every copy this process handed it.
+        """
         for dispatcher in [*self._retired, self._generation.dispatcher]:
             dispatcher.closed = True
-        done = self._runtime.join(timeout)
+        done = self._runtime.join(timeout) if self._link is None else self._link.join(timeout)
         self._comparer.close()  # the last counts record, after the comparisons of the mirrors that ended
         return done
+
+
+def _agent_link(config: Config, source: ConfigSource, stats: Stats) -> AgentLink | None:
+    """The link to the agent that sends this middleware's mirrors, or None in-process (``Agent.Mode``)."""
+    mode, socket = agent_mode(config)
+    if mode == "in-process":
+        return None
+    if mode == "external":
+        from dataclasses import replace
+
+        config = replace(config, agent=replace(config.agent, mode="external", socket=socket))
+    try:
+        return link_for(config, source, stats)
+    except OSError as err:  # no private directory for the socket: the mirrors stay in this process
+        log.error("wsgimirror cannot use an agent (%s); its mirrors are sent from the app's process", err)
+        return None
 
 
 def _metrics(prometheus: t.Any) -> t.Any:

@@ -37,6 +37,7 @@ class Answer(Shared):
         "_initial_limit",
         "_prefix",
         "budget_refused",
+        "_digest",
     )
 
     def __init__(self, limit: int, budget: CaptureBudget, prefix: bool = False) -> None:
@@ -54,6 +55,7 @@ class Answer(Shared):
         self.complete = False
         self.invalid = False  # a chunk that is not bytes went by
         self.budget_refused = False  # the body fitted MaxBodyBytes but Compare.MemoryBytes had no room for it
+        self._digest: str | None = None  # the SHA-256 of an answer restored from its fields
         # Past the limit, keep the first ``limit`` bytes (a recording cuts the body there) instead of none.
         self._prefix = prefix
 
@@ -101,7 +103,29 @@ class Answer(Shared):
 
     @property
     def digest(self) -> str:
-        return self._hash.hexdigest()
+        return self._digest if self._digest is not None else self._hash.hexdigest()
+
+    def fields(self) -> tuple[t.Any, ...]:
+        """The answer as it crosses to the agent (``wsgimirror.agent.protocol.ANSWER_FIELDS``)."""
+        return (self.status, self.status_text, [tuple(h) for h in self.headers], bytes(self.body), self.length,
+                self.digest, self.whole, self.complete, self.budget_refused)  # fmt: skip
+
+    @classmethod
+    def restore(cls, fields: tuple[t.Any, ...], limit: int, budget: CaptureBudget) -> Answer:
+        """An answer from :meth:`fields`, its kept body taken from ``budget`` again (or refused, as it would be)."""
+        status, status_text, headers, body, length, digest, whole, complete, budget_refused = fields
+        answer = cls(max(limit, len(body)), budget, prefix=not whole)
+        answer.status, answer.status_text, answer.headers = status, status_text, [tuple(h) for h in headers]
+        if body and budget.take_memory(len(body)):
+            answer._taken = len(body)
+            answer.body = bytearray(body)
+        elif body:
+            answer.budget_refused = True
+        if not whole or answer.budget_refused:
+            answer._limit = -1
+        answer.length, answer._digest, answer.complete = length, digest, complete
+        answer.budget_refused = answer.budget_refused or budget_refused
+        return answer
 
     def header(self, name: str) -> str:
         """The first value of a header (case-insensitive), or ''."""

@@ -13,14 +13,14 @@ dropped (``backlog_full``). Under CPU saturation this sheds mirrors, never real 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import typing as t
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from ._gevent import sockets_patched
+from ._gevent import original, sockets_patched
 from ._pid import current_pid
 from .balancing import POLICIES, Policy
 from .compare.comparer import NO_ANSWER, request_record
@@ -304,7 +304,7 @@ class Runtime:
         self._pid = -1
         self._lock = new_lock()
         self._executor: _GeventExecutor | _ThreadExecutor | None = None
-        self._pools: dict[PoolKey, HTTPConnectionPool] = {}
+        self._pools: dict[PoolKey, t.Any] = {}  # a MirrorHTTP(S)ConnectionPool, or a Recorder
         self.in_flight = 0
         self.cooperative = False  # gevent with patched sockets: one gevent.Timeout per mirror
 
@@ -315,6 +315,13 @@ class Runtime:
         self._pools = {}
         self.in_flight = 0
         self._pid = current_pid()
+        _start_sweep(weakref.ref(self), settings.keep_alive_seconds)
+
+    def sweep(self) -> None:
+        """Close the connections that rested past their pool's ``KeepAliveSeconds``."""
+        for pool in list(self._pools.values()):
+            if not isinstance(pool, Recorder):
+                pool.close_resting(pool.keep_alive_seconds)
 
     def executor(self, settings: MirrorSettings) -> _GeventExecutor | _ThreadExecutor:
         if self._pid != current_pid():
@@ -371,7 +378,7 @@ class Runtime:
             if isinstance(pool, Recorder):
                 pool.close_chunk()  # no longer configured: its file is closed, a late copy opens a new one
             else:
-                _close_idle(pool)
+                pool.close_resting()
 
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every mirror in flight, then close all connections."""
@@ -387,21 +394,28 @@ class Runtime:
         return done
 
 
-def _close_idle(pool: HTTPConnectionPool) -> None:
-    """Close the connections resting in a pool; it stays usable and reconnects on demand."""
-    idle = pool.pool
-    if idle is None:
-        return
-    taken = []
-    while True:  # take them all first: the queue is LIFO, a put would come straight back
-        try:
-            taken.append(idle.get(block=False))
-        except queue.Empty:
-            break
-    for conn in taken:
-        if conn is not None:
-            conn.close()
-        idle.put(conn, block=False)
+def _start_sweep(ref: weakref.ref[Runtime], every: float) -> None:
+    """Sweep the runtime's pools every half ``KeepAliveSeconds`` while it lives: a greenlet when threads are
+    gevent's (the pools' queues use its locks), else a thread of the OS."""
+    from gevent import monkey
+
+    interval = min(30.0, max(0.05, every / 2))
+    cooperative = monkey.is_module_patched("threading")
+
+    def sweep() -> None:
+        sleep = __import__("gevent").sleep if cooperative else original("time", "sleep")
+        while True:
+            sleep(interval)
+            runtime = ref()
+            if runtime is None or runtime._pid != current_pid():
+                return
+            runtime.sweep()
+            del runtime
+
+    if cooperative:
+        __import__("gevent").spawn(sweep)
+    else:
+        original("_thread", "start_new_thread")(sweep, ())
 
 
 PoolKey = tuple[str, str, int, "HttpClientSettings | None"]  # a file destination's: (file, path, 0, None)
@@ -424,18 +438,23 @@ def _new_pool(
 
         return Recorder(destination.path, record or RecordSettings())
     size = http_client.max_connections or settings.max_in_flight
+    pool: t.Any
     if destination.scheme == "http":
-        return MirrorHTTPConnectionPool(destination.host, destination.port, maxsize=size, block=False, retries=False)
-    return MirrorHTTPSConnectionPool(
-        destination.host,
-        destination.port,
-        maxsize=size,
-        block=False,
-        retries=False,
-        ssl_context=tls_context(http_client),
-        server_hostname=http_client.server_name,
-        cert_reqs="CERT_NONE" if http_client.accept_any_certificate else "CERT_REQUIRED",
-    )
+        pool = MirrorHTTPConnectionPool(destination.host, destination.port, maxsize=size, block=False, retries=False)
+    else:
+        pool = MirrorHTTPSConnectionPool(
+            destination.host,
+            destination.port,
+            maxsize=size,
+            block=False,
+            retries=False,
+            ssl_context=tls_context(http_client),
+            server_hostname=http_client.server_name,
+            cert_reqs="CERT_NONE" if http_client.accept_any_certificate else "CERT_REQUIRED",
+        )
+    pool.keep_alive = settings.keep_alive_connections
+    pool.keep_alive_seconds = settings.keep_alive_seconds
+    return pool
 
 
 def address_keys(config: Config) -> frozenset[PoolKey]:

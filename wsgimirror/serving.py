@@ -170,8 +170,6 @@ def _metrics_server(bind: tuple[str, int], mirrored: t.Any) -> t.Any:
     from gevent.pywsgi import WSGIServer
     from prometheus_client import make_wsgi_app
 
-    from .compare.html import render
-    from .compare.report import as_json
     from .metrics import exposition_registry
 
     metrics = make_wsgi_app(exposition_registry())
@@ -180,11 +178,9 @@ def _metrics_server(bind: tuple[str, int], mirrored: t.Any) -> t.Any:
         path = environ.get("PATH_INFO", "")
         if path not in ("/compare", "/compare.json"):
             return t.cast("t.Iterable[bytes]", metrics(environ, start_response))
-        report = mirrored.comparison_report()
-        if path == "/compare":
-            body, kind = render(report).encode("utf-8"), "text/html; charset=utf-8"
-        else:
-            body, kind = as_json(report).encode("utf-8"), "application/json"
+        html = path == "/compare"  # rendered where the comparisons are made: the agent, when there is one
+        body = mirrored.comparison_page(html)
+        kind = "text/html; charset=utf-8" if html else "application/json"
         start_response("200 OK", [("Content-Type", kind), ("Content-Length", str(len(body))),
                                   ("Cache-Control", "no-store")])  # fmt: skip
         return [body]

@@ -35,6 +35,8 @@ from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, NewConnecti
 from ._gevent import original
 from .errors import MirrorSendError
 
+_new_lock = original("_thread", "allocate_lock")
+
 if t.TYPE_CHECKING:
     from .capture import BodyBuffer
     from .config import HttpClientSettings
@@ -76,14 +78,24 @@ def _dropped(sock: socket.socket) -> bool:
 
 
 class _MirrorPoolMixin:
-    """urllib3's pool, with the idle-connection check done by one non-blocking poll.
+    """urllib3's pool, with the idle-connection check done by one non-blocking poll, and a bound on rest.
 
     urllib3 checks with ``wait_for_read``, which under gevent goes through the hub
     (a timer, a watcher and a switch) for every request: a large share of a mirror's CPU.
+
+    A connection given back rests in the pool for the next mirror, but at most ``keep_alive`` of them
+    (``Mirror.KeepAliveConnections``, 32 as nginx's upstream ``keepalive``); one more is closed. One that
+    rested longer than ``keep_alive_seconds`` is closed instead of reused, and :meth:`close_resting`
+    (run by the runtime's sweep) closes those before any mirror asks: a burst of mirrors leaves the
+    destination the connections that recent concurrency needs, not hundreds idle.
     """
 
     pool: t.Any
     busy = 0  # connections lent out now; the runtime keeps it within ``limit``
+    keep_alive = 32
+    keep_alive_seconds = 60.0
+    resting = 0  # open connections in the pool
+    _rest_lock: t.Any = None
 
     @property
     def limit(self) -> int:
@@ -98,9 +110,49 @@ class _MirrorPoolMixin:
             raise ClosedPoolError(t.cast(t.Any, self), "Pool is closed.") from None
         except queue.Empty:
             pass
-        if conn is not None and conn.sock is not None and _dropped(conn.sock):
-            conn.close()
+        if conn is not None and conn.sock is not None:
+            self._rested(-1)
+            if time.monotonic() - getattr(conn, "rested_since", 0.0) > self.keep_alive_seconds or _dropped(conn.sock):
+                conn.close()
         return conn or self._new_conn()  # type: ignore[attr-defined]
+
+    def _put_conn(self, conn: t.Any) -> None:
+        if conn is not None and conn.sock is not None:
+            if self._rested(+1) > self.keep_alive:
+                self._rested(-1)
+                conn.close()  # enough rest already: the destination keeps what recent concurrency needs
+            else:
+                conn.rested_since = time.monotonic()
+        super()._put_conn(conn)  # type: ignore[misc]
+
+    def _rested(self, delta: int) -> int:
+        lock = self._rest_lock
+        if lock is None:
+            lock = self._rest_lock = _new_lock()
+        with lock:
+            self.resting += delta
+            return self.resting
+
+    def close_resting(self, older_than: float | None = None) -> None:
+        """Close the connections resting in the pool (those resting longer than ``older_than`` s, when given);
+        the pool stays usable and reconnects on demand."""
+        idle = self.pool
+        if idle is None:
+            return
+        now = time.monotonic()
+        taken = []
+        while True:  # take them all first: the queue is LIFO, a put would come straight back
+            try:
+                taken.append(idle.get(block=False))
+            except queue.Empty:
+                break
+        for conn in taken:
+            if conn is not None and conn.sock is not None:
+                if older_than is None or now - getattr(conn, "rested_since", 0.0) > older_than:
+                    conn.close()
+                    self._rested(-1)
+        for conn in reversed(taken):  # back in their order: the most recently used on top
+            idle.put(conn, block=False)
 
 
 class MirrorHTTPConnectionPool(_MirrorPoolMixin, HTTPConnectionPool):
@@ -425,7 +477,7 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
         if not response.headers_done:
             head += len(data)
         parser.feed_data(data)
-        if not response.headers_done and head > MAX_HEAD_BYTES or response.headers > MAX_HEADERS:
+        if (not response.headers_done and head > MAX_HEAD_BYTES) or response.headers > MAX_HEADERS:
             response.refused()
             raise MirrorSendError(
                 "head_too_large", f"the answer's head passed {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} header lines"

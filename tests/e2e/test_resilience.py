@@ -183,3 +183,28 @@ def test_a_full_backlog_sheds_the_copy_before_capturing_the_request(server, make
     assert seen == ["TeeInput", "TeeInput", "Input", "Input", "Input"]  # the shed ones were never teed
     # the two admitted copies are the first two requests; they run concurrently, so either may arrive first
     assert sorted(r.body for r in slow.wait_for(2)) == [b"0", b"1"]
+
+
+def test_a_burst_leaves_only_keep_alive_connections_resting_and_those_close_when_idle(server):
+    """A soak of one sequential client grew from 138 to 218 open descriptors as pools filled towards 256 per
+    destination: idle connections are now bounded, and closed after KeepAliveSeconds."""
+    from tests.helpers import ScriptedServer
+
+    def slow_answer(sock, head, body):
+        gevent.sleep(0.2)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    destination = ScriptedServer(slow_answer)
+    try:
+        mw = MirrorMiddleware(echo, mirror_config(destination.address, KeepAliveConnections=8, KeepAliveSeconds=0.5))
+        address = server(mw)
+        gevent.joinall([gevent.spawn(one_request, address, method="POST", target=f"/{i}", body=b"x")
+                        for i in range(40)], raise_error=True)  # fmt: skip
+        wait_until(lambda: mw.stats()["succeeded"] == 40, 10, "the burst's mirrors")
+        opened = destination.connections
+        assert opened > 8  # the burst needed many at once
+        assert opened - destination.ended <= 8  # then at most KeepAliveConnections rest
+        wait_until(lambda: destination.ended == opened, 5, "the resting connections to close once idle")
+    finally:
+        destination.stop()
