@@ -83,11 +83,13 @@ class _MirrorPoolMixin:
     urllib3 checks with ``wait_for_read``, which under gevent goes through the hub
     (a timer, a watcher and a switch) for every request: a large share of a mirror's CPU.
 
-    A connection given back rests in the pool for the next mirror, but at most ``keep_alive`` of them
-    (``Mirror.KeepAliveConnections``, 32 as nginx's upstream ``keepalive``); one more is closed. One that
-    rested longer than ``keep_alive_seconds`` is closed instead of reused, and :meth:`close_resting`
-    (run by the runtime's sweep) closes those before any mirror asks: a burst of mirrors leaves the
-    destination the connections that recent concurrency needs, not hundreds idle.
+    A connection given back rests in the pool for the next mirror, as many as the recent concurrency
+    needs: at most the larger of ``keep_alive`` (``Mirror.KeepAliveConnections``, 32 as nginx's upstream
+    ``keepalive``) and the most connections lent at once since the last sweep; one more is closed. A cap
+    below the concurrency would close a connection at every turn and open another (nginx's known churn).
+    One that rested longer than ``keep_alive_seconds`` is closed instead of reused, and
+    :meth:`close_resting` (run by the runtime's sweep) closes those before any mirror asks: after a burst
+    the destination keeps what recent concurrency needs, not hundreds idle.
     """
 
     pool: t.Any
@@ -95,6 +97,7 @@ class _MirrorPoolMixin:
     keep_alive = 32
     keep_alive_seconds = 60.0
     resting = 0  # open connections in the pool
+    peak = 0  # the most connections lent at once since the last sweep
     _rest_lock: t.Any = None
 
     @property
@@ -118,7 +121,7 @@ class _MirrorPoolMixin:
 
     def _put_conn(self, conn: t.Any) -> None:
         if conn is not None and conn.sock is not None:
-            if self._rested(+1) > self.keep_alive:
+            if self._rested(+1) > max(self.keep_alive, self.peak):
                 self._rested(-1)
                 conn.close()  # enough rest already: the destination keeps what recent concurrency needs
             else:
@@ -134,11 +137,14 @@ class _MirrorPoolMixin:
             return self.resting
 
     def close_resting(self, older_than: float | None = None) -> None:
-        """Close the connections resting in the pool (those resting longer than ``older_than`` s, when given);
-        the pool stays usable and reconnects on demand."""
+        """Close the connections resting in the pool: all of them, or (``older_than`` given, as the sweep does)
+        those resting longer than that, and the oldest beyond what the last period's concurrency needed.
+        The pool stays usable and reconnects on demand."""
         idle = self.pool
         if idle is None:
             return
+        allowed = max(self.keep_alive, self.peak) if older_than is not None else 0
+        self.peak = self.busy  # the concurrency of the next period starts from what is lent now
         now = time.monotonic()
         taken = []
         while True:  # take them all first: the queue is LIFO, a put would come straight back
@@ -146,11 +152,14 @@ class _MirrorPoolMixin:
                 taken.append(idle.get(block=False))
             except queue.Empty:
                 break
-        for conn in taken:
+        kept = 0
+        for conn in taken:  # the most recently used first
             if conn is not None and conn.sock is not None:
-                if older_than is None or now - getattr(conn, "rested_since", 0.0) > older_than:
-                    conn.close()
-                    self._rested(-1)
+                if kept < allowed and (older_than is None or now - getattr(conn, "rested_since", 0.0) <= older_than):
+                    kept += 1
+                    continue
+                conn.close()
+                self._rested(-1)
         for conn in reversed(taken):  # back in their order: the most recently used on top
             idle.put(conn, block=False)
 
