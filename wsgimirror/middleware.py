@@ -327,7 +327,7 @@ class _Capture:
         records = route.record_responses
         if not records and not any(c in route.compare_clusters or c == route.baseline_cluster for c in self.clusters):
             return None
-        tee = comparer.tee(start_response, prefix=records)
+        tee = comparer.tee(start_response, prefix=records, spool=self.dispatcher.spools_answers)
         self.answer = tee.answer
         return tee
 

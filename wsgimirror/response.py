@@ -11,9 +11,11 @@ size is compared in bounded memory.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import typing as t
 
-from .capture import CaptureBudget, Shared
+from .capture import UNLIMITED, CaptureBudget, Shared
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -111,9 +113,16 @@ class Answer(Shared):
                 self.digest, self.whole, self.complete, self.budget_refused)  # fmt: skip
 
     @classmethod
-    def restore(cls, fields: tuple[t.Any, ...], limit: int, budget: CaptureBudget) -> Answer:
-        """An answer from :meth:`fields`, its kept body taken from ``budget`` again (or refused, as it would be)."""
+    def restore(cls, fields: tuple[t.Any, ...], limit: int, budget: CaptureBudget, fd: int | None = None) -> Answer:
+        """An answer from :meth:`fields`, its kept body taken from ``budget`` again (or refused, as it would be).
+
+        A spooled answer's body (``None`` in the fields) is read from ``fd``: hashed here when the app did not
+        have to, and kept up to ``limit``.
+        """
         status, status_text, headers, body, length, digest, whole, complete, budget_refused = fields
+        if body is None:  # spooled: the file holds the body's first bytes; the app hashed it only past the limit
+            body = _read_spool(fd, min(length, limit))
+            digest = digest or hashlib.sha256(body).hexdigest()
         answer = cls(max(limit, len(body)), budget, prefix=not whole)
         answer.status, answer.status_text, answer.headers = status, status_text, [tuple(h) for h in headers]
         if body and budget.take_memory(len(body)):
@@ -143,13 +152,116 @@ class Answer(Shared):
             self._taken = 0
 
 
+def _read_spool(fd: int | None, size: int) -> bytes:
+    """The first ``size`` bytes of a spooled answer's file (which is closed here)."""
+    if fd is None:
+        return b""
+    out = bytearray()
+    try:
+        while len(out) < size:
+            piece = os.pread(fd, size - len(out), len(out))
+            if not piece:
+                break
+            out += piece
+    finally:
+        os.close(fd)
+    return bytes(out)
+
+
+class SpooledAnswer(Answer):
+    """The app's answer when an agent compares or records it: its body goes to an anonymous memory file, whose
+    descriptor travels to the agent; the app neither keeps nor hashes it (the agent does both).
+
+    The file holds at most the first ``limit`` bytes (``Compare.MaxBodyBytes``). Past them, the app hashes the
+    whole body itself (reading the file's bytes back once), since only it sees every byte: the agent then
+    compares by length and SHA-256, as it would have. A file that cannot be written leaves the answer not
+    comparable, never the response.
+    """
+
+    __slots__ = ("_fd", "_spooled")
+
+    def __init__(self, limit: int, prefix: bool = False) -> None:
+        super().__init__(limit, UNLIMITED, prefix)
+        self._fd = -1
+        self._spooled = 0  # bytes in the file
+        self._hash = None  # type: ignore[assignment]  # made past the limit only
+
+    def feed(self, chunk: bytes) -> None:
+        if not isinstance(chunk, (bytes, bytearray)):
+            self.invalid = True
+            return
+        if not chunk:
+            return
+        self.length += len(chunk)
+        room = self._initial_limit - self._spooled
+        try:
+            if room > 0:
+                self._write(chunk[:room])
+            if self.length > self._initial_limit:
+                if self._hash is None:  # past the limit: from here the app hashes, from the body's first byte
+                    self._hash = hashlib.sha256(os.pread(self._fd, self._spooled, 0) if self._spooled else b"")
+                    self._hash.update(chunk[room:] if room > 0 else chunk)
+                else:
+                    self._hash.update(chunk)
+        except OSError:
+            self.invalid = True  # no room for the file: this answer is not compared, the response goes on
+
+    def _write(self, data: bytes) -> None:
+        if self._fd < 0:
+            self._fd = _anonymous_file()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._spooled += len(data)
+
+    def restart(self) -> None:
+        self.length = self._spooled = 0
+        self._hash = None  # type: ignore[assignment]
+        self.complete = False
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+
+    @property
+    def whole(self) -> bool:
+        return self.length <= self._initial_limit
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest() if self._hash is not None else ""
+
+    def spool(self) -> int | None:
+        """The file's descriptor (None when the body is empty)."""
+        return self._fd if self._fd >= 0 else None
+
+    def fields(self) -> tuple[t.Any, ...]:
+        """As :meth:`Answer.fields`, the body ``None``: it is in the file that goes with the frame."""
+        return (self.status, self.status_text, [tuple(h) for h in self.headers], None, self.length, self.digest,
+                self.whole, self.complete and not self.invalid, False)  # fmt: skip
+
+    def _free(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _anonymous_file() -> int:
+    """A file with no name, in memory when the system has ``memfd_create``."""
+    try:
+        return os.memfd_create("wsgimirror-answer", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        with tempfile.TemporaryFile(prefix="wsgimirror-answer-") as handle:
+            return os.dup(handle.fileno())
+
+
 class AnswerTee:
     """The app's side: wraps ``start_response`` (the last call wins, as for the server) and the response."""
 
     __slots__ = ("answer", "_start_response", "_iterations", "_written")
 
-    def __init__(self, start_response: StartResponse, limit: int, budget: CaptureBudget, prefix: bool = False) -> None:
-        self.answer = Answer(limit, budget, prefix)
+    def __init__(self, start_response: StartResponse, limit: int, budget: CaptureBudget, prefix: bool = False,
+                 spool: bool = False) -> None:  # fmt: skip
+        self.answer = SpooledAnswer(limit, prefix) if spool else Answer(limit, budget, prefix)
         self._start_response = start_response
         self._iterations = 0
         self._written = False  # the app used write(): those bytes come before the iterable's

@@ -82,9 +82,10 @@ class Comparer:
 
     # -- on the request path ------------------------------------------------------------------
 
-    def tee(self, start_response: StartResponse, *, prefix: bool) -> AnswerTee:
-        """Tee the app's answer; ``prefix``: past MaxBodyBytes keep the first bytes (a recording needs them)."""
-        return AnswerTee(start_response, self.settings.max_body_bytes, self.budget, prefix)
+    def tee(self, start_response: StartResponse, *, prefix: bool, spool: bool = False) -> AnswerTee:
+        """Tee the app's answer; ``prefix``: past MaxBodyBytes keep the first bytes (a recording needs them);
+        ``spool``: into a file for the agent, which compares it (see :class:`~wsgimirror.response.SpooledAnswer`)."""
+        return AnswerTee(start_response, self.settings.max_body_bytes, self.budget, prefix, spool)
 
     def endpoint(self, environ: WSGIEnvironment) -> str:
         path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
