@@ -363,6 +363,7 @@ def _detach(log_file: str) -> None:
     os.close(read)
     os.setsid()
     _other_cores()
+    _lower_priority()
     _ready_pipe = write
     try:
         if os.path.getsize(log_file) > LOG_FILE_BYTES:
@@ -388,6 +389,19 @@ def _other_cores() -> None:
             os.sched_setaffinity(0, others)
     except (AttributeError, OSError):  # no affinity on this platform, or a cpuset that forbids the others
         pass
+
+
+def _lower_priority() -> None:
+    """Mirrors take spare CPU only: the embedded agent runs under SCHED_IDLE, so on a core it shares with the app
+    (or anything else) it runs when nothing else wants the core and gives way the moment something does. Where
+    that policy is missing, the lowest nice."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
 
 
 def _agent(args: argparse.Namespace) -> int:

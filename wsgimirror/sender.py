@@ -161,6 +161,9 @@ class _GeventExecutor:
     """
 
     name = "gevent"
+    # In the agent's process the loop has no real traffic to give way to: mirrors start at its next turn,
+    # all those waiting in one go, instead of one per idle turn.
+    eager = False
 
     def __init__(self) -> None:
         from gevent import get_hub
@@ -170,9 +173,15 @@ class _GeventExecutor:
         self._parked: list[t.Any] = []  # worker greenlets waiting for a mirror
         self._running = 0  # mirrors started and not ended
         self._idle: t.Any = None  # the loop's idle watcher, made on the first mirror
+        self._soon = False  # (eager) a callback to start the waiting mirrors is due
 
     def try_submit(self, fn: t.Callable[..., None], *args: t.Any) -> bool:
         self._waiting.append((fn, args))
+        if self.eager:
+            if not self._soon:
+                self._soon = True
+                self._hub.loop.run_callback(self._start_all)
+            return True
         idle = self._idle
         if idle is None:
             from gevent import get_hub
@@ -198,8 +207,14 @@ class _GeventExecutor:
                 from greenlet import greenlet
 
                 greenlet(self._work, self._hub).switch(job)
-        if not waiting:
+        if not waiting and self._idle is not None:
             self._idle.stop()
+
+    def _start_all(self) -> None:
+        """(eager) Start every waiting mirror, each running until it waits for I/O."""
+        self._soon = False
+        while self._waiting:
+            self._start_one()
 
     def _work(self, job: tuple[t.Callable[..., None], tuple[t.Any, ...]]) -> None:
         """A worker: run a mirror (it never raises), then park until the idle watcher hands over the next."""
@@ -363,6 +378,8 @@ class Runtime:
                 return False
             self.in_flight += 1
             pool.busy += 1
+            if pool.busy > pool.peak:
+                pool.peak = pool.busy  # how many connections the recent concurrency needs (see transport)
             return True
 
     def ended(self, pool: t.Any) -> None:
@@ -470,6 +487,8 @@ class _Overloaded(Exception):
 
 class Dispatcher:
     """Hands mirrors of one configuration to the shared runtime and sends them."""
+
+    spools_answers = False  # the app's answers are kept in memory: they are compared in this process
 
     def __init__(self, config: Config, stats: Stats, runtime: Runtime, comparer: Comparer | None = None) -> None:
         self.config = config

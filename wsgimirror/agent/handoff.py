@@ -35,6 +35,7 @@ from collections import Counter, deque
 from .._gevent import sockets_patched
 from .._logs import Throttled
 from .._pid import current_pid
+from ..response import SpooledAnswer
 from ..stats import new_lock
 from . import protocol, supervise
 
@@ -53,6 +54,14 @@ AGENT_BUSY = "agent_busy"  # the agent reads too slowly: Agent.BufferBytes of co
 AGENT_UNAVAILABLE = "agent_unavailable"  # no agent to hand the copy to (starting, or none can be had)
 AGENT_LOST = "agent_lost"  # the agent ended (killed, crashed) holding the copy
 RETRY_SECONDS = 0.2  # between attempts to connect (or start) after a failure
+# Under gevent, copies handed off within this long go to the agent in one write: it then reads several per
+# wake-up and sends their mirrors together, and the app makes one system call per batch, not per copy. The
+# hand-off that finds a batch this old writes it; a timer writes the last one, after BATCH_TIMER_SECONDS, so
+# that under steady traffic no timer wakes the loop.
+BATCH_SECONDS = 0.01
+BATCH_TIMER_SECONDS = 0.05
+BATCH_BYTES = 256 * 1024  # or at once, once this many bytes wait
+WRITE_FRAMES = 512  # frames given to one sendmsg (the system takes up to IOV_MAX, 1024 on Linux)
 ASK_SECONDS = 2.0  # how long stats() waits for the agent's comparison figures
 # What a copy's environ carries to the agent: the request's strings (headers, target, client, server).
 _CARRIED = str
@@ -79,13 +88,14 @@ class AgentLink:
     def _fresh(self) -> None:
         """This process's state: nothing connected, queued or outstanding (a forked child's parent's are not ours)."""
         self._sock: socket.socket | None = None
-        # Frames not yet written: (bytes, the descriptor to pass with them or -1, the generation of a copy's frame).
-        self._outbox: deque[tuple[memoryview, int, str]] = deque()
+        # Frames not yet written: (bytes, the descriptors to pass with them, the generation of a copy's frame).
+        self._outbox: deque[tuple[memoryview, tuple[int, ...], str]] = deque()
         self._buffered = 0
         self._sent_generations: set[str] = set()  # the configs this connection has had
         self._configs: dict[str, str] = {}  # generation -> its config's JSON
         self._handed: Counter[tuple[str, str]] = Counter()  # copies the agent has not picked or dropped yet
         self._flying: Counter[tuple[str, str, str]] = Counter()  # copies started and not ended
+        self._outstanding = 0  # the sum of both
         self._replies: dict[int, t.Any] = {}
         self._asked = 0
         self._wake_r, self._wake_w = os.pipe()
@@ -94,6 +104,9 @@ class AgentLink:
         self._cooperative = sockets_patched()
         self._pid = current_pid()
         self._loop_started = False
+        self._flush_due: t.Any = None  # (gevent) the loop timer that writes the batch if no hand-off does
+        self._batch_started = 0.0
+        self._stalled = False  # the socket refused the last write: the loop waits until it takes more
 
     def _ready(self) -> None:
         if self._pid != current_pid():
@@ -120,14 +133,18 @@ class AgentLink:
 
     @property
     def cooperative(self) -> bool:
-        return sockets_patched()
+        """Whether the link runs in gevent's loop (sockets patched): read once per process."""
+        self._ready()
+        return self._cooperative
 
     # -- the request side ----------------------------------------------------------------------------------
 
-    def full(self) -> bool:
-        """Whether a copy handed off now would be dropped (the buffer is full): shed before capturing."""
+    def full(self, max_in_flight: int) -> bool:
+        """Whether a copy handed off now would be dropped, so that it is shed before anything is captured: the
+        buffer is full, or ``max_in_flight`` copies of this process are already with the agent (it would drop
+        them as backlog_full, after the work of taking them)."""
         self._ready()
-        return self._buffered >= self.settings.buffer_bytes
+        return self._buffered >= self.settings.buffer_bytes or self._outstanding >= max_in_flight
 
     def hand_off(
         self,
@@ -143,61 +160,126 @@ class AgentLink:
         """Queue one copy for the agent; None, or why it was dropped. Never blocks."""
         self._ready()
         memory, fd = body.parts()
-        message = protocol.frame(protocol.copy_message(
-            generation=generation, route=route.id, clusters=tuple(clusters),
-            environ={k: v for k, v in environ.items() if type(v) is _CARRIED}, body=memory, body_size=body.size,
-            in_file=fd is not None, answer=answer.fields() if answer is not None else None,
-            arrived=timing[0], latency=timing[1],
-        ))  # fmt: skip
+        spooled = answer.spool() if isinstance(answer, SpooledAnswer) else None
+        message = protocol.frame(
+            (
+                protocol.COPY,
+                generation,
+                route.id,
+                tuple(clusters),
+                {k: v for k, v in environ.items() if type(v) is _CARRIED},
+                memory,
+                body.size,
+                fd is not None,
+                answer.fields() if answer is not None else None,
+                timing[0],
+                timing[1],
+            )
+        )  # fmt: skip  (the fields of protocol.COPY_FIELDS, in their order)
         with self._lock:
             if self.closed:
                 return "closed"
             if self._buffered + len(message) > self.settings.buffer_bytes and self._buffered:
                 return AGENT_BUSY if self._sock is not None else AGENT_UNAVAILABLE
             self._configs.setdefault(generation, config_text)
-            self._queue(message, os.dup(fd) if fd is not None else -1, generation)
+            fds = tuple(os.dup(each) for each in (fd, spooled) if each is not None)  # the body's, then the answer's
+            self._queue(message, fds, generation)
             for cluster in clusters:
                 self._handed[route.id, cluster] += 1
-            broken = self._write()
+            self._outstanding += len(clusters)
+            broken = self._write() if self._batch_now() else None
         if broken is not None:
             self._lost(broken)  # counted: this copy with the others the agent held
         return None
 
-    def _queue(self, data: bytes, fd: int = -1, generation: str = "") -> None:
+    def _batch_now(self) -> bool:
+        """Whether to write now (the caller holds the lock): not under gevent, or once a batch is large; else a
+        timer of the loop writes the batch within :data:`BATCH_SECONDS`."""
+        if not self._cooperative or self._buffered >= BATCH_BYTES:
+            self._cancel_batch_timer()
+            return True
+        now = time.monotonic()
+        if self._flush_due is None:  # a timer of its own per batch: libev re-arms a reused one at its old time
+            from gevent import get_hub
+
+            self._batch_started = now
+            self._flush_due = get_hub().loop.timer(BATCH_TIMER_SECONDS)
+            self._flush_due.start(self._flush_batch)
+            return False
+        if now - self._batch_started >= BATCH_SECONDS:
+            self._cancel_batch_timer()
+            return True
+        return False
+
+    def _cancel_batch_timer(self) -> None:
+        if self._flush_due is not None:
+            self._flush_due.stop()
+            self._flush_due = None
+
+    def _flush_batch(self) -> None:
+        """In the hub, when no hand-off came to write the batch: write it (what the socket does not take, the loop
+        writes later)."""
+        with self._lock:
+            self._flush_due = None
+            broken = self._write()
+        if broken is not None:
+            self._lost(broken)
+
+    def _queue(self, data: bytes, fds: tuple[int, ...] = (), generation: str = "") -> None:
         """Append a frame (the caller holds the lock); a copy's config goes before it on a connection that lacks it."""
         if generation and self._sock is not None and generation not in self._sent_generations:
             self._queue(protocol.frame((protocol.CONFIG, generation, self._configs[generation])))
             self._sent_generations.add(generation)
-        self._outbox.append((memoryview(data), fd, generation))
+        self._outbox.append((memoryview(data), fds, generation))
         self._buffered += len(data)
 
     def _write(self) -> str | None:
         """Write what the socket takes now, never waiting (the caller holds the lock); why the connection broke,
-        or None. The caller counts a broken connection (``_lost``) once it has let go of the lock."""
+        or None. The caller counts a broken connection (``_lost``) once it has let go of the lock.
+
+        Frames go out together, in one ``sendmsg`` (a frame with a descriptor on its own, the descriptor with its
+        first byte)."""
         sock = self._sock
         if sock is None:
             return None
         outbox = self._outbox
         try:
             while outbox:
-                data, fd, generation = outbox[0]
-                if fd >= 0:
-                    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-                    os.close(fd)  # it travelled with the frame's first bytes
-                    fd = -1
+                data, fds, generation = outbox[0]
+                if fds:
+                    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    sent = sock.sendmsg([data], rights)
+                    for fd in fds:
+                        os.close(fd)  # they travelled with the frame's first bytes
+                    outbox[0] = (data, (), generation)
                 else:
-                    sent = sock.send(data)
+                    views: list[memoryview] = []
+                    for each, each_fds, _ in outbox:
+                        if each_fds or len(views) >= WRITE_FRAMES:
+                            break
+                        views.append(each)
+                    sent = sock.sendmsg(views)
                 self._buffered -= sent
-                if sent < len(data):
-                    outbox[0] = (data[sent:], fd, generation)
-                    self._wake()
-                    return None
-                outbox.popleft()
+                while sent:  # drop what was written from the front of the outbox
+                    data, fds, generation = outbox[0]
+                    if sent < len(data):
+                        outbox[0] = (data[sent:], fds, generation)
+                        self._stall()
+                        return None
+                    sent -= len(data)
+                    outbox.popleft()
         except BlockingIOError:
-            self._wake()  # the loop waits for the socket to take more
+            self._stall()
         except OSError as err:
             return f"cannot write to the agent: {err}"
+        self._stalled = False
         return None
+
+    def _stall(self) -> None:
+        """The socket takes no more for now: the loop waits until it does, and writes the rest."""
+        if not self._stalled:
+            self._stalled = True
+            self._wake()
 
     def _wake(self) -> None:
         try:
@@ -231,7 +313,7 @@ class AgentLink:
 
     def outstanding(self) -> int:
         """Copies handed off that the agent has not finished (or reported on) yet."""
-        return sum(self._handed.values()) + sum(self._flying.values()) if self._pid == current_pid() else 0
+        return self._outstanding if self._pid == current_pid() else 0
 
     def join(self, timeout: float) -> bool:
         """Stop taking copies, wait up to ``timeout`` for the agent to report on every one handed off, then close
@@ -267,7 +349,7 @@ class AgentLink:
             return protocol.Reader()
         sock = self._sock
         fd = sock.fileno()
-        writing = [fd] if self._outbox else []
+        writing = [fd] if self._stalled else []  # otherwise the batch timer (or the next copy) writes
         try:
             readable, writable, _ = select.select([fd, self._wake_r], writing, [], 1.0)
         except (OSError, ValueError):
@@ -298,11 +380,14 @@ class AgentLink:
             self._drop_buffered(AGENT_UNAVAILABLE)
             return False
         with self._lock:
+            if self._shut:  # shut down while connecting: this connection is not wanted
+                sock.close()
+                return False
             self._sock = sock
             self._sent_generations = set()
             pending, self._outbox, self._buffered = list(self._outbox), deque(), 0
-            for data, fd, generation in pending:  # queued while there was no connection: configs go first
-                self._queue(bytes(data), fd, generation)
+            for data, fds, generation in pending:  # queued while there was no connection: configs go first
+                self._queue(bytes(data), fds, generation)
             broken = self._write()
         if broken is not None:
             self._lost(broken)
@@ -345,9 +430,11 @@ class AgentLink:
                 stats.started(route, cluster, destination)
             elif kind == protocol.DROPPED:
                 handed[route, cluster] -= 1
+                self._outstanding -= 1
                 stats.drop(value, route, (cluster,), destination)
             else:
                 flying[route, cluster, destination] -= 1
+                self._outstanding -= 1
                 if kind == protocol.SUCCEEDED:
                     stats.succeeded(route, cluster, destination, value, seconds)
                 elif kind == protocol.WRITTEN:
@@ -365,8 +452,9 @@ class AgentLink:
             sock, self._sock = self._sock, None
             handed, self._handed = self._handed, Counter()
             flying, self._flying = self._flying, Counter()
-            for _, fd, _ in self._outbox:
-                if fd >= 0:
+            self._outstanding = 0
+            for _, fds, _ in self._outbox:
+                for fd in fds:
                     os.close(fd)
             self._outbox, self._buffered = deque(), 0
         if sock is not None:
@@ -387,8 +475,9 @@ class AgentLink:
         with self._lock:
             pending, self._outbox, self._buffered = list(self._outbox), deque(), 0
             handed, self._handed = self._handed, Counter()
-        for _, fd, _ in pending:
-            if fd >= 0:
+            self._outstanding = sum(self._flying.values())
+        for _, fds, _ in pending:
+            for fd in fds:
                 os.close(fd)
         for (route, cluster), count in handed.items():
             for _ in range(count):
@@ -416,6 +505,8 @@ def _prune(counter: Counter[t.Any]) -> None:
 class AgentDispatcher:
     """A config generation's dispatcher when the agent sends the mirrors: hands copies to the link."""
 
+    spools_answers = True  # the app's answers go to the agent in files: it keeps and hashes them, not the app
+
     def __init__(self, config: Config, stats: Stats, link: AgentLink) -> None:
         self.config = config
         self._stats = stats
@@ -437,8 +528,9 @@ class AgentDispatcher:
         return []  # the agent knows the circuits; it drops a copy it cannot send (circuit_open)
 
     def full(self, cluster_ids: t.Sequence[str]) -> list[str]:
-        """The clusters whose copies would be dropped now: all of them, when the link's buffer is full."""
-        return list(cluster_ids) if self.link.full() else []
+        """The clusters whose copies would be dropped now: all of them, when the link's buffer is full or
+        ``MaxInFlight`` copies of this process are with the agent (shed before capture, as in-process)."""
+        return list(cluster_ids) if self.link.full(self.config.mirror.max_in_flight) else []
 
     def circuits(self) -> dict[str, str]:
         answer = self.link.ask("circuits", 0.5)

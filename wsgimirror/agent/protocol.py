@@ -89,10 +89,6 @@ def _message(payload: bytes) -> tuple[t.Any, ...]:
     return message
 
 
-def copy_message(**fields: t.Any) -> tuple[t.Any, ...]:
-    return (COPY, *(fields[name] for name in COPY_FIELDS))
-
-
 def copy_fields(message: tuple[t.Any, ...]) -> dict[str, t.Any]:
     """A ``copy`` frame's fields by name, each checked for its type."""
     if len(message) != len(COPY_FIELDS) + 1:

@@ -63,7 +63,9 @@ class Agent:
 
     def __init__(self, idle_seconds: float = 300.0, registry: t.Any = None) -> None:
         from ..metrics import PrometheusMetrics
+        from ..sender import _GeventExecutor
 
+        _GeventExecutor.eager = True  # nothing here to give way to: a batch of copies goes out in one turn
         self.idle_seconds = idle_seconds
         self.runtime = Runtime()
         self.metrics = PrometheusMetrics.for_registry(registry) if registry is not None else None
@@ -136,6 +138,7 @@ class Session:
         self.routes: dict[str, dict[str, t.Any]] = {}
         self.events: list[tuple[t.Any, ...]] = []
         self.open = True
+        self._buffer = bytearray(RECV_SIZE)  # read into, again and again: no allocation per read
 
     # -- events: the Stats interface the Dispatcher reports to, relayed to the client ------------------
 
@@ -193,7 +196,9 @@ class Session:
             self.sock.close()
 
     def _receive(self) -> tuple[bytes, list[int]]:
-        data, ancillary, flags, _ = self.sock.recvmsg(RECV_SIZE, socket.CMSG_SPACE(4 * array.array("i").itemsize))
+        space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+        size, ancillary, flags, _ = self.sock.recvmsg_into([self._buffer], space)
+        data = bytes(memoryview(self._buffer)[:size])
         descriptors: list[int] = []
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -232,20 +237,26 @@ class Session:
             del self.routes[oldest]
 
     def _copy(self, fields: dict[str, t.Any], fds: list[int]) -> None:
-        fd = fds.pop(0) if fields["in_file"] and fds else None
-        if fields["in_file"] and fd is None:
-            raise protocol.ProtocolError("a copy whose body file did not come with it")
+        answer_fields = fields["answer"]
+        spooled = answer_fields is not None and answer_fields[3] is None and answer_fields[4] > 0
+        wanted = int(fields["in_file"]) + int(spooled)  # the body's file, then the answer's
+        if len(fds) < wanted:
+            raise protocol.ProtocolError("a copy whose files did not come with it")
+        fd = fds.pop(0) if fields["in_file"] else None
+        answer_fd = fds.pop(0) if spooled else None
         body = BodyBuffer.adopt(fields["body"], fd, fields["body_size"], self.agent.budget)
         dispatcher = self.dispatchers.get(fields["generation"])
         route = self.routes.get(fields["generation"], {}).get(fields["route"])
         if dispatcher is None or route is None:
             body.release()
+            if answer_fd is not None:
+                os.close(answer_fd)
             self.drop("unknown_config", fields["route"], fields["clusters"])
             return
         comparer = self.agent.comparer
         answer = None
-        if fields["answer"] is not None:
-            answer = Answer.restore(fields["answer"], comparer.settings.max_body_bytes, comparer.budget)
+        if answer_fields is not None:
+            answer = Answer.restore(answer_fields, comparer.settings.max_body_bytes, comparer.budget, answer_fd)
         try:
             dispatcher.dispatch(route, fields["clusters"], fields["environ"], body, answer,
                                 (fields["arrived"], fields["latency"]))  # fmt: skip
