@@ -74,7 +74,9 @@ def environ() -> dict:
 def per_request(app) -> float:
     template = environ()
     start = time.perf_counter()
-    for _ in range(N):
+    for i in range(N):
+        if not i % 100:
+            gevent.sleep(0)  # a turn of the loop now and then, as a server has: the agent's link writes and reads
         env = template.copy()
         env["wsgi.input"] = io.BytesIO(BODY)
         result = app(env, start_response)
@@ -86,8 +88,17 @@ def per_request(app) -> float:
     return (time.perf_counter() - start) / N * 1e6
 
 
-def wrapped(case: str, compare: bool = False, record_to: str | None = None, responses: bool = False):
+def wrapped(case: str, compare: bool = False, record_to: str | None = None, responses: bool = False,
+            agent: str | None = None):  # fmt: skip
     settings = config(case, 9, 9, 9)
+    if agent is not None:  # handed to a real agent (its destination refuses: the agent's work is not measured)
+        import os
+
+        os.environ["WSGIMIRROR_AGENT"] = "embedded"
+        settings["Agent"] = {"Socket": agent, "IdleSeconds": 5, "BufferBytes": 1 << 30}
+        mw = MirrorMiddleware(plain_app, settings)
+        os.environ["WSGIMIRROR_AGENT"] = "in-process"
+        return mw
     if compare:  # the app's answer is teed for the mirror's answer to be compared with
         settings["ReverseProxy"]["Routes"]["api"]["Metadata"]["MirrorCompare"] = "shadow"
     if record_to is not None:  # a file destination: written for real, by the writer thread
@@ -102,8 +113,12 @@ def wrapped(case: str, compare: bool = False, record_to: str | None = None, resp
 
 
 def main() -> None:
+    import os
+
+    os.environ["WSGIMIRROR_AGENT"] = "in-process"
     directory = tempfile.mkdtemp(prefix="bench-record-")
     apps = {
+        "matched, handed to the agent": wrapped("fast", agent=f"{directory}/agent.sock"),
         "unmatched": wrapped("nomatch"),
         "sampled out (0 %)": wrapped("sample0"),
         "matched, up to the hand-off": wrapped("fast"),
@@ -119,6 +134,8 @@ def main() -> None:
         for name, app in apps.items():
             runs[name].append(per_request(app) - bare)
             while "recorded" in name and app.stats()["in_flight"]:  # its writing belongs to the requests measured
+                gevent.sleep(0.001)
+            while "agent" in name and app.stats()["pending"]:  # the agent's reports, read by the link
                 gevent.sleep(0.001)
     shutil.rmtree(directory)
     print(json.dumps({name: statistics.median(values) for name, values in runs.items()}))
