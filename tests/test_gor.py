@@ -51,13 +51,28 @@ def test_a_payload_written_is_read_back_exactly_whatever_its_last_bytes(tmp_path
     assert [p.timestamp for p in found] == [10, 11, 12, 13]
 
 
-@pytest.mark.parametrize(
-    "record",
-    [b"1 id\nGET / HTTP/1.1", b"4 id 1 -1\nGET /", b"1 id x -1\nGET /", b"1 id 1 y\nGET /", b"1  1 -1\nGET /",
-     b"1 id 1 -1"],
-)  # fmt: skip
-def test_malformed_headers_are_refused(record):
+@pytest.mark.parametrize("record", [b"1 id\nGET / HTTP/1.1", b"1 id 1 -1", b"\nGET /", b"1\tid\t1\nGET /"])
+def test_a_header_without_a_line_break_or_three_space_separated_fields_is_malformed(record):
     assert parse_payload(record) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "fields"),
+    [
+        (b"1 id 7 -1", ("1", "id", 7, -1)),
+        (b"1 id x -1", ("1", "id", 0, -1)),  # a timestamp that is not a number reads as 0, as Go's ParseInt
+        (b"1 id 7 y", ("1", "id", 7, -1)),  # a latency that is not a number is unknown
+        (b"1  id 7", ("1", "", 0, 7)),  # a double space shifts the fields, as bytes.Split does
+        (b"1 id 7 5 extra", ("1", "id", 7, 5)),  # fields past the fourth are ignored
+        (b"1 id 7 5\r", ("1", "id", 7, 5)),  # a CRLF line end
+        (b"4 id 7 -1", ("4", "id", 7, -1)),  # a type nobody knows is read; the reader skips and counts it
+        (b"12 id 7", ("1", "id", 7, -1)),  # the type is the first byte, as GoReplay's isRequestPayload
+    ],
+)
+def test_odd_header_lines_read_as_goreplay_reads_them(header, fields):
+    payload = parse_payload(header + b"\nGET / HTTP/1.1\r\n\r\n")
+    assert payload is not None and (payload.kind, payload.id, payload.timestamp, payload.latency) == fields
+    assert payload.message == b"GET / HTTP/1.1\r\n\r\n"
 
 
 def test_a_header_of_three_fields_has_an_unknown_latency():
