@@ -37,6 +37,7 @@ import time
 import typing as t
 import zlib
 from collections import deque
+from email.utils import formatdate
 
 from ._gevent import original
 from ._logs import Throttled
@@ -73,7 +74,8 @@ class Record:
     ``hidden``: header names (lower case) the answer's payload leaves out.
     """
 
-    __slots__ = ("id", "arrived_ns", "latency_ns", "head", "body", "answer", "size", "done", "started", "hidden")
+    __slots__ = ("id", "arrived_ns", "latency_ns", "head", "body", "answer", "size", "done", "started", "hidden",
+                 "connection")  # fmt: skip
 
     def __init__(
         self,
@@ -85,9 +87,11 @@ class Record:
         latency_ns: int,
         done: t.Callable[[Record, str | None], None],
         hidden: t.AbstractSet[str] = frozenset({"set-cookie"}),
+        connection: str | None = None,
     ) -> None:
         self.id = payload_id
         self.hidden = hidden
+        self.connection = connection  # the Connection header servers add to the answer (see connection_header)
         self.arrived_ns = arrived_ns
         self.latency_ns = latency_ns  # the app's time to the end of its answer
         self.head = head
@@ -109,16 +113,28 @@ def _answer_size(answer: Answer) -> int:
         sum(len(k) + len(v) + 4 for k, v in answer.headers)  # fmt: skip
 
 
-def response_message(answer: Answer, hidden: t.AbstractSet[str] = frozenset()) -> bytes:
-    """The app's answer as an HTTP/1.1 message: the body as kept (cut at Compare.MaxBodyBytes).
+def connection_header(environ: t.Mapping[str, t.Any]) -> str | None:
+    """The ``Connection`` header gevent, gunicorn and waitress all add to the answer of an HTTP/1.0 request:
+    ``keep-alive`` when it asked for one, else ``close``; None for HTTP/1.1 (where they differ)."""
+    if environ.get("SERVER_PROTOCOL") != "HTTP/1.0":
+        return None
+    return "keep-alive" if "keep-alive" in str(environ.get("HTTP_CONNECTION", "")).lower() else "close"
+
+
+def response_message(answer: Answer, hidden: t.AbstractSet[str] = frozenset(), connection: str | None = None) -> bytes:
+    """The app's answer as an HTTP/1.1 message, with what servers add: the body as kept (cut at
+    Compare.MaxBodyBytes).
 
     An answer without Content-Length gets one for the bytes recorded, so the message frames
     itself. When the body was cut, the app's own Content-Length stays and says how long it was.
     ``hidden`` headers (lower case) are left out. A body that would form the separator line is
-    sent chunked (a cut one without its last chunk, so a reader still sees it cut).
+    sent chunked (a cut one without its last chunk, so a reader still sees it cut). As the servers
+    do, a ``Connection`` header (``connection``) and a ``Date`` (the answer's start) are added when
+    the app set none.
     """
     body = bytes(answer.body)
     headers = [(k, v) for k, v in answer.headers if k.lower() != "transfer-encoding" and k.lower() not in hidden]
+    names = {k.lower() for k, _ in answer.headers}
     cuts = separator_cuts((body,))
     if cuts:
         cut = any(k.lower() == "content-length" and v.strip() != str(len(body)) for k, v in headers)
@@ -128,6 +144,10 @@ def response_message(answer: Answer, hidden: t.AbstractSet[str] = frozenset()) -
         framed = body
         if not any(k.lower() == "content-length" for k, _ in headers):
             headers.append(("Content-Length", str(len(body))))
+    if connection is not None and "connection" not in names:
+        headers.append(("Connection", connection))
+    if "date" not in names and answer.started:
+        headers.append(("Date", formatdate(answer.started / 1e9, usegmt=True)))
     lines = [f"HTTP/1.1 {answer.status_text}"] + [f"{k}: {v}" for k, v in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + framed
 
@@ -334,8 +354,8 @@ class Recorder:
                     size += write(piece)
             size += write(SEPARATOR)
             if answer is not None:
-                size += write(payload_header(RESPONSE, record.id, record.arrived_ns, record.latency_ns))
-                size += write(response_message(answer, record.hidden))
+                size += write(payload_header(RESPONSE, record.id, _answered(record, answer), record.latency_ns))
+                size += write(response_message(answer, record.hidden, record.connection))
                 size += write(SEPARATOR)
         except OSError as err:
             _failed.warning("wsgimirror could not record to %s: %s", self._raw_name(), err)
@@ -456,6 +476,13 @@ class Recorder:
             self._notify.close()
             self._notify = None
         return done
+
+
+def _answered(record: Record, answer: Answer) -> int:
+    """An answer's timestamp, as GoReplay stamps it: when the answer started, always after its request's, so
+    that a reader ordering payloads by timestamp (GoReplay's heap keeps no order on ties) reads it second."""
+    started = answer.started or record.arrived_ns + max(record.latency_ns, 0)
+    return max(started, record.arrived_ns + 1)
 
 
 def _reason(err: OSError) -> str:

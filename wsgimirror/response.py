@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 import typing as t
 
 from .capture import UNLIMITED, CaptureBudget, Shared
@@ -40,6 +41,7 @@ class Answer(Shared):
         "_prefix",
         "budget_refused",
         "_digest",
+        "started",
     )
 
     def __init__(self, limit: int, budget: CaptureBudget, prefix: bool = False) -> None:
@@ -58,6 +60,7 @@ class Answer(Shared):
         self.invalid = False  # a chunk that is not bytes went by
         self.budget_refused = False  # the body fitted MaxBodyBytes but Compare.MemoryBytes had no room for it
         self._digest: str | None = None  # the SHA-256 of an answer restored from its fields
+        self.started = 0  # when the app started its answer (ns since the epoch; 0: unknown)
         # Past the limit, keep the first ``limit`` bytes (a recording cuts the body there) instead of none.
         self._prefix = prefix
 
@@ -110,7 +113,7 @@ class Answer(Shared):
     def fields(self) -> tuple[t.Any, ...]:
         """The answer as it crosses to the agent (``wsgimirror.agent.protocol.ANSWER_FIELDS``)."""
         return (self.status, self.status_text, [tuple(h) for h in self.headers], bytes(self.body), self.length,
-                self.digest, self.whole, self.complete, self.budget_refused)  # fmt: skip
+                self.digest, self.whole, self.complete, self.budget_refused, self.started)  # fmt: skip
 
     @classmethod
     def restore(cls, fields: tuple[t.Any, ...], limit: int, budget: CaptureBudget, fd: int | None = None) -> Answer:
@@ -119,7 +122,7 @@ class Answer(Shared):
         A spooled answer's body (``None`` in the fields) is read from ``fd``: hashed here when the app did not
         have to, and kept up to ``limit``.
         """
-        status, status_text, headers, body, length, digest, whole, complete, budget_refused = fields
+        status, status_text, headers, body, length, digest, whole, complete, budget_refused, started = fields
         if body is None:  # spooled: the file holds the body's first bytes; the app hashed it only past the limit
             body = _read_spool(fd, min(length, limit))
             digest = digest or hashlib.sha256(body).hexdigest()
@@ -134,6 +137,7 @@ class Answer(Shared):
             answer._limit = -1
         answer.length, answer._digest, answer.complete = length, digest, complete
         answer.budget_refused = answer.budget_refused or budget_refused
+        answer.started = started
         return answer
 
     def header(self, name: str) -> str:
@@ -237,7 +241,7 @@ class SpooledAnswer(Answer):
     def fields(self) -> tuple[t.Any, ...]:
         """As :meth:`Answer.fields`, the body ``None``: it is in the file that goes with the frame."""
         return (self.status, self.status_text, [tuple(h) for h in self.headers], None, self.length, self.digest,
-                self.whole, self.complete and not self.invalid, False)  # fmt: skip
+                self.whole, self.complete and not self.invalid, False, self.started)  # fmt: skip
 
     def _free(self) -> None:
         if self._fd >= 0:
@@ -271,6 +275,7 @@ class AnswerTee:
     ) -> t.Callable[[bytes], t.Any]:
         write = self._start_response(status, headers, *exc_info)
         answer = self.answer
+        answer.started = time.time_ns()  # a recording stamps the answer with it, as GoReplay does
         answer.status_text = status if isinstance(status, str) else ""
         try:
             answer.status = int(status.split(None, 1)[0])

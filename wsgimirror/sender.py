@@ -27,7 +27,7 @@ from .compare.comparer import NO_ANSWER, request_record
 from .errors import MirrorSendError
 from .gor import new_id
 from .head import MIRROR_MARK, BadRequest, build_head
-from .record import Record, Recorder
+from .record import Record, Recorder, connection_header
 from .stats import new_lock
 from .transport import MirrorHTTPConnectionPool, MirrorHTTPSConnectionPool, exchange, tls_context
 
@@ -663,7 +663,8 @@ class Dispatcher:
                 target.failure(cluster_id, route.id, MirrorSendError(reason, f"cannot write {target.destination.path}"))
             self._ended(target)
 
-        record = Record(new_id(), timing[0], head, body, answer, timing[1], done, self._hidden)
+        record = Record(new_id(), timing[0], head, body, answer, timing[1], done, self._hidden,
+                        connection_header(environ) if answer is not None else None)  # fmt: skip
         target.in_flight += 1
         self._count_active(+1)
         self._stats.started(route.id, cluster_id, target.key)

@@ -10,6 +10,7 @@ import stat
 import sys
 import tempfile
 import time
+from email.utils import formatdate
 from pathlib import Path
 
 import gevent
@@ -97,7 +98,10 @@ def test_requests_and_answers_are_recorded_byte_for_byte_in_goreplays_format(rec
     for request, answer in zip(requests, answers):
         assert ID.fullmatch(request.id) and answer.id == request.id
         assert before <= request.timestamp <= after and request.latency == -1
-        assert answer.timestamp == request.timestamp and 0 < answer.latency < after - before
+        assert 0 < answer.latency < after - before
+        # stamped as GoReplay stamps an answer: when it started, after its request, before its end
+        assert request.timestamp < answer.timestamp <= request.timestamp + answer.latency
+        assert answer.header("Date") == formatdate(answer.timestamp // 10**9, usegmt=True)  # as the server added it
     assert len({r.id for r in requests}) == 4
     assert [r.start for r in requests] == ["POST /upload?kind=large HTTP/1.1", "PUT /bin?p=%2Fx HTTP/1.1",
                                            "POST /chunked HTTP/1.1", "GET /empty HTTP/1.1"]  # fmt: skip

@@ -33,6 +33,9 @@ import typing as t
 HEADER = struct.Struct("!I")
 MAX_FRAME = 160 << 20  # a copy's body travels inline up to MemoryBodyBytes (and its answer up to MaxBodyBytes)
 VERSION = 4  # marshal's format
+# The frames' shapes: raised whenever one changes. The embedded agent's socket name includes it, so an app
+# upgraded to new shapes starts its own agent while the old one idles out, instead of talking past it.
+PROTOCOL = 2
 
 CONFIG, COPY, ASK, EVENTS, REPLY = "config", "copy", "ask", "events", "reply"
 # A copy's fields, after its kind.
@@ -105,6 +108,6 @@ def copy_fields(message: tuple[t.Any, ...]) -> dict[str, t.Any]:
 
 
 # An app's answer, as it crosses: (status, status_text, headers, body kept, length, sha256 hex, whole, complete,
-# budget_refused). See wsgimirror.response.Answer.
+# budget_refused, started). See wsgimirror.response.Answer.
 ANSWER_FIELDS = ("status", "status_text", "headers", "body", "length", "digest", "whole", "complete",
-                 "budget_refused")  # fmt: skip
+                 "budget_refused", "started")  # fmt: skip

@@ -27,6 +27,8 @@ import time
 import typing as t
 from contextlib import contextmanager
 
+from .protocol import PROTOCOL
+
 if t.TYPE_CHECKING:
     from ..config import AgentSettings
 
@@ -68,8 +70,8 @@ def identity(source: t.Any, config_source: t.Mapping[str, t.Any]) -> str:
 
 
 def socket_path(name: str) -> str:
-    """The embedded agent's socket for the deployment named ``name``."""
-    key = hashlib.sha256(f"{os.geteuid()}\n{name}".encode()).hexdigest()[:16]
+    """The embedded agent's socket for the deployment named ``name`` (and the frames' protocol)."""
+    key = hashlib.sha256(f"{os.geteuid()}\n{name}\n{PROTOCOL}".encode()).hexdigest()[:16]
     return os.path.join(runtime_directory(), f"agent-{key}.sock")
 
 
