@@ -474,7 +474,8 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
     head = 0  # bytes received before the head ended
     while not response.done and response.body_bytes <= DRAIN_LIMIT:
         _arm(sock, deadline)
-        _quick_ack(sock)
+        if received:  # a part came and more is due: acknowledge it now, the rest may wait for that
+            _quick_ack(sock)
         try:
             data = sock.recv(RECV_SIZE)
         except (ConnectionResetError, BrokenPipeError) as err:
@@ -495,11 +496,13 @@ def _read(sock: socket.socket, parser: t.Any, response: _Response, deadline: flo
 
 
 def _quick_ack(sock: socket.socket) -> None:
-    """Acknowledge what arrives at once, not after the delayed-ACK timer (about 40 ms on Linux).
+    """Acknowledge what arrived at once, not after the delayed-ACK timer (about 40 ms on Linux).
 
     A destination without TCP_NODELAY that writes its answer in two sends (gevent.pywsgi's
-    default: head, then body) holds the second until the first is acknowledged (Nagle). Linux
-    clears the flag after it acts, so it is set again before every read.
+    default: head, then body) holds the second until the first is acknowledged (Nagle). Setting
+    the flag sends an ACK that is due right away, so it is set only once part of an answer came
+    and more is awaited: an answer read whole at once costs no system call. Linux clears the
+    flag after it acts, so it is set again before each such read.
     """
     if QUICKACK is not None:
         try:
