@@ -89,11 +89,18 @@ def _parser() -> argparse.ArgumentParser:
         "replay",
         help="play GoReplay files (.gor, .gor.gz) back to a target, paced, optionally comparing answers",
         description="Send the requests recorded in GoReplay files (written by wsgimirror's file destinations "
-        "or by GoReplay) to --target, merged by timestamp and paced as recorded. Exit status: 0 every "
-        "request got an answer (and, with --compare, nothing regressed), 1 otherwise, 2 bad arguments or "
-        "unreadable files.",
+        "or by GoReplay) to --target, merged by timestamp and paced as recorded, gaps included. Requests "
+        "whose body was cut are not sent, and X-Mirrored-By is removed (a replay is not a loop). Exit "
+        "status: 0 every request sent got an answer (and, with --compare, nothing regressed), 1 otherwise or "
+        "when a file was skipped as unreadable, 2 bad arguments.",
     )
-    replay.add_argument("files", nargs="+", metavar="FILE_OR_GLOB", help=".gor or .gor.gz files, or globs")
+    replay.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE_GLOB_OR_DIR",
+        help="files (.gor, .gor.gz), globs (quote them: GoReplay names its chunks x_0.gor and x.gor_0.gz), or "
+        "directories (every recording in them)",
+    )
     replay.add_argument("--target", metavar="URL", help="http(s)://host:port[/base] to send to (required)")
     pacing = replay.add_mutually_exclusive_group()
     pacing.add_argument(
@@ -107,15 +114,38 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--max-wait",
         type=float,
-        default=1.0,
         metavar="SECONDS",
-        help="cap on any gap in the recording (default: %(default)s)",
+        help="wait at most this long between two requests (default: the recorded gap, however long)",
+    )
+    replay.add_argument(
+        "--read-depth",
+        type=int,
+        default=100,
+        metavar="N",
+        help="payloads of a file ordered by timestamp at once, as GoReplay's --input-file-read-depth "
+        "(default: %(default)s)",
     )
     replay.add_argument("--loop", action="store_true", help="start over at the end")
     replay.add_argument("--duration", type=float, metavar="SECONDS", help="stop sending after this long")
-    replay.add_argument("--concurrency", type=int, default=64, metavar="N", help="default: %(default)s")
+    replay.add_argument(
+        "--concurrency", type=int, default=64, metavar="N", help="requests in flight per worker (default: %(default)s)"
+    )
+    replay.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sending, each every N-th request, for a target faster than one core can feed "
+        "(default: %(default)s; not with --compare)",
+    )
     replay.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per request (default: 5)")
     replay.add_argument("--original-host", action="store_true", help="send the recorded Host, not the target's")
+    replay.add_argument(
+        "--keep-mirror-mark",
+        action="store_true",
+        help="send X-Mirrored-By as recorded (by default it is removed: a target that mirrors would drop "
+        "the copies of marked requests as loops)",
+    )
     replay.add_argument(
         "--filter-method", action="append", default=[], metavar="METHOD", help="replay only this method (repeatable)"
     )
@@ -280,8 +310,12 @@ def _replay(args: argparse.Namespace) -> int:
             figures = plan(options)
             print(dumps(figures) if args.json else plan_text(figures, options))
             return 0
-        replay = Replay(options)
-        summary = replay.run()
+        if options.workers > 1:
+            from .replay_workers import run_workers
+
+            summary = run_workers(options)
+        else:
+            summary = Replay(options).run()
     except (ReplayError, Unreadable) as err:
         raise CommandError(str(err)) from err
     print(dumps(summary) if args.json else summary_text(summary))
@@ -297,13 +331,19 @@ def _replay_options(args: argparse.Namespace) -> t.Any:
 
     if not args.target and not args.dry_run:
         raise ReplayError("--target URL is required")
-    numbers = {"--speed": (args.speed, 0.0), "--rate": (args.rate, None), "--max-wait": (args.max_wait, 0.0),
+    numbers = {"--speed": (args.speed, 0.0), "--rate": (args.rate, None), "--max-wait": (args.max_wait, None),
                "--duration": (args.duration, None), "--timeout": (args.timeout, None)}  # fmt: skip
     for name, (value, floor) in numbers.items():
         if value is not None and (value != value or value < 0 or (floor is None and value == 0)):
             raise ReplayError(f"{name} must be {'at least 0' if floor == 0.0 else 'more than 0'}, got {value:g}")
     if args.concurrency < 1:
         raise ReplayError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.read_depth < 1:
+        raise ReplayError(f"--read-depth must be at least 1, got {args.read_depth}")
+    if args.workers < 1:
+        raise ReplayError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and args.compare:
+        raise ReplayError("--compare runs in one process: leave --workers at 1")
     try:
         path_filter = re.compile(args.filter_path) if args.filter_path else None
     except re.error as err:
@@ -328,6 +368,9 @@ def _replay_options(args: argparse.Namespace) -> t.Any:
         concurrency=args.concurrency,
         timeout=args.timeout,
         original_host=args.original_host,
+        keep_mirror_mark=args.keep_mirror_mark,
+        read_depth=args.read_depth,
+        workers=args.workers,
         methods=frozenset(m.upper() for m in args.filter_method),
         path_filter=path_filter,
         compare=args.compare,

@@ -31,6 +31,7 @@ if t.TYPE_CHECKING:
     from .transforms import Transform
 
 MIRROR_MARK = "wsgimirror"
+MARK_HEADER = "x-mirrored-by"  # the header that carries the mark (lower case)
 # Headers never copied to a mirror (environ names): hop-by-hop ones, Expect, and those we set.
 SKIPPED_HEADERS = frozenset(
     {

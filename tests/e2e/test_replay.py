@@ -234,7 +234,7 @@ def test_a_target_that_does_not_answer_fails_the_run(tmp_path):
         (["missing.gor", "--target", "http://127.0.0.1:1"], "missing.gor: No such file or directory"),
         (["nothing-*.gor", "--target", "http://127.0.0.1:1"], "no file matches 'nothing-*.gor'"),
         ([str(FIXTURE)], "--target URL is required"),
-        ([str(ROOT / "tests"), "--target", "http://127.0.0.1:1"], "tests: is a directory"),
+        ([str(ROOT / "tests"), "--target", "http://127.0.0.1:1"], "tests: no recording in this directory"),
         ([str(FIXTURE), "--target", "ftp://x"], "--target must be http://"),
         ([str(FIXTURE), "--target", "http://[::1"], "--target is not a valid URL: Invalid IPv6 URL"),
         (
@@ -263,11 +263,17 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     assert err.count("\n") == 1 and message in err, err
 
 
-def test_a_file_that_is_not_gzip_exits_2(tmp_path):
-    fake = tmp_path / "t.gor.gz"
+def test_a_gz_file_that_is_not_gzip_is_skipped_with_a_warning_and_the_rest_is_replayed(target, tmp_path):
+    """GoReplay's newFileInputReader returns no reader for it and replays the other files; so does replay, and
+    says so: a warning as it happens, the count in the summary, and exit 1 at the end."""
+    fake = tmp_path / "a.gor.gz"
     fake.write_bytes(b"plain text")
-    status, _, err = replay(str(fake), "--target", "http://127.0.0.1:1")
-    assert status == 2 and "not a gzip file" in err and err.count("\n") == 1
+    status, out, err = replay(str(fake), str(FIXTURE), "--target", target.address, "--speed", "0", "--json")
+    summary = json.loads(out)
+    assert (summary["sent"], summary["succeeded"], summary["unreadable_files"]) == (3, 3, 1)
+    assert summary["file_problems"] == [f"{fake}: Not a gzipped file (b'pl'); skipped"]
+    assert status == 1 and err == f"wsgimirror replay: {fake}: Not a gzipped file (b'pl'); skipped\n"
+    assert len(target.requests) == 3
 
 
 def echo(environ, start_response):
@@ -373,7 +379,7 @@ def test_replay_in_process_sends_and_summarises(target):
     assert time.monotonic() - started < 5
     assert (summary["sent"], summary["succeeded"], summary["skipped_malformed"]) == (3, 3, 1)
     assert exit_status(summary) == 0
-    assert summary_text(summary).startswith("records 3  sent 3  succeeded 3  failed 0  malformed 1")
+    assert summary_text(summary).startswith("records 3  sent 3  succeeded 3  failed 0\nnot sent: 1 malformed\n")
     wait_until(lambda: len(target.requests) == 3)
 
 
@@ -481,25 +487,41 @@ def test_the_summary_and_the_plan_read_as_documented():
     from wsgimirror.replay import Options, dumps, plan, plan_text, summary_text
 
     summary = {"records": 9, "sent": 7, "succeeded": 5, "failed": 2, "failures": {"timeout": 1, "refused": 1},
-               "statuses": {"200": 4, "503": 1}, "skipped_malformed": 1, "filtered": 1,
-               "latency_ms": {"p50": 1.5, "p99": 20.25}, "seconds": 3.5, "rate": 2.0}  # fmt: skip
+               "statuses": {"200": 4, "503": 1}, "skipped_malformed": 1, "skipped_cut": 0, "skipped_unknown_type": 0,
+               "filtered": 1, "partial_files": 0, "unreadable_files": 0, "file_problems": [],
+               "latency_ms": {"p50": 1.5, "p99": 20.25}, "seconds": 3.5, "rate": 2.0,
+               "answered_rate": 1.4}  # fmt: skip
     assert summary_text(summary) == (
-        "records 9  sent 7  succeeded 5  failed 2  malformed 1  filtered 1\n"
+        "records 9  sent 7  succeeded 5  failed 2\n"
+        "not sent: 1 malformed, 1 filtered out\n"
         "failures: refused 1, timeout 1\n"
         "statuses: 200: 4, 503: 1\n"
         "latency: p50 1.5 ms, p99 20.25 ms\n"
-        "3.5s at 2.0/s"
+        "3.5s: 7 sent at 2.0/s, 5 answered at 1.4/s"
     )
-    nothing = {**summary, "failures": {}, "statuses": {}}
-    assert summary_text(nothing).splitlines()[1:3] == ["failures: none", "statuses: none"]
+    refused = {**summary, "succeeded": 0, "failed": 7, "failures": {"refused": 7}, "statuses": {},
+               "skipped_malformed": 0, "filtered": 0, "latency_ms": None, "answered_rate": None}  # fmt: skip
+    assert summary_text(refused) == "records 9  sent 7  succeeded 0  failed 7\nfailures: refused 7\n" \
+        "3.5s: 7 sent at 2.0/s, none answered"  # fmt: skip
+    nothing = {**refused, "sent": 0, "failed": 0, "failures": {}, "skipped_cut": 2, "skipped_unknown_type": 1,
+               "partial_files": 1, "unreadable_files": 1, "file_problems": ["b.gor.gz: Not a gzipped file; skipped"],
+               "rate": None}  # fmt: skip
+    assert summary_text(nothing) == (
+        "records 9  sent 0  succeeded 0  failed 0\n"
+        "not sent: 2 cut (shorter than framed), 1 of an unknown type\n"
+        "3.5s: nothing sent\n"
+        "files skipped or damaged: 1\n"
+        "  b.gor.gz: Not a gzipped file; skipped\n"
+        "files ending in a partial payload (ignored): 1"
+    )
     compared = {**summary, "compare": {"compared": 6, "different": 2, "skipped": {"a": 1, "b": 2}, "regression": True}}
     assert summary_text(compared).splitlines()[-1] == "compared 6: 2 different, skipped 3; REGRESSION"
     compared["compare"]["regression"] = False
     assert summary_text(compared).endswith("; no regression")
-    options = Options(paths=[str(FIXTURE)], speed=3, max_wait=0.25)
+    options = Options(paths=[str(FIXTURE)], speed=3, max_wait=0.05)
     assert plan_text(plan(options), options) == (
-        "3 requests to replay of 3 recorded (0 filtered out, 1 malformed)\n"
-        "expected duration: 0.2s (speed 3, gaps capped at 0.25s)\n"  # two gaps of 0.25 s at most, at speed 3
+        "3 requests to replay of 3 recorded (1 malformed)\n"
+        "expected duration: 0.1s (speed 3, gaps capped at 0.05s)\n"  # two gaps of 0.25 s at speed 3, each capped
         "\n"
         "by method:\n"
         "         1  POST\n"
@@ -512,6 +534,8 @@ def test_the_summary_and_the_plan_read_as_documented():
     )
     fast = Options(paths=[str(FIXTURE)], speed=0)
     assert "(as fast as possible)" in plan_text(plan(fast), fast)
+    kept = Options(paths=[str(FIXTURE)])
+    assert "expected duration: 0.5s (speed 1, recorded gaps kept)" in plan_text(plan(kept), kept)
     assert dumps({"b": 1, "a": [2]}) == '{\n  "b": 1,\n  "a": [\n    2\n  ]\n}'
 
 
@@ -586,19 +610,21 @@ def test_requests_that_cannot_be_sent_are_skipped_and_the_summary_says_why(targe
     assert (empty.headers["content-length"], empty.body) == ("0", b"")  # an empty chunked body keeps its framing
 
 
-def test_past_kept_answers_the_oldest_recorded_answer_is_forgotten_first(target, tmp_path, monkeypatch):
+def test_answers_read_before_their_requests_wait_for_them_and_past_the_bound_the_oldest_is_forgotten(
+    target, tmp_path, monkeypatch
+):
     from wsgimirror import replay as replay_module
     from wsgimirror.replay import Options, Replay
 
-    monkeypatch.setattr(replay_module, "KEPT_ANSWERS", 2)
+    monkeypatch.setattr(replay_module, "EARLY_ANSWERS", 2)
     base = 1_764_160_000_000_000_000
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nmirror-ok"
     paths = ["/alpha", "/beta", "/gamma"]  # words, not ids: one endpoint each, so the counts say which was forgotten
-    path = gor(
-        tmp_path / "answers.gor", [(base + i, get(p)) for i, p in enumerate(paths)], dict.fromkeys(range(3), answer)
-    )
+    data = b"".join(b"2 %024x %d 1000\n" % (i + 1, base + i) + answer + SEPARATOR for i in range(3))
+    data += b"".join(b"1 %024x %d -1\n" % (i + 1, base + 10 + i) + get(p) + SEPARATOR for i, p in enumerate(paths))
+    path = tmp_path / "answers.gor"
+    path.write_bytes(data)
     summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, concurrency=1, compare=True)).run()
-    # all three answers are read ahead of the first request: the first one's was forgotten
     compare = summary["compare"]
     assert compare["skipped"] == {"not_recorded": 1} and compare["compared"] == 2
     assert {endpoint: counts["compared"] for endpoint, counts in compare["by_endpoint"].items()} == {
@@ -765,18 +791,36 @@ def test_looping_over_a_recording_that_sends_nothing_ends_at_once(target):
 
 
 def test_the_summarys_figures_are_rounded_as_documented():
-    from wsgimirror.replay import Options, Replay, _percentile_ms
+    from wsgimirror.replay import Latencies, Options, Replay
 
-    assert _percentile_ms([], 0.5) == 0.0
-    samples = [i / 1000 for i in range(1, 101)]  # 1 to 100 ms
-    assert (_percentile_ms(samples, 0.5), _percentile_ms(samples, 0.99)) == (51.0, 100.0)
-    assert _percentile_ms([0.0123456], 0.99) == 12.346
+    latencies = Latencies()
+    assert latencies.percentile_ms(0.5) is None
+    for i in range(1, 101):  # 1 to 100 ms
+        latencies.add(i / 1000)
+    assert (latencies.percentile_ms(0.5), latencies.percentile_ms(0.99)) == (51.0, 100.0)
+    one = Latencies()
+    one.add(0.0123456)
+    assert one.percentile_ms(0.99) == 12.346
     replayer = Replay(Options(paths=[str(FIXTURE)], target="http://127.0.0.1:1"))
-    replayer.results.sent = 10
-    replayer.results.latencies = [i / 1000 for i in range(1, 201)]  # 1 to 200 ms: the p99 is not the slowest
+    replayer.results.sent = replayer.results.succeeded = 10
+    for i in range(1, 201):  # 1 to 200 ms: the p99 is not the slowest
+        replayer.results.latencies.add(i / 1000)
     summary = replayer.summary(0.5123)  # under a second: the rate is still a rate
     assert (summary["seconds"], summary["rate"], summary["latency_ms"]) == (0.512, 19.5, {"p50": 101.0, "p99": 199.0})
-    assert replayer.summary(0.0)["rate"] == 0.0
+    assert replayer.summary(0.0)["rate"] is None
+    replayer.results.succeeded = 0
+    assert replayer.summary(1.0)["latency_ms"] is None and replayer.summary(1.0)["answered_rate"] is None
+
+
+def test_past_the_kept_latencies_a_uniform_sample_stands_for_them(monkeypatch):
+    from wsgimirror.replay import Latencies
+
+    monkeypatch.setattr(Latencies, "KEPT", 1000)
+    latencies = Latencies()
+    for i in range(100_000):  # 0 to 99.999 ms, in order: a sample biased to either end would show
+        latencies.add(i / 1_000_000)
+    assert latencies.count == 100_000 and len(latencies._kept) == 1000
+    assert 45 < latencies.percentile_ms(0.5) < 55 and latencies.percentile_ms(0.99) > 95
 
 
 def test_a_replayed_head_does_not_wait_for_the_body_its_answer_announces(tmp_path):
