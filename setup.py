@@ -30,7 +30,9 @@ setup(
             "lxml>=4.9",  # reads the DOM headless Chromium renders from the comparison report
             "waitress>=2.1",  # a threaded server whose input is seekable (tests/e2e/test_frameworks.py)
             "webob>=1.8",
+            "brotli>=1.1",  # comparison decodes br bodies when a decoder is installed
         ],
+        "br": ["brotli>=1.1"],
         "demo": ["flask>=2.3"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],
         "prometheus": ["prometheus_client>=0.17"],

@@ -8,10 +8,11 @@ import zlib
 import pytest
 
 from wsgimirror.capture import CaptureBudget
-from wsgimirror.compare.analysis import MAX_FIELDS, OTHER_FIELD, Analysis, merge, regression, summarize
-from wsgimirror.compare.diff import compare, ignored_matcher
+from wsgimirror.compare.analysis import MAX_FIELDS, OTHER_FIELD, Analysis, merge, new_endpoint, summarize
+from wsgimirror.compare.diff import MirrorMade, compare, ignored_matcher
 from wsgimirror.compare.endpoints import Endpoints, is_identifier
 from wsgimirror.compare.trees import Digest, Text, comparable
+from wsgimirror.compare.verdicts import Settings
 from wsgimirror.response import Answer
 
 
@@ -37,15 +38,17 @@ def kinds(app, mirror, **kwargs):
     [
         ({"a": 1}, {"a": 1}, []),
         ({"a": 1}, {"a": 2}, [("body.a", "value")]),
-        ({"a": 1}, {"a": 1.0}, [("body.a", "type")]),
+        ({"a": 1}, {"a": 1.0}, []),  # numbers by value
+        ({"a": 12}, {"a": 12.5}, [("body.a", "value")]),
         ({"a": None}, {"a": 0}, [("body.a", "type")]),
         ({"a": True}, {"a": 1}, [("body.a", "type")]),
         ({"a": 1, "b": 2}, {"a": 1}, [("body.b", "missing")]),
-        ({"a": 1}, {"a": 1, "c": 3}, [("body.c", "extra")]),
+        ({"a": 1}, {"a": 1, "c": 3}, [("body.c", "added")]),
         ({"a": {"b": {"c": "x"}}}, {"a": {"b": {"c": "y"}}}, [("body.a.b.c", "value")]),
         ({"l": [1, 2]}, {"l": [1, 2, 3]}, [("body.l", "size")]),
         ({"l": [1, 2]}, {"l": [2, 1]}, [("body.l", "order")]),
-        ({"l": [1, 2]}, {"l": [1.0, 2]}, [("body.l[]", "type")]),
+        ({"l": [1, 2]}, {"l": [1.0, 2]}, []),
+        ({"a": "1"}, {"a": 1}, [("body.a", "type")]),
         ({"l": [{"p": 1}, {"p": 2}]}, {"l": [{"p": 1}, {"p": 3}]}, [("body.l[].p", "value")]),
         ([1, 2], [1, 3], [("body[]", "value")]),
         ([1, 2, 3], [4, 5, 6], [("body[]", "value")]),  # one finding per field and kind, however many elements
@@ -70,7 +73,7 @@ def test_status_and_headers_compare_case_insensitively_with_multi_values_sorted(
     b = comparable(answer(headers=[("VARY", "a"), ("Vary", "b"), ("X-B", "1"), ("Date", "y")], status=201), ignore,
                    False, 99)  # fmt: skip
     assert [(d.field, d.kind) for d in compare(a, b)] == [
-        ("status", "value"), ("headers.x-a", "missing"), ("headers.x-b", "extra")
+        ("status", "value"), ("headers.x-a", "missing"), ("headers.x-b", "added")
     ]  # fmt: skip
 
 
@@ -160,41 +163,35 @@ def test_configured_templates_win_in_order():
 # -- counting and the rule ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "r, s, regresses",
-    [
-        (0.25, 0.0, True),
-        (1.0, 1.0, False),
-        (0.6, 0.4, False),  # (0.2 / 1.0) * 100 = 20: not more than the relative threshold
-        (0.61, 0.4, True),
-        (0.0003, 0.0, False),  # 0.03 %: not more than the absolute threshold
-        (0.0004, 0.0, True),
-        (0.1, 0.2, False),
-    ],
-)
-def test_diffys_rule(r, s, regresses):
-    assert regression(r, s, 20, 0.03) is regresses
+def test_numbers_compare_by_value_unless_types_are_strict():
+    assert kinds({"a": 1, "l": [1, 2]}, {"a": 1.0, "l": [1.0, 2]}, strict_types=True) == [
+        ("body.a", "type"), ("body.l[]", "type")]  # fmt: skip
+    assert kinds({"a": True}, {"a": 1}) == [("body.a", "type")]  # true is not 1, whatever Python says
+    assert kinds({"l": [{"n": 1}, {"n": 2}]}, {"l": [{"n": 2.0}, {"n": 1}]}, ordered=False) == []
+    assert kinds({"l": [1, 2.0]}, {"l": [2, 1]}) == [("body.l", "order")]  # by value, a reordering
 
 
-def test_the_rule_needs_both_thresholds_and_never_divides_by_zero():
-    assert regression(0.5, 0.25, 20, 30) is False  # 33 % relative, but only 25 points absolute
-    assert regression(0.5, 0.25, 40, 1) is False  # 25 points absolute, but only 33 % relative
-    assert regression(0.0, 0.0, 0, 0) is False
+FIVE = Settings(min_samples=5)
+
+
+def counted(*comparisons: tuple[bool, list], has_baseline: bool = False) -> dict:
+    """The summary of comparisons ``(baseline?, differences)`` of one endpoint, at five comparisons a side."""
+    analysis = Analysis()
+    for baseline, found in comparisons:
+        analysis.record("GET /x", baseline, found, 5, has_baseline)
+    return analysis.snapshot(FIVE)["by_endpoint"]["GET /x"]
 
 
 def test_counts_separate_candidate_from_baseline_and_field_rates():
-    analysis = Analysis()
-    for i in range(4):
-        analysis.record("GET /x", False, [("body.t", "value")] if i == 0 else [], 5)
-        analysis.record("GET /x", True, [("body.ts", "value")], 5)
-        analysis.record("GET /x", False, [("body.ts", "value")], 5)
-    snapshot = analysis.snapshot(20, 0.03)
-    x = snapshot["by_endpoint"]["GET /x"]
-    assert (snapshot["compared"], snapshot["same"], snapshot["different"]) == (8, 3, 5)
-    assert (x["baseline_compared"], x["baseline_different"]) == (4, 4)
-    assert x["fields"]["body.t"]["rate"] == 0.125 and x["fields"]["body.t"]["regression"]
+    comparisons = [(False, [("body.t", "value")] if i < 20 else []) for i in range(40)]
+    comparisons += [(True, [("body.ts", "value")]) for _ in range(40)]
+    comparisons += [(False, [("body.ts", "value")]) for _ in range(40)]
+    x = counted(*comparisons, has_baseline=True)
+    assert (x["compared"], x["same"], x["different"], x["baseline_compared"], x["baseline_different"]) == \
+        (80, 20, 60, 40, 40)  # fmt: skip
+    assert x["fields"]["body.t"]["rate"] == 0.25 and x["fields"]["body.t"]["regression"]
     assert x["fields"]["body.ts"]["rate"] == 0.5 and x["fields"]["body.ts"]["noise_rate"] == 1.0
-    assert not x["fields"]["body.ts"]["regression"]
+    assert x["fields"]["body.ts"]["verdict"] == "noise" and x["verdict"] == "regression"
 
 
 def test_fields_per_endpoint_are_capped_and_examples_counted():
@@ -212,7 +209,8 @@ def test_merged_counts_add_up():
     counts = one.counts()[0]
     total = merge([counts, counts])
     assert total["GET /x"]["compared"] == 2 and total["GET /x"]["fields"]["status"]["kinds"] == {"value": 2}
-    assert summarize(total, 20, 0.03)["GET /x"]["regression"]
+    assert not summarize(total, Settings())["GET /x"]["regression"]  # two comparisons: still learning
+    assert summarize(total, Settings(min_samples=2))["GET /x"]["regression"]
 
 
 def test_skips_register_the_endpoint_and_endpoints_are_capped():
@@ -220,8 +218,7 @@ def test_skips_register_the_endpoint_and_endpoints_are_capped():
 
     analysis = Analysis()
     assert analysis.skip("budget", "GET /x") == "GET /x"
-    assert analysis.counts() == ({"GET /x": {"compared": 0, "same": 0, "different": 0, "baseline_compared": 0,
-                                             "baseline_different": 0, "fields": {}}}, {"budget": 1})  # fmt: skip
+    assert analysis.counts() == ({"GET /x": new_endpoint()}, {"budget": 1})
     for i in range(MAX_ENDPOINTS - 1):
         analysis.record(f"GET /e{i}", False, [], 0)
     assert analysis.record("GET /late", False, [("status", "value")], 5) == (OTHER_ENDPOINT, ["status"], ["status"])
@@ -231,22 +228,25 @@ def test_skips_register_the_endpoint_and_endpoints_are_capped():
 
 
 def test_merging_reads_records_with_counters_left_out():
-    one = {"GET /": {"compared": 2, "fields": {"status": {"differences": 1}}}}
+    one = {"GET /": {"compared": 2, "fields": {"status": {"differences": 1}}, "latency": {"app": {"3": 2}}}}
     two = {"GET /": {"same": 1, "fields": {"status": {"noise": 2}}}}
-    fields = {"status": {"kinds": {}, "differences": 1, "noise": 2}}
-    assert merge([one, two]) == {"GET /": {"compared": 2, "same": 1, "different": 0, "baseline_compared": 0,
-                                           "baseline_different": 0, "fields": fields}}  # fmt: skip
+    merged = merge([one, two])["GET /"]
+    assert (merged["compared"], merged["same"], merged["with_baseline"]) == (2, 1, 0)
+    assert merged["fields"] == {"status": {"kinds": {}, "differences": 1, "noise": 2, "added_only": 0,
+                                           "mirror_made": 0}}  # fmt: skip
+    assert merged["latency"] == {"app": {"3": 2}, "candidate": {}, "baseline": {}}
 
 
 def test_rates_are_rounded_to_six_places_and_zero_without_comparisons():
-    counts = {"GET /": {"compared": 3, "same": 2, "different": 1, "baseline_compared": 0, "baseline_different": 0,
-                        "fields": {"status": {"kinds": {"value": 1}, "differences": 1, "noise": 0}}},
-              "GET /b": {"compared": 0, "same": 0, "different": 0, "baseline_compared": 7, "baseline_different": 1,
-                         "fields": {"body": {"kinds": {}, "differences": 0, "noise": 1}}}}  # fmt: skip
-    summary = summarize(counts, 20, 0.03)
+    counts = merge([{"GET /": {"compared": 30, "same": 20, "different": 10,
+                               "fields": {"status": {"kinds": {"value": 10}, "differences": 10}}},
+                     "GET /b": {"baseline_compared": 7, "baseline_different": 1,
+                                "fields": {"body": {"noise": 1}}}}])  # fmt: skip
+    summary = summarize(counts, FIVE)
     assert summary["GET /"]["fields"]["status"]["rate"] == 0.333333
-    assert summary["GET /b"]["fields"]["body"] == {"kinds": {}, "differences": 0, "noise": 1, "rate": 0.0,
-                                                   "noise_rate": 0.142857, "regression": False}  # fmt: skip
+    body = summary["GET /b"]["fields"]["body"]
+    assert (body["rate"], body["noise_rate"], body["verdict"], body["regression"]) == (0.0, 0.142857, "learning",
+                                                                                       False)  # fmt: skip
     assert summary["GET /"]["regression"] is True and summary["GET /b"]["regression"] is False
 
 
@@ -267,11 +267,11 @@ def test_each_difference_carries_both_values():
         ("headers.vary", "value", "a", "b"),
         ("headers.x-old", "missing", "1", None),
         ("headers.x-both", "value", ["1", "2"], "2"),
-        ("headers.x-new", "extra", None, "1"),
+        ("headers.x-new", "added", None, "1"),
         ("body.a.x", "value", 1, 2),
         ("body.l", "size", 2, 3),
         ("body.m", "missing", 1, None),
-        ("body.n", "extra", None, 2),
+        ("body.n", "added", None, 2),
     ]
 
 
@@ -291,7 +291,7 @@ def test_array_elements_pair_up_by_position_or_by_canonical_order():
     assert differences(a, b, ordered=False) == [("body.l[].id", "value", 1, 3)]  # 1-3 and 2-4, sorted
     assert differences(a, b) == [("body.l[].id", "value", 1, 4)]  # 1-4 and 2-3, by position; one kept per kind
     assert kinds({"l": [[1, 2]]}, {"l": [[2, 1]]}) == [("body.l[]", "order")]  # nested arrays keep the order rule
-    assert kinds({"l": [1, 2.0]}, {"l": [2, 1]}) == [("body.l[]", "value"), ("body.l[]", "type")]  # no reorder
+    assert kinds({"l": [1, 2.0]}, {"l": [2, 1]}, strict_types=True) == [("body.l[]", "value"), ("body.l[]", "type")]
     many = list(range(100))
     assert kinds({"l": many}, {"l": many[::-1]}) == [("body.l", "order")]
     assert kinds({"l": many}, {"l": [n + 1000 for n in many]}) == [("body.l[]", "value")]
@@ -333,7 +333,7 @@ def test_a_head_answer_keeps_its_status_and_headers():
 
 
 def test_type_order_and_unordered_differences_carry_their_values():
-    assert differences(tree({"a": 1}), tree({"a": 1.0})) == [("body.a", "type", 1, 1.0)]
+    assert differences(tree({"a": 1}), tree({"a": "1"})) == [("body.a", "type", 1, "1")]
     assert differences(tree({"l": [1, 2]}), tree({"l": [2, 1]})) == [("body.l", "order", [1, 2], [2, 1])]
     # twins (1 and 9) are set aside first, then what is left pairs up: 5 against 7
     assert differences(tree({"l": [9, 1, 5]}), tree({"l": [1, 9, 7]}), ordered=False) == [("body.l[]", "value", 5, 7)]
@@ -345,3 +345,64 @@ def test_a_bomb_keeps_the_answers_status_headers_and_digest():
     bomb = gzip.compress(bytes(1 << 20))
     got = comparable(answer(bomb, [("Content-Encoding", "gzip")], status=203), frozenset(), False, 1000)
     assert got == (203, {"content-encoding": ["gzip"]}, Digest(len(bomb), hashlib.sha256(bomb).hexdigest()), False)
+
+
+# -- normalisation, added and mirror-made differences --------------------------------------------------------
+
+
+def test_a_br_body_is_decoded_within_the_limit_when_a_decoder_is_installed():
+    brotli = pytest.importorskip("brotli")  # a test extra: installed by the README's test line
+    data = json.dumps({"a": [1, 2]}).encode()
+    got = comparable(answer(brotli.compress(data), [("Content-Encoding", "br")]), frozenset(), False, 1 << 20)
+    assert got.is_json and got.body == {"a": [1, 2]}
+    bomb = brotli.compress(bytes(8 << 20))
+    got = comparable(answer(bomb, [("Content-Encoding", "br")]), frozenset(), False, 1 << 20)
+    assert isinstance(got.body, Digest)  # decodes past the limit: compared by the hash of what came
+    junk = comparable(answer(b"not brotli", [("Content-Encoding", "br")]), frozenset(), False, 99)
+    assert junk.body == Text("not brotli")
+
+
+def test_transfer_headers_are_not_compared_by_default():
+    from wsgimirror.config import CompareSettings, load_config
+
+    ignored = CompareSettings().ignore_headers
+    assert {"content-encoding", "vary", "content-length", "date", "server", "transfer-encoding"} <= ignored
+    config = {
+        "ReverseProxy": {"Routes": {}, "Clusters": {}},
+        "Compare": {"TransferHeaders": [], "IgnoreHeaders": ["X-A"]},
+    }
+    assert load_config(config).compare.ignore_headers == frozenset({"x-a"})
+
+
+def test_what_the_mirror_changed_in_the_request_is_mirror_made():
+    made = MirrorMade([("shop.example", "10.0.0.7:8000"), (None, "wsgimirror"), (None, "203.0.113.9"),
+                       ("keep-alive", None), ("same", "same")])  # fmt: skip
+    app = tree({"host": "shop.example", "url": "http://shop.example/x", "h": {"Connection": "keep-alive"}, "n": 1})
+    mirror = tree({"host": "10.0.0.7:8000", "url": "http://10.0.0.7:8000/x", "h": {"X-Mirrored-By": "wsgimirror",
+                   "X-Forwarded-For": "203.0.113.9"}, "n": 2})  # fmt: skip
+    found = [(d.field, d.kind) for d in compare(app, mirror, made=made)]
+    assert found == [("body.host", "mirror"), ("body.url", "mirror"), ("body.h.Connection", "mirror"),
+                     ("body.h.X-Mirrored-By", "mirror"), ("body.h.X-Forwarded-For", "mirror"),
+                     ("body.n", "value")]  # fmt: skip
+    assert not made.explains("other", "10.0.0.7:8000")  # the app's value was not the original
+    assert not made.explains(1, 2) and made.explains(None, "wsgimirror")
+
+
+def test_added_and_mirror_made_differences_are_counted_apart_and_judged_as_configured():
+    analysis = Analysis()
+    for _ in range(20):
+        analysis.record("GET /x", False, [("body.new", "added"), ("body.host", "mirror"), ("body.v", "value")], 0)
+    row = analysis.snapshot(Settings())["by_endpoint"]["GET /x"]
+    fields = row["fields"]
+    assert (fields["body.new"]["added_only"], fields["body.new"]["verdict"], fields["body.new"]["rate"]) == (
+        20,
+        "added",
+        0.0,
+    )
+    assert (fields["body.host"]["mirror_made"], fields["body.host"]["verdict"]) == (20, "mirror-made")
+    assert fields["body.v"]["verdict"] == "regression" and row["different"] == 20
+    strict = analysis.snapshot(Settings(added_fields="regression"))["by_endpoint"]["GET /x"]["fields"]
+    assert strict["body.new"]["verdict"] == "regression" and strict["body.host"]["verdict"] == "mirror-made"
+    only_mirror = Analysis()
+    only_mirror.record("GET /m", False, [("body.host", "mirror")], 0)
+    assert only_mirror.snapshot(Settings())["same"] == 1  # a comparison whose only differences the mirror made

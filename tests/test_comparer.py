@@ -2,6 +2,7 @@
 
 import base64
 import json
+from collections import Counter
 
 from wsgimirror.capture import CaptureBudget
 from wsgimirror.compare import comparer as comparer_module
@@ -110,9 +111,11 @@ def test_the_diff_log_records_examples_and_counts_in_full(tmp_path, monkeypatch)
     assert long == {"truncated": json.dumps("x" * 3000)[:2048], "chars": 3002}
     counts = records[-1]
     assert counts["time"] == round(counts["time"], 6)
-    assert counts["thresholds"] == {"relative": 20.0, "absolute": 0.03} and counts["skipped"] == {}
-    assert counts["by_endpoint"]["GET /api/users/{id}"]["compared"] == 2
-    assert len(comparer.examples) == 1 and comparer.examples[0]["endpoint"] == "GET /api/users/{id}"
+    assert counts["thresholds"] == {"relative": 20.0, "absolute": 0.03, "min_samples": 10, "confidence": 0.999,
+                                    "latency_threshold": 20.0, "added_fields": "report"}  # fmt: skip
+    assert counts["skipped"] == {} and counts["by_endpoint"]["GET /api/users/{id}"]["compared"] == 2
+    kept = comparer.kept.all()
+    assert len(kept) == 1 and kept[0]["endpoint"] == "GET /api/users/{id}"
 
 
 def test_counts_are_written_at_most_every_log_seconds(tmp_path, monkeypatch):
@@ -214,18 +217,22 @@ def test_a_failing_comparison_is_logged_once_and_counted_as_internal_error(monke
     assert record.exc_info is not None and "a bug in the diff" in str(record.exc_info[1])
 
 
-def test_the_live_page_keeps_the_newest_200_examples_and_marks_their_source():
-    comparer = Comparer(CompareSettings(examples=1000, max_per_second=1000))
-    for i in range(201):
-        comparer.compare("r", "c", i % 2 == 1, ENVIRON, request, answer(b'{"n": 0}'), answer(b'{"n": %d}' % (i + 1)))
+def test_the_live_page_keeps_examples_of_every_endpoint_and_field_within_its_bound():
+    """The newest 200 examples of a busy endpoint once hid every other endpoint's: examples are kept per endpoint and
+    field (Compare.Examples each), at most KEPT_EXAMPLES in all, the fullest giving way first."""
+    comparer = Comparer(CompareSettings(examples=5, max_per_second=100_000))
+    for i in range(1000):  # a busy endpoint differs first, then 150 others four times each
+        environ = {**ENVIRON, "PATH_INFO": "/busy" if i < 400 else f"/e{i % 150}/x"}
+        comparer.compare("r", "c", i % 2 == 1, environ, request, answer(b'{"n": 0}'), answer(b'{"n": %d}' % (i + 1)))
     report = comparer.report()
-    assert len(report.examples) == 200 and report.processes == 1
-    assert [e["mirror"]["body"] for e in report.examples[-1:]] == [base64.b64encode(b'{"n": 201}').decode()]
-    assert report.examples[-1]["source"] == "candidate" and report.examples[-2]["source"] == "baseline"
-    assert isinstance(report.examples[-1]["time"], float)
-    assert report.thresholds == (20.0, 0.03)
-    assert report.counts["GET /api/users/{id}"]["different"] == 101
-    assert report.counts["GET /api/users/{id}"]["baseline_different"] == 100
+    by_endpoint = Counter(e["endpoint"] for e in report.examples)
+    assert len(report.examples) <= comparer_module.KEPT_EXAMPLES and report.processes == 1
+    assert len(by_endpoint) == 151 and min(by_endpoint.values()) >= 2  # every endpoint keeps some
+    assert by_endpoint["GET /api/busy"] <= 5  # Compare.Examples per endpoint and field: the busy one got no more
+    assert {e["source"] for e in report.examples} == {"candidate", "baseline"}
+    assert isinstance(report.examples[-1]["time"], float) and report.settings.relative == 20.0
+    busy = report.counts["GET /api/busy"]
+    assert busy["different"] == 200 and busy["baseline_different"] == 200
 
 
 def test_an_example_request_shows_at_most_its_first_16_kib():

@@ -309,16 +309,24 @@ def test_compare_defaults_and_overrides(tmp_path):
     defaults = load_config(seed()).compare
     assert (defaults.max_body_bytes, defaults.relative_threshold, defaults.absolute_threshold) == (1 << 20, 20, 0.03)
     assert defaults.ignore_headers == frozenset(
-        {"date", "server", "connection", "keep-alive", "transfer-encoding", "content-length", "via", "age"}
-    )
+        {"date", "server", "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+         "vary", "via", "age"}
+    )  # fmt: skip
+    assert (defaults.min_samples, defaults.confidence, defaults.latency_threshold) == (10, 0.999, 20.0)
+    assert (defaults.added_fields, defaults.strict_types) == ("report", False)
     assert (defaults.log, defaults.log_max_bytes, defaults.log_seconds, defaults.examples) == (None, 64 << 20, 10, 5)
     assert (defaults.max_per_second, defaults.array_order, defaults.memory_bytes) == (200, "ordered", 64 << 20)
     data = seed()
     data["Compare"] = {"IgnoreHeaders": ["X-Trace-Id"], "IgnoreFields": ["headers.X-A", "body.Meta.*"],
                        "ArrayOrder": "Unordered", "Endpoints": ["/u/{id}"], "Log": str(tmp_path / "d-{pid}.jsonl"),
-                       "RelativeThreshold": 0, "AbsoluteThreshold": 100, "MaxPerSecond": 1}  # fmt: skip
+                       "RelativeThreshold": 0, "AbsoluteThreshold": 100, "MaxPerSecond": 1, "MinSamples": 30,
+                       "Confidence": 99, "LatencyThreshold": 50, "AddedFields": "Regression", "StrictTypes": "true",
+                       "TransferHeaders": ["Date"]}  # fmt: skip
     got = load_config(data).compare
-    assert "x-trace-id" in got.ignore_headers and "date" in got.ignore_headers
+    assert (got.min_samples, got.confidence, got.latency_threshold, got.added_fields, got.strict_types) == (
+        30, 0.99, 50.0, "regression", True)  # fmt: skip
+    assert got.ignore_headers == frozenset({"date", "x-trace-id"})  # TransferHeaders replaces the default list
+    assert got.verdicts().min_samples == 30 and got.verdicts().confidence == 0.99
     assert got.ignore_fields == ("headers.x-a", "body.Meta.*")  # header names in lower case, body keys as given
     assert (got.array_order, got.endpoints, got.relative_threshold, got.absolute_threshold) == (
         "unordered", ("/u/{id}",), 0.0, 100.0
@@ -386,6 +394,22 @@ C = "Compare"
         ({**seed(), C: {"Examples": -1}}, "Compare.Examples: must be at least 0, got -1"),
         ({**seed(), C: {"Examples": 1001}}, "Compare.Examples: must be at most 1000, got 1001"),
         ({**seed(), C: {"MaxPerSecond": 0}}, "Compare.MaxPerSecond: must be at least 1, got 0"),
+        ({**seed(), C: {"MinSamples": 0}}, "Compare.MinSamples: must be at least 1, got 0"),
+        (
+            {**seed(), C: {"Confidence": 40}},
+            "Compare.Confidence: must be at least 50 and below 100 \\(percent\\), got 40",
+        ),
+        ({**seed(), C: {"Confidence": 100}}, "Compare.Confidence: must be at least 50 and below 100"),
+        ({**seed(), C: {"LatencyThreshold": 200}}, "Compare.LatencyThreshold: must be from 0 to 100, got 200"),
+        (
+            {**seed(), C: {"AddedFields": "ignore"}},
+            "Compare.AddedFields: must be one of report, regression, got 'ignore'",
+        ),
+        ({**seed(), C: {"StrictTypes": 1}}, "Compare.StrictTypes: must be true or false, got number 1"),
+        (
+            {**seed(), C: {"TransferHeaders": ["bad name"]}},
+            "Compare.TransferHeaders\\[0\\]: 'bad name' is not a header name",
+        ),
     ],
 )
 def test_invalid_compare_settings_name_the_key_path(config, message):

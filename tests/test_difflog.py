@@ -133,7 +133,7 @@ def test_each_process_counts_once_by_its_last_record_and_the_newest_thresholds_a
     ]) + "\n")  # fmt: skip
     report = read_logs([str(path)])
     assert (report.processes, report.counts["GET /"]["compared"]) == (4, 7 + 1 + 2 + 3)
-    assert report.thresholds == (50.0, 1.0)
+    assert report.settings[:2] == (50.0, 1.0)
 
 
 def test_without_thresholds_or_times_the_defaults_apply(tmp_path):
@@ -142,11 +142,11 @@ def test_without_thresholds_or_times_the_defaults_apply(tmp_path):
     del record["time"]
     path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "time": 5}) + "\n")
     report = read_logs([str(path)])
-    assert report.thresholds == (20.0, 0.03) and report.counts["GET /"]["compared"] == 4
+    assert report.settings[:2] == (20.0, 0.03) and report.counts["GET /"]["compared"] == 4
     assert read_logs([str(tmp_path / "d.jsonl")]).processes == 1
     empty = tmp_path / "e.jsonl"
     empty.write_text(json.dumps({"type": "example", "endpoint": "GET /"}) + "\n")
-    assert read_logs([str(empty)]).thresholds == (20.0, 0.03)
+    assert read_logs([str(empty)]).settings[:2] == (20.0, 0.03)
 
 
 def test_the_newest_record_of_a_process_wins_whatever_the_reading_order(tmp_path):
@@ -176,7 +176,7 @@ def test_processes_whose_last_records_share_a_time_are_read_without_error(tmp_pa
     path.write_text(counts_record("a", 1, 1.0, 100, 4, {"relative": 30, "absolute": 1}) + "\n"
                     + counts_record("b", 1, 1.0, 100, 6, {"relative": 30, "absolute": 1}) + "\n")  # fmt: skip
     report = read_logs([str(path)])
-    assert (report.processes, report.counts["GET /"]["compared"], report.thresholds) == (2, 10, (30.0, 1.0))
+    assert (report.processes, report.counts["GET /"]["compared"], report.settings[:2]) == (2, 10, (30.0, 1.0))
 
 
 def test_a_write_after_close_reopens_the_same_file(tmp_path):

@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("logs", nargs="+", metavar="LOG", help="diff log files or globs")
     report.add_argument("--json", action="store_true", help="print the figures as JSON")
     report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    report.add_argument("--all", action="store_true", help="also list the endpoints within the noise or the same")
+    report.add_argument("--fail-slower", action="store_true", help="exit 1 when a candidate is slower, too")
     report.set_defaults(handler=_report)
 
     replay = commands.add_parser(
@@ -291,13 +293,15 @@ def _report(args: argparse.Namespace) -> int:
     for path, lines in report.damaged.items():
         print(f"wsgimirror: {printable(path)}: {lines} damaged line{'s' if lines != 1 else ''} skipped (not JSON)",
               file=sys.stderr)  # fmt: skip
-    print(as_json(report) if args.json else as_text(report))
+    print(as_json(report) if args.json else as_text(report, args.all))
     if args.html:
         try:
             write_replacing(args.html, render(report).encode("utf-8"))
         except OSError as err:
             raise CommandError(f"cannot write {printable(args.html)}: {err.strerror or err}") from err
-    return 1 if any(row["regression"] for row in endpoint_rows(report)) else 0
+    rows = endpoint_rows(report)
+    failing = any(row["regression"] or (args.fail_slower and row["shown"] == "slower") for row in rows)
+    return 1 if failing else 0
 
 
 def _replay(args: argparse.Namespace) -> int:

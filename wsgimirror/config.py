@@ -91,17 +91,27 @@ KNOWN_COMPARE_KEYS = (
     "Examples",
     "MaxPerSecond",
     "SensitiveNames",
+    "MinSamples",
+    "Confidence",
+    "LatencyThreshold",
+    "AddedFields",
+    "StrictTypes",
+    "TransferHeaders",
 )
+ADDED_FIELDS = ("report", "regression")
 # Query parameters, cookies, form fields and JSON keys whose values an example masks: a name is sensitive
 # when it contains one of these, in any case (so "access_token" and "PHPSESSID" are).
 SENSITIVE_NAMES = (
     "pass", "secret", "token", "auth", "session", "sess", "sid", "csrf", "xsrf", "key", "signature", "sig",
     "cred", "otp", "code",
 )  # fmt: skip
-# Headers that differ between any two servers or connections: never compared.
-ALWAYS_IGNORED_HEADERS = frozenset(
-    {"date", "server", "connection", "keep-alive", "transfer-encoding", "content-length", "via", "age"}
-)
+# Headers that describe the transfer, not the content (they differ between any two servers, connections or
+# encodings of one answer): not compared unless Compare.TransferHeaders says otherwise.
+TRANSFER_HEADERS = (
+    "date", "server", "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+    "vary", "via", "age",
+)  # fmt: skip
+ALWAYS_IGNORED_HEADERS = frozenset(TRANSFER_HEADERS)
 ARRAY_ORDERS = ("ordered", "unordered")
 SAMPLE_BY = ("random", "key")
 EXECUTORS = ("auto", "gevent", "thread")
@@ -190,6 +200,18 @@ class CompareSettings:
     examples: int = 5
     max_per_second: int = 200
     sensitive_names: tuple[str, ...] = SENSITIVE_NAMES
+    min_samples: int = 10  # comparisons each arm needs before a verdict; until then, "learning"
+    confidence: float = 0.999  # a regression's one-sided p-value is below 1 - this
+    latency_threshold: float = 20.0  # percent slower at p50 before a latency verdict says "slower"
+    added_fields: str = "report"  # or "regression"
+    strict_types: bool = False  # 12.0 and 12 differ in type (else numbers compare by value)
+
+    def verdicts(self) -> t.Any:
+        """What the verdicts depend on (:class:`wsgimirror.compare.verdicts.Settings`)."""
+        from .compare.verdicts import Settings
+
+        return Settings(self.relative_threshold, self.absolute_threshold, self.min_samples, self.confidence,
+                        self.latency_threshold, self.added_fields)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -777,15 +799,20 @@ def _compare_settings(raw: t.Any, path: str) -> CompareSettings:
     order = _optional_str(body.get("ArrayOrder"), f"{path}.ArrayOrder") or defaults.array_order
     if order.lower() not in ARRAY_ORDERS:
         raise ConfigError(f"{path}.ArrayOrder", f"must be one of {', '.join(ARRAY_ORDERS)}, got {order!r}")
-    extra_headers = set()
-    for where, name in _string_items(body.get("IgnoreHeaders", []), f"{path}.IgnoreHeaders", "header names"):
-        if not is_token(name):
-            raise ConfigError(where, f"{shown(name)} is not a header name")
-        extra_headers.add(name.lower())
+    extra_headers = _header_names(body.get("IgnoreHeaders", []), f"{path}.IgnoreHeaders")
+    transfer = _header_names(body.get("TransferHeaders", list(TRANSFER_HEADERS)), f"{path}.TransferHeaders")
+    added = (_optional_str(body.get("AddedFields"), f"{path}.AddedFields") or defaults.added_fields).lower()
+    if added not in ADDED_FIELDS:
+        raise ConfigError(f"{path}.AddedFields", f"must be one of {', '.join(ADDED_FIELDS)}, got {added!r}")
+    confidence = round(_threshold(body.get("Confidence", defaults.confidence * 100), f"{path}.Confidence") / 100, 9)
+    if not 0.5 <= confidence < 1:
+        raise ConfigError(
+            f"{path}.Confidence", f"must be at least 50 and below 100 (percent), got {confidence * 100:g}"
+        )
     return CompareSettings(
         max_body_bytes=_integer(body.get("MaxBodyBytes", defaults.max_body_bytes), f"{path}.MaxBodyBytes", minimum=0),
         memory_bytes=_integer(body.get("MemoryBytes", defaults.memory_bytes), f"{path}.MemoryBytes", minimum=0),
-        ignore_headers=ALWAYS_IGNORED_HEADERS | extra_headers,
+        ignore_headers=frozenset(transfer | extra_headers),
         ignore_fields=_field_patterns(body.get("IgnoreFields", []), f"{path}.IgnoreFields"),
         array_order=order.lower(),
         endpoints=_endpoint_templates(body.get("Endpoints", []), f"{path}.Endpoints"),
@@ -802,7 +829,23 @@ def _compare_settings(raw: t.Any, path: str) -> CompareSettings:
                                 minimum=1, maximum=1_000_000),
         sensitive_names=_sensitive_names(body.get("SensitiveNames", list(SENSITIVE_NAMES)),
                                          f"{path}.SensitiveNames"),
+        min_samples=_integer(body.get("MinSamples", defaults.min_samples), f"{path}.MinSamples", minimum=1,
+                             maximum=1_000_000),
+        confidence=confidence,
+        latency_threshold=_threshold(body.get("LatencyThreshold", defaults.latency_threshold),
+                                     f"{path}.LatencyThreshold"),
+        added_fields=added,
+        strict_types=_boolean(body.get("StrictTypes", defaults.strict_types), f"{path}.StrictTypes"),
     )  # fmt: skip
+
+
+def _header_names(raw: t.Any, path: str) -> set[str]:
+    names = set()
+    for where, name in _string_items(raw, path, "header names"):
+        if not is_token(name):
+            raise ConfigError(where, f"{shown(name)} is not a header name")
+        names.add(name.lower())
+    return names
 
 
 def _sensitive_names(raw: t.Any, path: str) -> tuple[str, ...]:

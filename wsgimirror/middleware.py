@@ -178,8 +178,9 @@ class MirrorMiddleware:
 
     def comparison_page(self, html: bool = True) -> bytes:
         """The live comparison report, as HTML or JSON, rendered where the comparisons are made."""
+        dropped = dict(self._stats.snapshot()["dropped"])  # what never reached a comparison, beside what did
         if self._link is not None:
-            page = self._link.ask("report_html" if html else "report_json", 5.0)
+            page = self._link.ask(("report_html" if html else "report_json", dropped), 5.0)
             if isinstance(page, str):
                 page = page.encode("utf-8")
             if isinstance(page, bytes):
@@ -188,7 +189,7 @@ class MirrorMiddleware:
         from .compare.report import as_json
 
         report = self._comparer.report()
-        return (render(report) if html else as_json(report)).encode("utf-8")
+        return (render(report, dropped) if html else as_json(report, dropped)).encode("utf-8")
 
     @property
     def config(self) -> Config:
@@ -345,6 +346,8 @@ class _Capture:
                 buffer.release()
                 return
             timing = (self.arrived, time.time_ns() - self.arrived)  # the answer has been sent by now
+            if self.answer is not None:
+                self.answer.elapsed = timing[1] / 1e9  # the app's latency, beside the mirrors' (Compare)
             self.dispatcher.dispatch(self.route, self.clusters, self.environ, buffer, self.answer, timing)
         except Exception:
             _failed.warning("wsgimirror failed to dispatch a mirror of route %r", self.route.id, exc_info=True)

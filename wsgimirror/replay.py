@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from ._paths import NoMatch
 from ._paths import expand as expand_patterns
 from .blob import Blob
+from .compare.diff import MirrorMade
 from .compare.endpoints import Endpoints
 from .config import CompareSettings, Destination, HttpClientSettings, MirrorSettings
 from .errors import MirrorSendError
@@ -513,6 +514,8 @@ class Replay:
             results.succeeded += 1
             results.statuses[str(status)] += 1
             results.latencies.add(time.monotonic() - began)
+            if kept is not None:
+                kept.elapsed = time.monotonic() - began
         finally:
             try:
                 if kept is not None:
@@ -538,11 +541,14 @@ class Replay:
                     comparer.skip(NOT_RECORDED, "replay", "target", endpoint)
                     return
                 original = _answer(recorded, comparer)
+                original.elapsed = request.recorded.latency / 1e9 if request.recorded.latency > 0 else 0.0
                 body = request.body
+                sent_host = head.split(b"\r\n", 2)[1][6:].decode("latin-1")  # the "Host: " line build sends
+                made = MirrorMade([(request.host or None, sent_host)])  # an echo of the target's Host is not a change
                 try:
                     comparer.compare("replay", "target", False, environ,
                                      lambda: request_record(head, lambda n: body.read(0, n), body.size),
-                                     original, replayed, True)  # fmt: skip
+                                     original, replayed, True, made=made)  # fmt: skip
                 finally:
                     original.release()
                     recorded.release()
@@ -774,12 +780,22 @@ def summary_text(summary: dict[str, t.Any]) -> str:
         lines.append(f"files ending in a partial payload (ignored): {summary['partial_files']}")
     lines.extend(f"not sent, request {example}" for example in summary.get("malformed_examples", ()))
     if "compare" in summary:
-        compare = summary["compare"]
-        lines.append(
-            f"compared {compare['compared']}: {compare['different']} different, skipped "
-            f"{sum(compare['skipped'].values())}; {'REGRESSION' if compare['regression'] else 'no regression'}"
-        )
+        lines.extend(_compare_lines(summary["compare"]))
     return "\n".join(lines)
+
+
+def _compare_lines(compare: dict[str, t.Any]) -> list[str]:
+    """The comparison's totals, then each regressing endpoint with its fields and their rates."""
+    from .compare.report import regressing_fields
+
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(compare["skipped"].items())) or "none"
+    lines = [f"compared {compare['compared']}: {compare['different']} different, skipped: {skipped}; "
+             f"{'REGRESSION' if compare['regression'] else 'no regression'}"]  # fmt: skip
+    for endpoint, row in compare.get("by_endpoint", {}).items():
+        if row.get("regression"):
+            lines.append(f"  {endpoint} regresses:")
+            lines.extend(regressing_fields(row, "    "))
+    return lines
 
 
 def exit_status(summary: dict[str, t.Any]) -> int:

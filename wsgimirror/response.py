@@ -42,6 +42,7 @@ class Answer(Shared):
         "budget_refused",
         "_digest",
         "started",
+        "elapsed",
     )
 
     def __init__(self, limit: int, budget: CaptureBudget, prefix: bool = False) -> None:
@@ -61,6 +62,7 @@ class Answer(Shared):
         self.budget_refused = False  # the body fitted MaxBodyBytes but Compare.MemoryBytes had no room for it
         self._digest: str | None = None  # the SHA-256 of an answer restored from its fields
         self.started = 0  # when the app started its answer (ns since the epoch; 0: unknown)
+        self.elapsed = 0.0  # seconds the answer took: the app's from arrival to its end, a mirror's round trip
         # Past the limit, keep the first ``limit`` bytes (a recording cuts the body there) instead of none.
         self._prefix = prefix
 
@@ -113,7 +115,7 @@ class Answer(Shared):
     def fields(self) -> tuple[t.Any, ...]:
         """The answer as it crosses to the agent (``wsgimirror.agent.protocol.ANSWER_FIELDS``)."""
         return (self.status, self.status_text, [tuple(h) for h in self.headers], bytes(self.body), self.length,
-                self.digest, self.whole, self.complete, self.budget_refused, self.started)  # fmt: skip
+                self.digest, self.whole, self.complete, self.budget_refused, self.started, self.elapsed)  # fmt: skip
 
     @classmethod
     def restore(cls, fields: tuple[t.Any, ...], limit: int, budget: CaptureBudget, fd: int | None = None) -> Answer:
@@ -122,7 +124,7 @@ class Answer(Shared):
         A spooled answer's body (``None`` in the fields) is read from ``fd``: hashed here when the app did not
         have to, and kept up to ``limit``.
         """
-        status, status_text, headers, body, length, digest, whole, complete, budget_refused, started = fields
+        status, status_text, headers, body, length, digest, whole, complete, budget_refused, started, elapsed = fields
         if body is None:  # spooled: the file holds the body's first bytes; the app hashed it only past the limit
             body = _read_spool(fd, min(length, limit))
             digest = digest or hashlib.sha256(body).hexdigest()
@@ -137,7 +139,7 @@ class Answer(Shared):
             answer._limit = -1
         answer.length, answer._digest, answer.complete = length, digest, complete
         answer.budget_refused = answer.budget_refused or budget_refused
-        answer.started = started
+        answer.started, answer.elapsed = started, elapsed
         return answer
 
     def header(self, name: str) -> str:
@@ -241,7 +243,7 @@ class SpooledAnswer(Answer):
     def fields(self) -> tuple[t.Any, ...]:
         """As :meth:`Answer.fields`, the body ``None``: it is in the file that goes with the frame."""
         return (self.status, self.status_text, [tuple(h) for h in self.headers], None, self.length, self.digest,
-                self.whole, self.complete and not self.invalid, False, self.started)  # fmt: skip
+                self.whole, self.complete and not self.invalid, False, self.started, self.elapsed)  # fmt: skip
 
     def _free(self) -> None:
         if self._fd >= 0:

@@ -708,6 +708,7 @@ class Dispatcher:
                 raise _Overloaded
             head = build_head(environ, target.destination, body.size, route.transforms, settings.remove_headers,
                               self._mark)  # fmt: skip
+            began = time.monotonic()
             status = exchange(
                 target.pool,
                 head,
@@ -718,6 +719,8 @@ class Dispatcher:
                 self._runtime_shared.cooperative,
                 kept,
             )
+            if kept is not None:
+                kept.elapsed = time.monotonic() - began  # the destination's latency, beside the app's (Compare)
         except (BadRequest, _Overloaded) as err:
             kept = None  # not sent: nothing to compare, nor to count as a comparison
             log.debug("not mirrored to %s: %s", target.destination.address, err)
@@ -772,6 +775,7 @@ class Dispatcher:
                     answer,
                     kept,
                     cooperative,
+                    route.baseline_cluster is not None,
                 )
         finally:
             if kept is not None:

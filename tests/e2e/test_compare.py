@@ -59,9 +59,12 @@ def test_with_a_baseline_only_the_real_difference_regresses_and_timestamps_and_i
     assert (endpoint["compared"], endpoint["baseline_compared"]) == (80, 80)
     assert endpoint["regression"] is True
     fields = endpoint["fields"]
-    assert fields["body.total"] == {
-        "kinds": {"value": 20}, "differences": 20, "noise": 0, "rate": 0.25, "noise_rate": 0.0, "regression": True
-    }  # fmt: skip
+    total = fields["body.total"]
+    assert {key: total[key] for key in ("kinds", "differences", "noise", "rate", "noise_rate", "regression",
+                                        "verdict")} == {"kinds": {"value": 20}, "differences": 20, "noise": 0,
+                                                        "rate": 0.25, "noise_rate": 0.0, "regression": True,
+                                                        "verdict": "regression"}  # fmt: skip
+    assert total["p_value"] < 1e-4 and total["excess"] == 0.25
     for noise in ("body.generated_at", "body.request_id", "headers.x-request-id"):
         assert fields[noise]["rate"] == 1.0 and fields[noise]["noise_rate"] == 1.0, noise
         assert fields[noise]["regression"] is False, noise
@@ -160,10 +163,11 @@ def test_answers_over_max_body_bytes_are_compared_by_length_and_hash(server, sam
     one_request(server(mw), target="/big")
     compare = settled(mw, 1)
     assert compare["same"] == (1 if same else 0)
-    assert compare["by_endpoint"]["GET /big"]["fields"] == (
-        {} if same else {"body": {"kinds": {"bytes": 1}, "differences": 1, "noise": 0, "rate": 1.0,
-                                  "noise_rate": 0.0, "regression": True}}
-    )  # fmt: skip
+    fields = compare["by_endpoint"]["GET /big"]["fields"]
+    shown = {f: {k: v[k] for k in ("kinds", "differences", "noise", "rate", "verdict")} for f, v in fields.items()}
+    # one comparison: learning, never a regression yet, however different
+    assert shown == ({} if same else {"body": {"kinds": {"bytes": 1}, "differences": 1, "noise": 0, "rate": 1.0,
+                                                "verdict": "learning"}})  # fmt: skip
     assert mw.stats()["compare"]["skipped"] == {}
 
 

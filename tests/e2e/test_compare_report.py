@@ -61,9 +61,10 @@ def test_the_report_sums_the_logs_of_two_processes_and_exits_1_on_a_regression(t
     assert len(list(tmp_path.glob("diff-*.jsonl"))) == 2
     assert main(["report", str(tmp_path / "diff-*.jsonl")]) == 1
     text = capsys.readouterr().out
-    assert text.startswith("2 processes, 1 endpoints, 1 regressing")
-    assert f"! {ENDPOINT}" in text and "body.total  differs in 25.0% (noise 0.0%); value 20" in text
-    assert "body.generated_at  differs" not in text  # noise: differs as often against the baseline
+    assert text.startswith("2 processes, 1 endpoints: 1 regressing, 0 slower, 0 learning, 0 within the noise")
+    assert f"! {ENDPOINT}" in text
+    assert "body.total: differs in 25.0% of 80 (noise 0.0% of 80), p 2.5e-07; kinds: value in 20" in text
+    assert "body.generated_at: differs" not in text  # noise: differs as often against the baseline
 
     assert main(["report", "--json", *map(str, sorted(tmp_path.glob("diff-*.jsonl")))]) == 1
     (row,) = json.loads(capsys.readouterr().out)["endpoints"]
@@ -74,8 +75,8 @@ def test_the_report_sums_the_logs_of_two_processes_and_exits_1_on_a_regression(t
 
 def test_serve_shows_the_live_report_on_the_metrics_port(two_processes):
     _, live = two_processes
-    (row,) = live["json"]["endpoints"]
-    assert row["endpoint"] == ENDPOINT and row["regression"] is True
+    (row,) = live["json"]["endpoints"]  # one process's 40 comparisons a side
+    assert row["endpoint"] == ENDPOINT and row["fields"]["body.total"]["rate"] == 0.25
     assert live["html"].status == 200 and live["html"].headers["content-type"].startswith("text/html")
     assert b"GET /users/{id}" in live["html"].body
 
@@ -207,6 +208,7 @@ def test_the_html_report_renders_in_chromium_with_endpoints_and_highlighted_fiel
 def test_traffic_in_the_page_is_escaped(tmp_path):
     from wsgimirror.compare.difflog import Report
     from wsgimirror.compare.html import render
+    from wsgimirror.compare.verdicts import Settings
 
     hostile = "<script>document.title='owned'</script>"
     example = {"endpoint": "GET /x", "source": "candidate", "cluster": "c",
@@ -219,7 +221,7 @@ def test_traffic_in_the_page_is_escaped(tmp_path):
                          "fields": {"headers.x-evil": {"kinds": {"missing": 1}, "differences": 1,
                                                     "noise": 0}}}}  # fmt: skip
     page = tmp_path / "page.html"
-    page.write_text(render(Report(counts, [example], (20.0, 0.03), 1)))
+    page.write_text(render(Report(counts, [example], Settings(min_samples=1), 1)))
     assert hostile not in page.read_text()
     dom = rendered_dom(page)
     assert "<title>wsgimirror comparison" in dom and "owned" not in dom.split("</title>")[0]

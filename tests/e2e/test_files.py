@@ -127,13 +127,14 @@ def test_a_full_disk_never_leaves_a_diff_log_record_cut_in_two(tmp_path, make_si
     log = tmp_path / "diff.jsonl"
     config = compare_config(candidate.address, Log=str(log), LogSeconds=0.01, Examples=50)
     with ChildServer(write_config(tmp_path, config)) as child:
-        for i in range(5):
-            one_request(child.address, target=f"/a{i}", host="127.0.0.1")
-        wait_until(lambda: child.stats()["stats"]["compare"]["compared"] == 5, what="the first comparisons")
+        for i in range(12):  # enough comparisons of one endpoint for a verdict
+            one_request(child.address, target=f"/a?i={i}", host="127.0.0.1")
+        wait_until(lambda: main(["report", str(log)]) == 1, what="a diff log whose candidate regresses")
+        capsys.readouterr()
         child.control(f"/__limit?fsize={log.stat().st_size + 1500}")  # the next example crosses the limit
         for i in range(30):
             one_request(child.address, target=f"/b{i}", host="127.0.0.1")
-        wait_until(lambda: child.stats()["stats"]["compare"]["compared"] == 35, what="the comparisons")
+        wait_until(lambda: child.stats()["stats"]["compare"]["compared"] == 42, what="the comparisons")
     lines = log.read_bytes().split(b"\n")
     assert lines.pop() == b"" and all(json.loads(line)["type"] in ("counts", "example") for line in lines)
     assert main(["report", str(log)]) == 1  # every record read: the candidate regresses

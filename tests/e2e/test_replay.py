@@ -330,12 +330,17 @@ def test_record_then_replay_with_compare_finds_the_regression_and_report_reads_i
     assert row["endpoint"] == "POST /users/{id}" and row["worst_field"] == "body.version"
 
 
-def test_requests_without_a_recorded_answer_are_counted_not_recorded(target):
+def test_requests_without_a_recorded_answer_are_counted_not_recorded(target, tmp_path):
     status, out, _err = replay(str(FIXTURE), "--target", target.address, "--speed", "0", "--compare", "--json")
     compare = json.loads(out)["compare"]
     assert compare["skipped"] == {"not_recorded": 2} and compare["compared"] == 1
     assert set(compare["by_endpoint"]) == {"POST /orders", "GET /items/{id}", "DELETE /items/{id}"}
+    assert compare["by_endpoint"]["POST /orders"]["verdict"] == "learning" and status == 0  # one comparison: no verdict
+    config = write_config(tmp_path, {"ReverseProxy": {"Routes": {}, "Clusters": {}}, "Compare": {"MinSamples": 1}})
+    status, out, _err = replay(str(FIXTURE), "--target", target.address, "--speed", "0", "--compare", "--config",
+                               config)  # fmt: skip
     assert status == 1  # the sink's answer is not the recorded 201
+    assert "POST /orders regresses:" in out and "    status: differs in 100.0% of 1 (no baseline)" in out
 
 
 def test_an_https_target_is_verified_with_ca_file(tmp_path):
@@ -515,7 +520,7 @@ def test_the_summary_and_the_plan_read_as_documented():
         "files ending in a partial payload (ignored): 1"
     )
     compared = {**summary, "compare": {"compared": 6, "different": 2, "skipped": {"a": 1, "b": 2}, "regression": True}}
-    assert summary_text(compared).splitlines()[-1] == "compared 6: 2 different, skipped 3; REGRESSION"
+    assert summary_text(compared).splitlines()[-1] == "compared 6: 2 different, skipped: a 1, b 2; REGRESSION"
     compared["compare"]["regression"] = False
     assert summary_text(compared).endswith("; no regression")
     options = Options(paths=[str(FIXTURE)], speed=3, max_wait=0.05)

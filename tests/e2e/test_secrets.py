@@ -178,8 +178,9 @@ def test_text_from_traffic_that_is_not_valid_unicode_or_drives_a_terminal_breaks
     from wsgimirror.cli import main
 
     candidate = server(hostile_keys)
-    mw = MirrorMiddleware(secret_app, config(f"http://127.0.0.1:{candidate[1]}", tmp_path),
-                          prometheus=__import__("prometheus_client").CollectorRegistry())  # fmt: skip
+    configured = config(f"http://127.0.0.1:{candidate[1]}", tmp_path)
+    configured["Compare"].update(MinSamples=1, Confidence=90, AddedFields="regression")  # one comparison judges
+    mw = MirrorMiddleware(secret_app, configured, prometheus=__import__("prometheus_client").CollectorRegistry())
     get = pages(mw)
     one_request(server(mw), target="/x")
     settle(mw, 1)

@@ -289,27 +289,29 @@ class AgentLink:
 
     # -- questions ----------------------------------------------------------------------------------------
 
-    def ask(self, question: str, timeout: float = ASK_SECONDS) -> t.Any:
-        """The agent's answer to ``question``; its last one (or None) when it cannot answer in time."""
+    def ask(self, question: str | tuple[str, t.Any], timeout: float = ASK_SECONDS) -> t.Any:
+        """The agent's answer to ``question`` (a name, or a name and an argument); its last answer to that name
+        (or None) when it cannot answer in time."""
+        key = question if isinstance(question, str) else question[0]
         if self._shut:
-            return self._last_answers.get(question)
+            return self._last_answers.get(key)
         self._ready()
         with self._lock:
             if self._sock is None:
-                return self._last_answers.get(question)
+                return self._last_answers.get(key)
             self._asked += 1
             number = self._asked
             self._queue(protocol.frame((protocol.ASK, number, question)))
             broken = self._write()
         if broken is not None:
             self._lost(broken)
-            return self._last_answers.get(question)
+            return self._last_answers.get(key)
         deadline = time.monotonic() + timeout
         while number not in self._replies and time.monotonic() < deadline:
             time.sleep(0.002)  # gevent's sleep when patched: the loop reads the reply meanwhile
         if number in self._replies:
-            self._last_answers[question] = self._replies.pop(number)
-        return self._last_answers.get(question)
+            self._last_answers[key] = self._replies.pop(number)
+        return self._last_answers.get(key)
 
     def outstanding(self) -> int:
         """Copies handed off that the agent has not finished (or reported on) yet."""

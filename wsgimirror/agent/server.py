@@ -266,16 +266,19 @@ class Session:
 
     def _answer(self, question: t.Any) -> t.Any:
         comparer = self.agent.comparer
+        dropped = None
+        if isinstance(question, tuple) and len(question) == 2 and isinstance(question[1], dict):
+            question, dropped = question  # a page, with the client's dropped copies to show beside it
         if question == "compare":
             return json.dumps(comparer.snapshot())
         if question == "report_html":
             from ..compare.html import render
 
-            return render(comparer.report()).encode("utf-8")
+            return render(comparer.report(), dropped).encode("utf-8")
         if question == "report_json":
             from ..compare.report import as_json
 
-            return as_json(comparer.report())
+            return as_json(comparer.report(), dropped)
         if question == "circuits":
             newest = list(self.dispatchers.values())[-1:] or []
             return json.dumps({k: v for d in newest for k, v in d.circuits().items()})

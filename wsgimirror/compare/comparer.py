@@ -23,7 +23,7 @@ from ..config import CompareSettings
 from ..response import Answer, AnswerTee
 from ..stats import new_lock
 from .analysis import Analysis
-from .diff import Difference, compare
+from .diff import Difference, MirrorMade, compare
 from .difflog import EXAMPLE_BODY_BYTES, DiffLogWriter, Report
 from .endpoints import Endpoints
 from .redact import Redactor
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 _failed = Throttled(log)
 
 COMPARE_THREADS = 1  # native threads comparing answers, per process: the CPU is bounded by MaxPerSecond
-KEPT_EXAMPLES = 200  # example records kept in memory for ``serve``'s live /compare page
+KEPT_EXAMPLES = 500  # example records kept in memory for the live /compare page, Compare.Examples per field
 SHOWN_VALUE_CHARS = 2048  # a differing value longer than this (as JSON) is cut in the diff log
 
 # Why a mirror's answer was not compared.
@@ -59,7 +59,7 @@ class Comparer:
         self.budget = CaptureBudget(settings.memory_bytes)
         self._pool: t.Any = None  # a gevent ThreadPool, made on first use in each process
         self._pool_pid = -1
-        self.examples: deque[dict[str, t.Any]] = deque(maxlen=KEPT_EXAMPLES)  # the newest, for the live page
+        self.kept = KeptExamples(KEPT_EXAMPLES)  # for the live page
         self.configure(settings)
 
     def configure(self, settings: CompareSettings, removed: frozenset[str] = frozenset(),
@@ -123,11 +123,14 @@ class Comparer:
         app: Answer,
         mirror: Answer,
         cooperative: bool = False,
+        has_baseline: bool = False,
+        made: MirrorMade | None = None,
     ) -> None:
         """Compare and count one mirror's answer; ``request`` gives the request for an example. Never raises.
 
         ``cooperative``: called in a greenlet of gevent's loop (the gevent executor); the diff then runs
-        in a native thread.
+        in a native thread. ``has_baseline``: the route has a baseline cluster. ``made``: what the mirror
+        changed in the request (by default, read from ``environ`` and the head ``request`` gives).
         """
         endpoint = self.endpoint(environ)
         try:
@@ -140,15 +143,19 @@ class Comparer:
             if not self.admit():
                 self.skip(BUDGET, route, cluster, endpoint)
                 return
+            if made is None:
+                made = mirror_made(environ, request()[0])
             differences = self._off_the_loop(
-                cooperative, self._differences, environ.get("REQUEST_METHOD") == "HEAD", app, mirror
+                cooperative, self._differences, environ.get("REQUEST_METHOD") == "HEAD", app, mirror, made
             )
-            self._count(route, cluster, baseline, endpoint, differences, request, app, mirror)
+            latency = (app.elapsed or None, mirror.elapsed or None)
+            self._count(route, cluster, baseline, endpoint, differences, request, app, mirror, has_baseline,
+                        latency)  # fmt: skip
         except Exception:
             _failed.warning("wsgimirror could not compare an answer of route %r", route, exc_info=True)
             self.skip(ERROR, route, cluster, endpoint)
 
-    def _differences(self, head: bool, app: Answer, mirror: Answer) -> list[Difference]:
+    def _differences(self, head: bool, app: Answer, mirror: Answer, made: MirrorMade | None) -> list[Difference]:
         """The differences, on equal terms: when either body is known by its length and hash only (too large
         to keep, or to inflate), or is JSON nested past what can be walked, both are compared that way."""
         settings = self.settings
@@ -160,13 +167,13 @@ class Comparer:
                 comparable(mirror, ignore, head, limit, digest=True),
             )
         try:
-            return compare(a, b, ordered, settings.ignore_fields)
+            return compare(a, b, ordered, settings.ignore_fields, settings.strict_types, made)
         except RecursionError:  # nested deeper than Python walks (some hundreds of levels): as bytes
             a, b = (
                 comparable(app, ignore, head, limit, digest=True),
                 comparable(mirror, ignore, head, limit, digest=True),
             )
-            return compare(a, b, ordered, settings.ignore_fields)
+            return compare(a, b, ordered, settings.ignore_fields, settings.strict_types, made)
 
     def _off_the_loop(
         self, cooperative: bool, work: t.Callable[..., list[Difference]], *args: t.Any
@@ -193,10 +200,13 @@ class Comparer:
         request: t.Callable[[], Shown],
         app: Answer,
         mirror: Answer,
+        has_baseline: bool = False,
+        latency: tuple[float | None, float | None] = (None, None),
     ) -> None:
         settings = self.settings
         pairs = [(d.field, d.kind) for d in differences]
-        endpoint, counted, wanted = self.analysis.record(endpoint, baseline, pairs, settings.examples)
+        endpoint, counted, wanted = self.analysis.record(endpoint, baseline, pairs, settings.examples, has_baseline,
+                                                         latency)  # fmt: skip
         if self._metrics is not None:
             self._metrics.compared(route, cluster, endpoint, "different" if differences else "same")
             source = "baseline" if baseline else "candidate"
@@ -206,7 +216,7 @@ class Comparer:
             source = "baseline" if baseline else "candidate"
             example = self._example(endpoint, route, cluster, source, request, app, mirror, differences)
             if example is not None:
-                self.examples.append(example)
+                self.kept.add(example, wanted)
                 if self._writer is not None:
                     self._writer.write(example)
         if self._writer is not None:
@@ -280,10 +290,7 @@ class Comparer:
             {
                 "type": "counts",
                 "time": round(time.time(), 6),
-                "thresholds": {
-                    "relative": self.settings.relative_threshold,
-                    "absolute": self.settings.absolute_threshold,
-                },
+                "thresholds": self.settings.verdicts()._asdict(),
                 "skipped": skipped,
                 "by_endpoint": endpoints,
             }
@@ -291,12 +298,11 @@ class Comparer:
 
     def report(self) -> Report:
         """This process's results, shaped as ``wsgimirror report`` reads them from diff logs."""
-        endpoints, _ = self.analysis.counts()
-        thresholds = (self.settings.relative_threshold, self.settings.absolute_threshold)
-        return Report(endpoints, list(self.examples), thresholds, 1)
+        endpoints, skipped = self.analysis.counts()
+        return Report(endpoints, self.kept.all(), self.settings.verdicts(), 1, {}, skipped)
 
     def snapshot(self) -> dict[str, t.Any]:
-        return self.analysis.snapshot(self.settings.relative_threshold, self.settings.absolute_threshold)
+        return self.analysis.snapshot(self.settings.verdicts())
 
     def close(self) -> None:
         self.write_counts()
@@ -305,6 +311,51 @@ class Comparer:
 
 
 Shown = t.Tuple[bytes, bytes, int]  # a request for an example: its head, its first body bytes, its length
+
+
+class KeptExamples:
+    """The examples the live page shows: those the diff log gets (``Compare.Examples`` per endpoint and field),
+    at most ``limit`` in all; past it, the oldest of the endpoint and field holding the most goes, so that every
+    endpoint and field keeps some."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = new_lock()
+        self._by_key: dict[tuple[str, str], deque[dict[str, t.Any]]] = {}
+        self._count = 0
+
+    def add(self, example: dict[str, t.Any], fields: t.Sequence[str]) -> None:
+        key = (str(example.get("endpoint", "")), fields[0] if fields else "")
+        with self._lock:
+            self._by_key.setdefault(key, deque()).append(example)
+            self._count += 1
+            while self._count > self.limit:
+                fullest = max(self._by_key, key=lambda k: len(self._by_key[k]))
+                self._by_key[fullest].popleft()
+                if not self._by_key[fullest]:
+                    del self._by_key[fullest]
+                self._count -= 1
+
+    def all(self) -> list[dict[str, t.Any]]:
+        with self._lock:
+            return sorted((e for kept in self._by_key.values() for e in kept), key=lambda e: e.get("time", 0))
+
+
+def mirror_made(environ: WSGIEnvironment, head: bytes) -> MirrorMade:
+    """What the mirror changed in the request: the original request's header values (from ``environ``) against
+    those of the head it sent, header by header (added, removed or changed), ``Host`` included."""
+    sent: dict[str, str] = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            sent.setdefault(name.strip().lower(), value.strip())
+    original = {key[5:].replace("_", "-").lower(): str(value) for key, value in environ.items()
+                if key.startswith("HTTP_") and isinstance(value, str)}  # fmt: skip
+    for key, name in (("CONTENT_TYPE", "content-type"), ("CONTENT_LENGTH", "content-length")):
+        if environ.get(key):
+            original[name] = str(environ[key])
+    pairs = [(original.get(name), sent.get(name)) for name in original.keys() | sent.keys()]
+    return MirrorMade(pairs)
 
 
 def request_record(head: bytes, body: t.Callable[[int], bytes], length: int) -> Shown:

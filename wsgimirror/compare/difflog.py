@@ -37,7 +37,8 @@ from .._logs import Throttled
 from .._paths import NoMatch, expand
 from .._pid import current_pid
 from ..stats import new_lock
-from .analysis import ENDPOINT_COUNTERS, Counts, merge
+from .analysis import ENDPOINT_COUNTERS, FIELD_COUNTERS, LATENCY_ARMS, Counts, merge
+from .verdicts import Settings
 
 log = logging.getLogger(__name__)
 _write_failed = Throttled(log)
@@ -131,9 +132,10 @@ class Report(t.NamedTuple):
 
     counts: Counts  # summed over processes
     examples: list[dict[str, t.Any]]
-    thresholds: tuple[float, float]  # relative, absolute (percent)
+    settings: Settings  # the verdicts' thresholds, as the newest counts record gave them
     processes: int
     damaged: dict[str, int] = {}  # file -> lines that were not JSON, skipped
+    skipped: dict[str, int] = {}  # comparisons not made, by reason, summed over processes
 
 
 EXAMPLES_PER_FIELD = 5  # examples the report keeps per endpoint and field, from all processes together
@@ -160,13 +162,17 @@ def read_logs(patterns: t.Sequence[str]) -> Report:
                     latest[key] = (when, record)
             elif len(examples) < MAX_EXAMPLES and _wanted(record, per_field):
                 examples.append(record)
-    thresholds = (20.0, 0.03)
+    settings = Settings()
     newest = max(latest.values(), key=lambda item: item[0], default=None)
     if newest is not None:
         given = newest[1]["thresholds"]
-        thresholds = (float(given["relative"]), float(given["absolute"]))
+        settings = Settings(**{key: given[key] for key in Settings._fields if key in given})
     counts = merge(record["by_endpoint"] for _, record in latest.values())
-    return Report(counts, examples, thresholds, len(latest), damaged)
+    skipped: dict[str, int] = {}
+    for _, record in latest.values():
+        for reason, count in record["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + count
+    return Report(counts, examples, settings, len(latest), damaged, skipped)
 
 
 def _wanted(example: dict[str, t.Any], per_field: dict[tuple[str, str], int]) -> bool:
@@ -231,10 +237,19 @@ def _check_counts(record: dict[str, t.Any], at: str) -> None:
     if not isinstance(record.get("by_endpoint"), dict):
         raise LogError(f"{at}a counts record without by_endpoint")
     thresholds = _field(record, "thresholds", dict, at, {})
-    for key, default in (("relative", 20.0), ("absolute", 0.03)):
-        value = thresholds[key] = _number(thresholds.get(key, default), f"{at}thresholds.{key}")
+    defaults = Settings()
+    for key in ("relative", "absolute", "latency_threshold"):
+        value = thresholds[key] = _number(thresholds.get(key, getattr(defaults, key)), f"{at}thresholds.{key}")
         if not 0 <= value <= 100:
             raise LogError(f"{at}thresholds.{key} must be from 0 to 100, got {value!r}")
+    confidence = thresholds["confidence"] = _number(thresholds.get("confidence", defaults.confidence),
+                                                    f"{at}thresholds.confidence")  # fmt: skip
+    if not 0.5 <= confidence < 1:
+        raise LogError(f"{at}thresholds.confidence must be at least 0.5 and below 1, got {confidence!r}")
+    _count(thresholds.setdefault("min_samples", defaults.min_samples), f"{at}thresholds.min_samples")
+    thresholds["min_samples"] = max(1, thresholds["min_samples"])
+    if thresholds.setdefault("added_fields", defaults.added_fields) not in ("report", "regression"):
+        raise LogError(f"{at}thresholds.added_fields must be report or regression")
     for reason, count in _field(record, "skipped", dict, at, {}).items():
         _count(count, f"{at}skipped.{reason}")
     for name, endpoint in record["by_endpoint"].items():
@@ -245,10 +260,18 @@ def _check_counts(record: dict[str, t.Any], at: str) -> None:
         for field, values in _field(endpoint, "fields", dict, endpoint_at + ".", {}).items():
             field_at = f"{endpoint_at}.fields[{json.dumps(field)}]"
             _typed(values, dict, field_at)
-            for key in ("differences", "noise"):
+            for key in FIELD_COUNTERS:
                 _count(values.get(key, 0), f"{field_at}.{key}")
             for kind, count in _field(values, "kinds", dict, field_at + ".", {}).items():
                 _count(count, f"{field_at}.kinds.{kind}")
+        for arm, histogram in _field(endpoint, "latency", dict, endpoint_at + ".", {}).items():
+            if arm not in LATENCY_ARMS:
+                raise LogError(f"{endpoint_at}.latency.{arm} is not one of {', '.join(LATENCY_ARMS)}")
+            _typed(histogram, dict, f"{endpoint_at}.latency.{arm}")
+            for bucket, count in histogram.items():
+                if not bucket.isdigit() or len(bucket) > 4:
+                    raise LogError(f"{endpoint_at}.latency.{arm} has a bucket that is not a number: {bucket[:20]!r}")
+                _count(count, f"{endpoint_at}.latency.{arm}.{bucket}")
 
 
 def _check_example(record: dict[str, t.Any], at: str) -> None:

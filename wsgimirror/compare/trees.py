@@ -1,7 +1,8 @@
 """Turn an answer into something comparable: status, headers, and the body as a JSON tree, text or bytes.
 
-The body is decoded from ``Content-Encoding`` gzip or deflate first (within the size limit:
-a body that inflates past it is compared by the hash of what arrived). It becomes a JSON
+The body is decoded from ``Content-Encoding`` gzip, deflate, or br when a Brotli decoder (``brotli`` or
+``brotlicffi``) is installed, first, within the size limit: a body that inflates past it is compared by
+the hash of what arrived; without a decoder a br body is compared as it came. It becomes a JSON
 tree when the content type says JSON or the body parses as a JSON object or array; else
 text when it is UTF-8; else bytes. A body that was too large to keep is a :class:`Digest`
 (its length and SHA-256), and compares equal only to the same digest. A HEAD answer has no body.
@@ -62,8 +63,11 @@ def comparable(
 
 
 def _decoded(data: bytes, encoding: str, limit: int) -> bytes | None:
-    """The body without its content coding; as is when not gzip or deflate or when it does not decode."""
+    """The body without its content coding; as is when not gzip, deflate or br, or when it does not decode;
+    None when it decodes past ``limit``."""
     coding = encoding.strip().lower()
+    if coding == "br":
+        return _unbrotli(data, limit)
     if coding in ("gzip", "x-gzip"):
         wbits = 16 + zlib.MAX_WBITS
     elif coding == "deflate":
@@ -78,6 +82,37 @@ def _decoded(data: bytes, encoding: str, limit: int) -> bytes | None:
     if len(out) > limit or inflater.unconsumed_tail:
         return None
     return out
+
+
+def _brotli() -> t.Any:
+    """The Brotli module installed (``brotli``, else ``brotlicffi``), or None."""
+    for name in ("brotli", "brotlicffi"):
+        try:
+            return __import__(name)
+        except ImportError:
+            continue
+    return None
+
+
+def _unbrotli(data: bytes, limit: int) -> bytes | None:
+    """A br body decoded, never past ``limit + 1`` bytes of output (each step is bounded by it)."""
+    module = _brotli()
+    if module is None:
+        return data
+    decoder = module.Decompressor()
+    out = bytearray()
+    try:
+        piece = decoder.process(data, output_buffer_limit=limit + 1)
+        while piece:
+            out += piece
+            if len(out) > limit or decoder.is_finished():
+                break
+            piece = decoder.process(b"", output_buffer_limit=limit + 1 - len(out))
+    except (module.error, TypeError):  # not Brotli after all, or a module too old to bound its output
+        return data
+    if len(out) > limit:
+        return None
+    return bytes(out) if decoder.is_finished() else data
 
 
 def body_tree(data: bytes, content_type: str) -> tuple[Body, bool]:
