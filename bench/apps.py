@@ -62,7 +62,7 @@ def build(app_name: str, case: str, fast_port: int, slow_port: int, dead_port: i
     otherwise they are sent in-process. ``BENCH_COMPARE`` compares every mirror's answer with the app's."""
     import os
 
-    from wsgimirror import MirrorMiddleware
+    from wsgimirror.middleware import MirrorMiddleware
 
     app = {
         "flask": flask_app,

@@ -31,10 +31,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from compare_server import document  # noqa: E402
 
-from wsgimirror.capture import CaptureBudget  # noqa: E402
+from wsgimirror.capture.answer import Answer  # noqa: E402
+from wsgimirror.capture.body import CaptureBudget  # noqa: E402
 from wsgimirror.compare.comparer import Comparer  # noqa: E402
-from wsgimirror.config import CompareSettings  # noqa: E402
-from wsgimirror.response import Answer  # noqa: E402
+from wsgimirror.config.model import CompareSettings  # noqa: E402
 
 
 def cpu_per_comparison(n: int = 3000) -> float:

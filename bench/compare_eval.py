@@ -50,7 +50,7 @@ os.environ["WSGIMIRROR_AGENT"] = "in-process"  # one process holds the app, its 
 import gevent  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
-from wsgimirror import MirrorMiddleware  # noqa: E402
+from wsgimirror.middleware import MirrorMiddleware  # noqa: E402
 
 CACHE = Path(os.environ.get("WSGIMIRROR_EVAL_CACHE", Path.home() / ".cache" / "wsgimirror-eval"))
 PINS = ["httpbin==0.10.2", "pypiserver==2.4.2"]

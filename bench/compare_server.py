@@ -16,8 +16,8 @@ import sys  # noqa: E402
 
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
-from wsgimirror import MirrorMiddleware  # noqa: E402
-from wsgimirror.serving import make_listener  # noqa: E402
+from wsgimirror.middleware import MirrorMiddleware  # noqa: E402
+from wsgimirror.util.listen import make_listener  # noqa: E402
 
 
 def document(size: int) -> bytes:

@@ -21,7 +21,7 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 from apps import BODY, config, plain_app  # noqa: E402
 
-from wsgimirror import MirrorMiddleware  # noqa: E402
+from wsgimirror.middleware import MirrorMiddleware  # noqa: E402
 
 N = 20_000
 

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from apps import nested_document  # noqa: E402
 
-from wsgimirror.serving import make_listener  # noqa: E402
+from wsgimirror.util.listen import make_listener  # noqa: E402
 
 BODY = nested_document(900_000, variant=1)
 

@@ -36,10 +36,10 @@ import gevent  # noqa: E402
 import gevent.pool  # noqa: E402
 from send_cost import ENVIRON, PORT  # noqa: E402
 
-from wsgimirror.capture import BodyBuffer  # noqa: E402
-from wsgimirror.config import Destination  # noqa: E402
-from wsgimirror.head import build_head  # noqa: E402
-from wsgimirror.transport import MirrorHTTPConnectionPool, exchange  # noqa: E402
+from wsgimirror.capture.body import BodyBuffer  # noqa: E402
+from wsgimirror.config.model import Destination  # noqa: E402
+from wsgimirror.send.head import build_head  # noqa: E402
+from wsgimirror.send.transport import MirrorHTTPConnectionPool, exchange  # noqa: E402
 
 RATE = 400  # requests (ticks) per second, as bench/cpu_per_mirror.py serves them
 BODY = b"x" * 1024

@@ -21,8 +21,9 @@ from gevent.pywsgi import WSGIServer  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.helpers import Client, wait_until  # noqa: E402
-from wsgimirror import MirrorMiddleware, transport  # noqa: E402
-from wsgimirror.serving import make_listener  # noqa: E402
+from wsgimirror.middleware import MirrorMiddleware  # noqa: E402
+from wsgimirror.send import transport  # noqa: E402
+from wsgimirror.util.listen import make_listener  # noqa: E402
 
 MIRRORS = 200
 

@@ -29,8 +29,8 @@ from tests.e2e.compare_apps import users_v1, users_v2  # noqa: E402
 from tests.e2e.test_compare import compare_config, url  # noqa: E402
 from tests.e2e.test_compare_trust import json_app  # noqa: E402
 from tests.helpers import one_request, serve, wait_until  # noqa: E402
-from wsgimirror import MirrorMiddleware  # noqa: E402
-from wsgimirror.cli import main as wsgimirror  # noqa: E402
+from wsgimirror.commands.cli import main as wsgimirror  # noqa: E402
+from wsgimirror.middleware import MirrorMiddleware  # noqa: E402
 
 
 def versions() -> tuple[t.Any, t.Any]:

@@ -17,10 +17,10 @@ import sys  # noqa: E402
 import gevent.pool  # noqa: E402
 from urllib3 import HTTPConnectionPool, Timeout  # noqa: E402
 
-from wsgimirror.capture import BodyBuffer  # noqa: E402
-from wsgimirror.config import Destination  # noqa: E402
-from wsgimirror.head import build_head  # noqa: E402
-from wsgimirror.transport import MirrorHTTPConnectionPool, exchange  # noqa: E402
+from wsgimirror.capture.body import BodyBuffer  # noqa: E402
+from wsgimirror.config.model import Destination  # noqa: E402
+from wsgimirror.send.head import build_head  # noqa: E402
+from wsgimirror.send.transport import MirrorHTTPConnectionPool, exchange  # noqa: E402
 
 PORT = 18931
 ENVIRON = {

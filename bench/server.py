@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from apps import build  # noqa: E402
 
-from wsgimirror.serving import make_listener  # noqa: E402
+from wsgimirror.util.listen import make_listener  # noqa: E402
 
 
 def main() -> None:

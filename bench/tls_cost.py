@@ -19,15 +19,11 @@ import gevent.pool  # noqa: E402
 import trustme  # noqa: E402
 from send_cost import BODY, ENVIRON  # noqa: E402
 
-from wsgimirror.capture import BodyBuffer  # noqa: E402
-from wsgimirror.config import (  # noqa: E402
-    Destination,
-    HttpClientSettings,
-    MirrorSettings,
-)
-from wsgimirror.head import build_head  # noqa: E402
-from wsgimirror.sender import _new_pool  # noqa: E402
-from wsgimirror.transport import exchange  # noqa: E402
+from wsgimirror.agent.runtime import _new_pool  # noqa: E402
+from wsgimirror.capture.body import BodyBuffer  # noqa: E402
+from wsgimirror.config.model import Destination, HttpClientSettings, MirrorSettings  # noqa: E402
+from wsgimirror.send.head import build_head  # noqa: E402
+from wsgimirror.send.transport import exchange  # noqa: E402
 
 PLAIN, TLS = 18941, 18942
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 CONFIG = os.environ.get("WSGIMIRROR_CONFIG", str(Path(__file__).with_name("mirror.json")))
 
@@ -59,7 +59,7 @@ def create_mirrored_app(config: str = CONFIG) -> Flask:
 if __name__ == "__main__":
     from gevent.pywsgi import WSGIServer
 
-    from wsgimirror.serving import make_listener
+    from wsgimirror.util.listen import make_listener
 
     host, _, port = (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:8000").rpartition(":")
     listener = make_listener((host, int(port)))

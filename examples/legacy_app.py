@@ -29,8 +29,8 @@ def application(environ, start_response):
 if __name__ == "__main__":
     from gevent.pywsgi import WSGIServer
 
-    from wsgimirror import MirrorMiddleware
-    from wsgimirror.serving import make_listener
+    from wsgimirror.middleware import MirrorMiddleware
+    from wsgimirror.util.listen import make_listener
 
     config = os.environ.get("WSGIMIRROR_CONFIG", str(Path(__file__).with_name("mirror.json")))
     host, _, port = (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:8000").rpartition(":")

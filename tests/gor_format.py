@@ -1,7 +1,7 @@
 """An independent reader of GoReplay's file format, written from its byte-level facts, to check our files.
 
 A file is payloads, each ``TYPE ID TIMESTAMP_NS LATENCY_NS\\n`` + raw HTTP message + ``\\n🐵🙈🙉\\n``.
-It shares no code with ``wsgimirror.gor`` on purpose: both would agree on the same mistake.
+It shares no code with ``wsgimirror.record.gor`` on purpose: both would agree on the same mistake.
 """
 
 from __future__ import annotations

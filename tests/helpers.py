@@ -13,7 +13,7 @@ from pathlib import Path
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from wsgimirror.sink import RawTargetHandler
+from wsgimirror.commands.serve import RawTargetHandler
 
 
 def serve(app, handler_class=WSGIHandler, port: int = 0) -> WSGIServer:

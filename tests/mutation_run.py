@@ -22,43 +22,54 @@ WORK = ROOT / ".mutation"
 
 # module -> the tests about it (in-process only)
 TESTS: dict[str, list[str]] = {
-    "config": ["tests/test_config.py", "tests/test_config_messages.py", "tests/test_appsettings.py",
-               "tests/test_transforms.py",
-               "tests/e2e/test_tls.py::test_invalid_http_client_values_name_their_key",
-               "tests/e2e/test_tls.py::test_tls_settings_as_appsettings_spell_them_load"],
-    "appsettings": ["tests/test_appsettings.py", "tests/test_config.py"],
-    "syntax": ["tests/test_head.py", "tests/test_routing.py", "tests/test_config.py", "tests/test_transforms.py"],
-    "routing": ["tests/test_routing.py", "tests/e2e/test_transparency.py"],
-    "capture": ["tests/test_capture.py", "tests/e2e/test_mirroring.py", "tests/e2e/test_transparency.py"],
-    "balancing": ["tests/test_balancing.py", "tests/test_sampling.py", "tests/test_sender.py"],
-    "transforms": ["tests/test_transforms.py", "tests/test_appsettings.py"],
-    "head": ["tests/test_head.py", "tests/test_transforms.py", "tests/e2e/test_hostile_requests.py",
-             "-k", "not gunicorn and not werkzeug"],
-    "sender": ["tests/test_sender.py", "tests/test_accounting.py", "tests/e2e/test_breaker.py",
-               "tests/e2e/test_reload.py", "tests/e2e/test_control_faults.py", "tests/e2e/test_record.py",
-               "tests/e2e/test_compare.py", "tests/e2e/test_resilience.py", "tests/e2e/test_mirroring.py",
-               "tests/e2e/test_stats.py",
-               "tests/e2e/test_transparency.py::test_with_a_loop_token_a_forged_mark_is_stripped_and_the_request_mirrored",
-               "tests/e2e/test_mirror_faults.py::test_a_destination_that_never_accepts_fails_as_connect_timeout_after_connect_timeout",
-               "-k",
-               "not sigterm and not sighup and not check_and_serve and not gunicorn"],
-    "transport": ["tests/test_transport.py", "tests/e2e/test_mirror_faults.py", "tests/e2e/test_tls.py",
-                  "tests/test_sender.py", "tests/e2e/test_compare.py"],
-    # shadow comparison (a module of the compare package is named with a dot)
-    "response": ["tests/test_response.py", "tests/test_compare.py", "tests/e2e/test_compare.py"],
-    "compare.trees": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
-    "compare.diff": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
-    "compare.endpoints": ["tests/test_compare.py", "tests/e2e/test_compare.py"],
-    "compare.analysis": ["tests/test_compare.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
-    "compare.comparer": ["tests/test_comparer.py", "tests/e2e/test_compare.py",
+    # configuration
+    **{f"config.{part}": ["tests/config/test_config.py", "tests/config/test_config_messages.py",
+                          "tests/config/test_appsettings.py", "tests/config/test_transforms.py",
+                          "tests/e2e/test_tls.py::test_invalid_http_client_values_name_their_key",
+                          "tests/e2e/test_tls.py::test_tls_settings_as_appsettings_spell_them_load"]
+       for part in ("model", "load", "sections", "rules")},
+    "config.appsettings": ["tests/config/test_appsettings.py", "tests/config/test_config.py"],
+    "config.transforms": ["tests/config/test_transforms.py", "tests/config/test_appsettings.py"],
+    "util.syntax": ["tests/send/test_head.py", "tests/capture/test_routing.py", "tests/config/test_config.py",
+                    "tests/config/test_transforms.py"],
+    # capture on the request path
+    "capture.routing": ["tests/capture/test_routing.py", "tests/e2e/test_transparency.py"],
+    "capture.body": ["tests/capture/test_body.py", "tests/e2e/test_mirroring.py", "tests/e2e/test_transparency.py"],
+    "capture.answer": ["tests/capture/test_answer.py", "tests/compare/test_diff.py", "tests/e2e/test_compare.py"],
+    # picking and sending
+    "send.pick": ["tests/send/test_pick.py", "tests/send/test_sampling.py", "tests/send/test_breaker.py"],
+    "send.head": ["tests/send/test_head.py", "tests/config/test_transforms.py", "tests/e2e/test_hostile_requests.py",
+                  "-k", "not gunicorn and not werkzeug"],
+    **{module: ["tests/send/test_breaker.py", "tests/test_stats.py", "tests/e2e/test_breaker.py",
+                "tests/e2e/test_reload.py", "tests/e2e/test_control_faults.py", "tests/e2e/test_record.py",
+                "tests/e2e/test_compare.py", "tests/e2e/test_resilience.py", "tests/e2e/test_mirroring.py",
+                "tests/e2e/test_stats.py",
+                "tests/e2e/test_transparency.py::test_with_a_loop_token_a_forged_mark_is_stripped_and_the_request_mirrored",
+                "tests/e2e/test_mirror_faults.py::test_a_destination_that_never_accepts_fails_as_connect_timeout_after_connect_timeout",
+                "-k",
+                "not sigterm and not sighup and not check_and_serve and not gunicorn"]
+       for module in ("send.breaker", "send.executors", "send.pools", "agent.runtime", "agent.dispatch")},
+    "send.transport": ["tests/send/test_transport.py", "tests/e2e/test_mirror_faults.py", "tests/e2e/test_tls.py",
+                       "tests/send/test_breaker.py", "tests/e2e/test_compare.py"],
+    # shadow comparison
+    "compare.trees": ["tests/compare/test_diff.py", "tests/e2e/test_compare.py"],
+    "compare.diff": ["tests/compare/test_diff.py", "tests/e2e/test_compare.py"],
+    "compare.endpoints": ["tests/compare/test_diff.py", "tests/e2e/test_compare.py"],
+    "compare.analysis": ["tests/compare/test_diff.py", "tests/compare/test_verdicts.py", "tests/e2e/test_compare.py",
+                         "tests/e2e/test_compare_report.py"],
+    "compare.verdicts": ["tests/compare/test_verdicts.py", "tests/compare/test_diff.py"],
+    "compare.comparer": ["tests/compare/test_comparer.py", "tests/e2e/test_compare.py",
                          "tests/e2e/test_record.py::test_answers_are_cut_at_compare_max_body_bytes_and_keep_their_own_content_length"],
-    "compare.difflog": ["tests/test_difflog.py", "tests/e2e/test_compare.py", "tests/e2e/test_compare_report.py"],
+    "compare.difflog": ["tests/compare/test_difflog.py", "tests/e2e/test_compare.py",
+                        "tests/e2e/test_compare_report.py"],
     # record and replay (replay's own runs are child processes: only its in-process tests count)
-    "gor": ["tests/test_gor.py", "tests/test_replay.py", "tests/e2e/test_record.py"],
-    "record": ["tests/e2e/test_record.py", "-k", "not gunicorn"],
+    "record.gor": ["tests/record/test_gor.py", "tests/record/test_replay.py", "tests/e2e/test_record.py"],
+    "record.recorder": ["tests/e2e/test_record.py", "-k", "not gunicorn"],
     # (two pacing tests take 2 to 10 s each, and the pty and Ctrl-C ones run the command as a child process)
-    "replay": ["tests/test_replay.py", "tests/e2e/test_replay.py", "-k",
-               "not pacing and not on_a_terminal and not ctrl_c and not fixed_rate"],
+    **{module: ["tests/record/test_replay.py", "tests/e2e/test_replay.py", "-k",
+                "not pacing and not on_a_terminal and not ctrl_c and not fixed_rate"]
+       for module in ("record.source", "record.replay", "record.summary")},
+
 }  # fmt: skip
 COPIED = ("wsgimirror", "tests", "examples", "setup.py", "README.md")
 

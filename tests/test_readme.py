@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from wsgimirror.config import (
+from wsgimirror.config.model import (
     KNOWN_AGENT_KEYS,
     KNOWN_COMPARE_KEYS,
     KNOWN_HTTP_CLIENT_KEYS,
@@ -11,7 +11,7 @@ from wsgimirror.config import (
     KNOWN_MIRROR_METADATA,
     KNOWN_RECORD_KEYS,
 )
-from wsgimirror.transforms import _APPLY
+from wsgimirror.config.transforms import _APPLY
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

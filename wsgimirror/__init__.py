@@ -10,11 +10,13 @@ import logging
 import typing as t
 
 if t.TYPE_CHECKING:
-    from .config import Config, load_config
+    from .commands.serve import RawTargetHandler
+    from .config.load import load_config
+    from .config.model import Config
     from .errors import ConfigError
     from .middleware import MirrorMiddleware
 
-__all__ = ["Config", "ConfigError", "MirrorMiddleware", "load_config"]
+__all__ = ["Config", "ConfigError", "MirrorMiddleware", "RawTargetHandler", "load_config"]
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -22,6 +24,7 @@ _EXPORTS = {
     "load_config": "config",
     "Config": "config",
     "ConfigError": "errors",
+    "RawTargetHandler": "commands.serve",  # gevent's handler that keeps the request target as the client sent it
 }
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import typing as t
 
-from ._text import printable
 from .stats import TIMEOUTS
+from .util.text import printable
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -25,19 +25,21 @@ import logging
 import time
 import typing as t
 
-from ._logs import Throttled
+from .agent.dispatch import Dispatcher
 from .agent.handoff import AgentDispatcher, AgentLink, link_for
 from .agent.handoff import mode as agent_mode
-from .balancing import sampled_in
-from .capture import BodyBuffer, CaptureBudget, TeeInput, tee_input
+from .agent.runtime import Runtime, address_keys
+from .capture.answer import Answer, AnswerTee
+from .capture.body import BodyBuffer, CaptureBudget, TeeInput, tee_input
+from .capture.routing import Router
 from .compare.comparer import Comparer
 from .compare.difflog import Report
-from .config import Config, ConfigSource, MirrorSettings, Route, load_config
-from .response import Answer, AnswerTee
-from .routing import Router
-from .sender import Dispatcher, Runtime, address_keys
+from .config.load import load_config
+from .config.model import Config, ConfigSource, MirrorSettings, Route
+from .send.pick import sampled_in
 from .stats import Drop, Stats
-from .syntax import connection_tokens
+from .util.logs import Throttled
+from .util.syntax import connection_tokens
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

@@ -14,19 +14,13 @@ from __future__ import annotations
 import typing as t
 from collections import Counter, defaultdict, deque
 
-from ._gevent import original
+from .util.green import new_lock
 
 LATENCY_SAMPLES = 2048  # per cluster: the most recent mirror durations, for p50 / p99
 TIMEOUTS = ("timeout", "connect_timeout")
 PICKED = "picked"  # a destination's copies: those picked for it, sent or dropped after the pick
 
 Drop = t.Tuple[str, t.Sequence[str]]  # a reason, and the clusters whose copies were given up for it
-
-
-# A real OS-thread lock, even after gevent monkey-patching. The critical sections here are a
-# few increments with no I/O, so no greenlet can switch while one is held; gevent's patched
-# lock costs ten times as much.
-new_lock: t.Callable[[], t.Any] = original("_thread", "allocate_lock")
 
 
 class StatsListener(t.Protocol):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from examples.django_site import views
 
 urlpatterns = [
     path("api/body", views.body),

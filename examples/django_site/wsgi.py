@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.core.wsgi import get_wsgi_application
 
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_site.settings")
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.agent.conftest import alive
 from tests.helpers import Client, assert_accounted, one_request, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def echo(environ, start_response):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.agent.test_agent import echo, mirror_to, settled
 from tests.helpers import one_request
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def listening_tcp(pid: int) -> list[tuple[str, int]]:

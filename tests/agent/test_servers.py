@@ -126,7 +126,7 @@ def test_a_threaded_server_mirrors_through_the_agent_by_default(deployment, sink
 
 def test_an_embedded_agent_exits_once_it_has_had_no_client_for_its_idle_seconds(tmp_path, sink, monkeypatch):
     from tests.helpers import serve as serve_app
-    from wsgimirror import MirrorMiddleware
+    from wsgimirror.middleware import MirrorMiddleware
 
     monkeypatch.delenv("WSGIMIRROR_AGENT")
     socket_dir = tmp_path / "run"

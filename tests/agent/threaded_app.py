@@ -9,7 +9,7 @@ import sys
 
 from werkzeug.serving import make_server
 
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def app(environ, start_response):

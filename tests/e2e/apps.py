@@ -39,7 +39,7 @@ def app(environ, start_response):
 
 def with_stats(config):
     """``app`` in a MirrorMiddleware, behind a ``/__stats`` path that answers its stats."""
-    from wsgimirror import MirrorMiddleware
+    from wsgimirror.middleware import MirrorMiddleware
 
     mirrored = MirrorMiddleware(app, config)
 

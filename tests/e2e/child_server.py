@@ -24,7 +24,7 @@ from urllib.parse import parse_qs  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from tests.e2e.apps import app  # noqa: E402
-from wsgimirror.serving import make_listener  # noqa: E402
+from wsgimirror.util.listen import make_listener  # noqa: E402
 
 
 def memory_kb() -> dict:

@@ -5,7 +5,7 @@ import logging
 import gevent
 
 from tests.helpers import Client, ScriptedServer, Sink, free_port, mirror_config, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def app(environ, start_response):

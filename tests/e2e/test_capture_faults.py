@@ -12,15 +12,7 @@ import os
 import gevent
 import pytest
 
-from tests.helpers import (
-    ChildServer,
-    Client,
-    assert_accounted,
-    mirror_config,
-    request_bytes,
-    wait_until,
-    write_config,
-)
+from tests.helpers import ChildServer, Client, assert_accounted, mirror_config, request_bytes, wait_until, write_config
 
 MiB = 1 << 20
 
@@ -113,7 +105,7 @@ def config_with_clusters(sinks, **mirror) -> dict:
 @pytest.mark.parametrize("clusters", [1, 2, 3])
 def test_large_spilled_bodies_reach_every_cluster_byte_for_byte(server, make_sink, clusters):
     from tests.e2e.apps import app
-    from wsgimirror import MirrorMiddleware
+    from wsgimirror.middleware import MirrorMiddleware
 
     sinks = [make_sink() for _ in range(clusters)]
     mw = MirrorMiddleware(app, config_with_clusters(sinks, MemoryBodyBytes=64 * 1024, Timeout=30))

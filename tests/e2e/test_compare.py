@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.compare_apps import answering, users_v1, users_v2
 from tests.helpers import Client, one_request, request_bytes, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 ENDPOINT = "GET /users/{id}"
 
@@ -253,7 +253,7 @@ def test_a_request_that_cannot_be_sent_as_http_is_dropped_with_nothing_compared_
     import io
     import logging
 
-    caplog.set_level(logging.DEBUG, logger="wsgimirror.sender")
+    caplog.set_level(logging.DEBUG, logger="wsgimirror.agent.dispatch")
     candidate = url(server(users_v2))
     mw = MirrorMiddleware(users_v1, compare_config(candidate))
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/users/1", "SERVER_NAME": "h", "SERVER_PORT": "80",
@@ -270,7 +270,7 @@ def test_a_request_that_cannot_be_sent_as_http_is_dropped_with_nothing_compared_
     compare = mw.stats()["compare"]
     assert (compare["compared"], compare["skipped"]) == (0, {})
     assert mw._comparer.budget.memory == 0 and mw.stats()["capture"]["memory_bytes"] == 0
-    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.sender"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.agent.dispatch"] == [
         f"not mirrored to {candidate}: HTTP_BAD NAME is not a header name"
     ]
 

@@ -10,7 +10,7 @@ import pytest
 from tests.e2e.compare_apps import users_v1, users_v2
 from tests.e2e.test_compare import compare_config, url
 from tests.helpers import Process, free_port, one_request, wait_until, write_config
-from wsgimirror.cli import main
+from wsgimirror.commands.cli import main
 
 PY = sys.executable
 ENDPOINT = "GET /users/{id}"

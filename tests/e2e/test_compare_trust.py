@@ -10,7 +10,7 @@ import time
 
 from tests.e2e.test_compare import compare_config, settled, url
 from tests.helpers import one_request, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def json_app(make, *, status=lambda environ: "200 OK", encode=None, delay=0.0):
@@ -149,7 +149,7 @@ def test_without_a_baseline_echoes_of_what_the_mirror_changed_are_mirror_made(se
 
 
 def test_a_slower_candidate_gets_its_own_verdict_against_the_baseline(server, tmp_path, capsys):
-    from wsgimirror.cli import main
+    from wsgimirror.commands.cli import main
 
     fast, slow = json_app(lambda e: {"a": 1}), json_app(lambda e: {"a": 1}, delay=0.03)
     log = tmp_path / "diff.jsonl"
@@ -169,7 +169,7 @@ def test_a_slower_candidate_gets_its_own_verdict_against_the_baseline(server, tm
 
 
 def test_the_report_orders_by_excess_folds_the_noise_and_shows_what_was_not_compared(server, tmp_path, capsys):
-    from wsgimirror.cli import main
+    from wsgimirror.commands.cli import main
 
     def v1(environ):
         return {"n": 1, "noise": random.random()}
@@ -198,7 +198,7 @@ def test_the_report_orders_by_excess_folds_the_noise_and_shows_what_was_not_comp
 
 
 def test_comparisons_not_made_are_shown_with_their_reasons(server, tmp_path, capsys):
-    from wsgimirror.cli import main
+    from wsgimirror.commands.cli import main
 
     app = json_app(lambda e: {"a": 1})
     log = tmp_path / "diff.jsonl"

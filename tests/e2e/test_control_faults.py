@@ -26,8 +26,8 @@ from tests.helpers import (
     wait_until,
     write_config,
 )
-from wsgimirror import MirrorMiddleware
-from wsgimirror.cli import main
+from wsgimirror.commands.cli import main
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def app(environ, start_response):

@@ -22,8 +22,8 @@ from tests.e2e.test_record import files, record_config, recorded
 from tests.e2e.test_replay import get, gor, replay
 from tests.gor_format import payloads
 from tests.helpers import ROOT, Sink, serve, wait_until
-from wsgimirror import MirrorMiddleware
-from wsgimirror.gor import SEPARATOR
+from wsgimirror.middleware import MirrorMiddleware
+from wsgimirror.record.gor import SEPARATOR
 
 DATA = ROOT / "tests" / "data" / "goreplay"
 EMOJI = "🐵🙈🙉".encode()
@@ -261,7 +261,7 @@ def test_a_replay_refused_everywhere_reports_no_latency_and_no_answer_rate(tmp_p
 
 HIGH_WATER = """
 import sys
-from wsgimirror.cli import main
+from wsgimirror.commands.cli import main
 try:
     status = main(sys.argv[1:])
 finally:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.apps import with_stats
 from tests.helpers import ROOT, Client, Process, ScriptedServer, free_port, mirror_config, serve, wait_until
-from wsgimirror.serving import RawTargetHandler
+from wsgimirror.commands.serve import RawTargetHandler
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 

@@ -14,7 +14,7 @@ import gevent
 import pytest
 
 from tests.helpers import Client, ScriptedServer, free_port, mirror_config, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 

@@ -14,7 +14,7 @@ import pytest
 from werkzeug.middleware.lint import LintMiddleware
 
 from tests.helpers import Client, free_port, mirror_config, one_request, open_files, request_bytes, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 SEED = Path(__file__).parent.parent / "data" / "seed.json"
 BIG = os.urandom(3 * 1024 * 1024 + 17)

@@ -18,8 +18,9 @@ import pytest
 
 from tests.gor_format import ID, payloads
 from tests.helpers import Client, Process, free_port, one_request, wait_until, write_config
-from wsgimirror import ConfigError, MirrorMiddleware, load_config
-from wsgimirror.record import Recorder
+from wsgimirror import ConfigError, load_config
+from wsgimirror.middleware import MirrorMiddleware
+from wsgimirror.record.recorder import Recorder
 
 PY = sys.executable
 
@@ -224,11 +225,11 @@ def test_the_hour_in_a_path_expands_when_a_chunk_opens(recording, tmp_path):
 
 
 def test_a_full_disk_fails_the_copies_it_refuses_then_recording_resumes_in_a_new_chunk(recording, tmp_path, caplog):
-    from wsgimirror import record as record_module
+    from wsgimirror.record import recorder as record_module
 
     record_module._failed._next, record_module._failed._held = 0.0, 0
     caplog.set_level(logging.WARNING, logger="wsgimirror.record")
-    caplog.set_level(logging.WARNING, logger="wsgimirror.sender")
+    caplog.set_level(logging.WARNING, logger="wsgimirror.send.breaker")
     config = record_config(f"file://{tmp_path}/t.gor", record_responses=False, Record={"FlushSeconds": 0.1})
     middleware, address = recording(config)
     one_request(address, method="POST", target="/before", body=b"1")
@@ -250,7 +251,7 @@ def test_a_full_disk_fails_the_copies_it_refuses_then_recording_resumes_in_a_new
     for part in (stats["by_route"]["all"], stats["by_cluster"]["rec"], stats["by_destination"][destination]):
         assert (part["mirrored"], part["succeeded"], part["failed"], part["failures"]) == (3, 2, 1, {"disk_full": 1})
     assert 0 < stats["by_cluster"]["rec"]["latency_ms"]["p99"] < 5000  # from submission to the write's outcome
-    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.sender"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.send.breaker"] == [
         f"mirror destination file://{tmp_path}/t.gor (cluster 'rec', route 'all') is failing: "
         f"disk_full: cannot write {tmp_path}/t.gor",
         f"mirror destination file://{tmp_path}/t.gor (cluster 'rec') recovered after 1 failures",
@@ -279,8 +280,8 @@ class _SlowBody:
 def test_past_queue_bytes_copies_are_refused_as_backlog_full_and_nothing_is_held():
     import threading
 
-    from wsgimirror.config import RecordSettings
-    from wsgimirror.record import Record
+    from wsgimirror.config.model import RecordSettings
+    from wsgimirror.record.recorder import Record
 
     gate = threading.Lock()
     gate.acquire()
@@ -512,8 +513,8 @@ def test_max_bytes_holds_exactly_the_copies_that_fit(recording, tmp_path):
 
 
 def an_answer(headers, body=b"body", status="200 OK"):
-    from wsgimirror.capture import CaptureBudget
-    from wsgimirror.response import Answer
+    from wsgimirror.capture.answer import Answer
+    from wsgimirror.capture.body import CaptureBudget
 
     answer = Answer(1 << 20, CaptureBudget())
     answer.status_text, answer.headers = status, list(headers)
@@ -522,7 +523,7 @@ def an_answer(headers, body=b"body", status="200 OK"):
 
 
 def test_a_recorded_answer_frames_itself_without_transfer_encoding():
-    from wsgimirror.record import response_message
+    from wsgimirror.record.recorder import response_message
 
     assert response_message(an_answer([("Transfer-Encoding", "chunked"), ("X-A", "1")])) == (
         b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 4\r\n\r\nbody"
@@ -554,15 +555,15 @@ class _Body:
 
 
 def a_record(body, outcomes, head=b"GET / HTTP/1.1\r\n\r\n"):
-    from wsgimirror.record import Record
+    from wsgimirror.record.recorder import Record
 
     return Record("c" * 24, 1, head, body, None, -1, lambda r, why: outcomes.append((r.id, why)))
 
 
 def held_recorder(tmp_path, name="t.gor", **settings):
     """A recorder whose writer is held on a first copy until the returned gate is released."""
-    from wsgimirror.config import RecordSettings
-    from wsgimirror.stats import new_lock
+    from wsgimirror.config.model import RecordSettings
+    from wsgimirror.util.green import new_lock
 
     gate = new_lock()  # a native lock: the writer is a native thread
     gate.acquire()
@@ -574,8 +575,8 @@ def held_recorder(tmp_path, name="t.gor", **settings):
 
 
 def test_closing_gives_a_stuck_writer_only_the_time_left_and_says_it_did_not_finish(tmp_path):
-    from wsgimirror.sender import Runtime
-    from wsgimirror.stats import new_lock
+    from wsgimirror.agent.runtime import Runtime
+    from wsgimirror.util.green import new_lock
 
     config = load_config(record_config(f"file://{tmp_path}/t.gor"))
     cluster = config.clusters["rec"]
@@ -621,7 +622,7 @@ def test_past_max_bytes_recording_stops_for_good_with_one_warning(tmp_path, capl
 
 
 def test_a_bug_while_writing_fails_the_copy_as_io_error_and_the_next_one_is_written(tmp_path, caplog):
-    from wsgimirror import record as record_module
+    from wsgimirror.record import recorder as record_module
 
     record_module._failed._next, record_module._failed._held = 0.0, 0
     caplog.set_level(logging.WARNING, logger="wsgimirror.record")
@@ -639,11 +640,11 @@ def test_a_bug_while_writing_fails_the_copy_as_io_error_and_the_next_one_is_writ
 
 
 def test_without_gevents_threads_outcomes_are_counted_by_the_writer_itself(tmp_path, monkeypatch):
-    from wsgimirror import record as record_module
+    from wsgimirror.record import recorder as record_module
 
     monkeypatch.setattr(record_module, "_hub_watcher", lambda deliver: None)
     outcomes: list = []
-    from wsgimirror.config import RecordSettings
+    from wsgimirror.config.model import RecordSettings
 
     recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(flush_seconds=0.05))
     body, broken = _Body(5), _Body(5, fail=RuntimeError("a bug"))
@@ -657,9 +658,9 @@ def test_without_gevents_threads_outcomes_are_counted_by_the_writer_itself(tmp_p
 
 
 def test_a_failure_to_count_an_outcome_is_logged_and_the_others_are_still_counted(tmp_path, caplog):
-    from wsgimirror import record as record_module
-    from wsgimirror.config import RecordSettings
-    from wsgimirror.record import Record
+    from wsgimirror.config.model import RecordSettings
+    from wsgimirror.record import recorder as record_module
+    from wsgimirror.record.recorder import Record
 
     record_module._failed._next, record_module._failed._held = 0.0, 0
     caplog.set_level(logging.WARNING, logger="wsgimirror.record")
@@ -680,8 +681,8 @@ def test_a_failure_to_count_an_outcome_is_logged_and_the_others_are_still_counte
 
 
 def test_what_a_copy_reserves_of_max_bytes_covers_what_it_writes_and_little_more(tmp_path):
-    from wsgimirror.config import RecordSettings
-    from wsgimirror.record import Record
+    from wsgimirror.config.model import RecordSettings
+    from wsgimirror.record.recorder import Record
 
     recorder = Recorder(str(tmp_path / "t.gor"), RecordSettings(flush_seconds=0.05))
     long_head = b"POST /a/long/path?x=1 HTTP/1.1\r\nHost: h.example\r\nX-A: " + b"a" * 500 + b"\r\n\r\n"
@@ -707,7 +708,7 @@ def test_what_a_copy_reserves_of_max_bytes_covers_what_it_writes_and_little_more
 def test_a_request_that_cannot_be_written_as_http_is_not_recorded_and_its_answer_is_untouched(tmp_path, caplog):
     import io
 
-    caplog.set_level(logging.DEBUG, logger="wsgimirror.sender")
+    caplog.set_level(logging.DEBUG, logger="wsgimirror.agent.dispatch")
     middleware = MirrorMiddleware(echo_app, record_config(f"file://{tmp_path}/t.gor"))
     environ = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/x", "QUERY_STRING": "",
                "SERVER_NAME": "h", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
@@ -722,7 +723,7 @@ def test_a_request_that_cannot_be_written_as_http_is_not_recorded_and_its_answer
     assert (stats["dropped"], stats["mirrored"]) == ({"bad_request": 1}, 0)
     assert stats["by_route"]["all"]["dropped"] == {"bad_request": 1}
     assert list(tmp_path.glob("t_*")) == []
-    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.sender"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "wsgimirror.agent.dispatch"] == [
         f"not recorded to file://{tmp_path}/t.gor: HTTP_BAD NAME is not a header name"
     ]
 
@@ -855,7 +856,7 @@ def _fill_disk_under(recorder) -> None:
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_copies_lost_when_a_flush_fails_are_counted_disk_full_not_written(tmp_path, caplog, gz):
-    from wsgimirror import record as record_module
+    from wsgimirror.record import recorder as record_module
 
     record_module._failed._next, record_module._failed._held = 0.0, 0
     caplog.set_level(logging.WARNING, logger="wsgimirror.record")
@@ -875,7 +876,7 @@ def test_copies_lost_when_a_flush_fails_are_counted_disk_full_not_written(tmp_pa
 
 
 def test_copies_lost_when_a_reload_closes_their_chunk_on_a_full_disk_are_counted_disk_full(tmp_path, caplog):
-    from wsgimirror import record as record_module
+    from wsgimirror.record import recorder as record_module
 
     record_module._failed._next, record_module._failed._held = 0.0, 0
     caplog.set_level(logging.WARNING, logger="wsgimirror.record")
@@ -942,7 +943,7 @@ def test_a_recorder_never_keeps_the_event_loop_alive():
     """Its watcher is unreferenced: a script that records and then waits for the loop to empty still ends."""
     from gevent import get_hub
 
-    from wsgimirror.config import RecordSettings
+    from wsgimirror.config.model import RecordSettings
 
     loop = get_hub().loop
     with tempfile.TemporaryDirectory() as directory:

@@ -6,7 +6,8 @@ import gevent
 import pytest
 
 from tests.helpers import Client, mirror_config, wait_until
-from wsgimirror import ConfigError, MirrorMiddleware
+from wsgimirror import ConfigError
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def slow_reader(environ, start_response):

@@ -14,8 +14,8 @@ import pytest
 from gevent import subprocess
 
 from tests.helpers import ROOT, Sink, free_port, one_request, serve, wait_until, write_config
-from wsgimirror import MirrorMiddleware
-from wsgimirror.gor import SEPARATOR
+from wsgimirror.middleware import MirrorMiddleware
+from wsgimirror.record.gor import SEPARATOR
 
 PY = sys.executable
 FIXTURE = ROOT / "tests" / "data" / "goreplay.gor"  # written byte for byte as GoReplay writes (see test below)
@@ -33,7 +33,7 @@ def replay(
         import contextlib
         import io
 
-        from wsgimirror.cli import main
+        from wsgimirror.commands.cli import main
 
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), gevent.Timeout(timeout):
@@ -376,7 +376,9 @@ def test_an_https_target_is_verified_with_ca_file(tmp_path):
 
 def test_replay_in_process_sends_and_summarises(target):
     """The same run without a child process (mutation testing sees only in-process calls)."""
-    from wsgimirror.replay import Options, Replay, exit_status, summary_text
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+    from wsgimirror.record.summary import exit_status, summary_text
 
     started = time.monotonic()
     replayer = Replay(Options(paths=[str(FIXTURE)], target=target.address, speed=0, concurrency=2))
@@ -416,7 +418,8 @@ def test_a_target_slower_than_timeout_fails_each_request_as_timeout(tmp_path):
 def test_a_replayed_answer_cut_off_by_the_timeout_gives_its_bytes_back(tmp_path):
     """With --compare, a partial answer's kept bytes return to the comparison's budget when the request fails."""
     from tests.helpers import ScriptedServer
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     def partial(sock, head, body):
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"p" * 40)
@@ -456,7 +459,8 @@ def test_each_request_is_sent_as_recorded_and_counted_by_status_with_its_latency
     """HEAD waits for no body; the Host is the target's unless --original-host; statuses add up."""
     from gevent.pywsgi import WSGIServer
 
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     seen = []
 
@@ -489,7 +493,8 @@ def test_each_request_is_sent_as_recorded_and_counted_by_status_with_its_latency
 
 
 def test_the_summary_and_the_plan_read_as_documented():
-    from wsgimirror.replay import Options, dumps, plan, plan_text, summary_text
+    from wsgimirror.record.source import Options
+    from wsgimirror.record.summary import dumps, plan, plan_text, summary_text
 
     summary = {"records": 9, "sent": 7, "succeeded": 5, "failed": 2, "failures": {"timeout": 1, "refused": 1},
                "statuses": {"200": 4, "503": 1}, "skipped_malformed": 1, "skipped_cut": 0, "skipped_unknown_type": 0,
@@ -545,7 +550,8 @@ def test_the_summary_and_the_plan_read_as_documented():
 
 
 def test_on_a_tty_the_progress_line_is_redrawn_every_half_second_and_cleared_at_the_end(target, tmp_path):
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     terminal = _Terminal()
     path = recording_of(tmp_path, 1.2, 0.1)
@@ -558,7 +564,8 @@ def test_on_a_tty_the_progress_line_is_redrawn_every_half_second_and_cleared_at_
 
 
 def test_the_progress_line_counts_the_rate_the_elapsed_time_and_what_is_left():
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     replayer = Replay(Options(paths=[str(FIXTURE)], target="http://127.0.0.1:1"), progress=_Terminal())
     replayer.results.sent, replayer.results.succeeded, replayer.results.failed = 51, 50, 1
@@ -574,7 +581,8 @@ def test_the_progress_line_counts_the_rate_the_elapsed_time_and_what_is_left():
 
 
 def test_a_replay_that_starts_over_ends_at_its_duration_even_in_the_middle_of_a_pause(target, tmp_path):
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     base = 1_764_160_000_000_000_000
     path = gor(tmp_path / "slow.gor", [(base, get("/1")), (base + 30 * 10**9, get("/2"))])  # 30 s apart
@@ -584,7 +592,9 @@ def test_a_replay_that_starts_over_ends_at_its_duration_even_in_the_middle_of_a_
 
 
 def test_requests_that_cannot_be_sent_are_skipped_and_the_summary_says_why(target, tmp_path):
-    from wsgimirror.replay import Options, Replay, summary_text
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+    from wsgimirror.record.summary import summary_text
 
     base = 1_764_160_000_000_000_000
     path = gor(tmp_path / "odd.gor", [
@@ -618,10 +628,11 @@ def test_requests_that_cannot_be_sent_are_skipped_and_the_summary_says_why(targe
 def test_answers_read_before_their_requests_wait_for_them_and_past_the_bound_the_oldest_is_forgotten(
     target, tmp_path, monkeypatch
 ):
-    from wsgimirror import replay as replay_module
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record import source as source_module
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
-    monkeypatch.setattr(replay_module, "EARLY_ANSWERS", 2)
+    monkeypatch.setattr(source_module, "EARLY_ANSWERS", 2)
     base = 1_764_160_000_000_000_000
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nmirror-ok"
     paths = ["/alpha", "/beta", "/gamma"]  # words, not ids: one endpoint each, so the counts say which was forgotten
@@ -640,7 +651,8 @@ def test_answers_read_before_their_requests_wait_for_them_and_past_the_bound_the
 def test_off_a_terminal_progress_is_a_plain_line_of_its_own(target, tmp_path):
     import io
 
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     log = io.StringIO()  # not a terminal: a CI log
     summary = Replay(Options(paths=[str(recording_of(tmp_path, 0.5, 0.05))], target=target.address), log, 0.2).run()
@@ -650,7 +662,8 @@ def test_off_a_terminal_progress_is_a_plain_line_of_its_own(target, tmp_path):
 
 
 def test_concurrency_bounds_the_requests_in_flight(tmp_path):
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     with Sink(delay=0.3) as slow:
         summary = Replay(Options(paths=[str(FIXTURE)], target=slow.address, speed=0, concurrency=1)).run()
@@ -663,7 +676,8 @@ def test_insecure_skips_verifying_an_https_target(tmp_path):
     import trustme
     from gevent.pywsgi import WSGIServer
 
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     trustme.CA().issue_cert("127.0.0.1").configure_cert(context)  # a CA nobody trusts
@@ -681,7 +695,8 @@ def test_insecure_skips_verifying_an_https_target(tmp_path):
 def test_a_replayed_difference_is_logged_with_the_request_and_both_answers(tmp_path):
     from gevent.pywsgi import WSGIServer
 
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     def candidate(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/json")])
@@ -694,7 +709,7 @@ def test_a_replayed_difference_is_logged_with_the_request_and_both_answers(tmp_p
     srv = WSGIServer(("127.0.0.1", 0), candidate, log=None)
     srv.start()
     try:
-        from wsgimirror.config import CompareSettings
+        from wsgimirror.config.model import CompareSettings
 
         settings = CompareSettings(log=str(log), examples=1)
         options = Options(paths=[str(path)], target=f"http://127.0.0.1:{srv.server_port}", speed=0, compare=True,
@@ -713,7 +728,8 @@ def test_a_replayed_difference_is_logged_with_the_request_and_both_answers(tmp_p
 
 
 def test_stop_ends_the_replay_and_it_still_returns_its_summary(target, tmp_path):
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     replayer = Replay(Options(paths=[str(recording_of(tmp_path, 10.0, 0.1))], target=target.address))
     running = gevent.spawn(replayer.run)
@@ -724,7 +740,8 @@ def test_stop_ends_the_replay_and_it_still_returns_its_summary(target, tmp_path)
 
 
 def test_recorded_answers_that_are_cut_or_not_http_are_not_compared(target, tmp_path):
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     base = 1_764_160_000_000_000_000
     answers = {0: b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nmirror-ok",  # whole: compared
@@ -741,8 +758,9 @@ def test_a_replayed_body_is_shown_in_the_logged_example(tmp_path):
 
     from gevent.pywsgi import WSGIServer
 
-    from wsgimirror.config import CompareSettings
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.config.model import CompareSettings
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     def candidate(environ, start_response):
         environ["wsgi.input"].read()
@@ -769,7 +787,8 @@ def test_a_replayed_body_is_shown_in_the_logged_example(tmp_path):
 
 def test_an_answer_cut_short_by_the_target_is_counted_no_answer(tmp_path):
     from tests.helpers import ScriptedServer
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     def cut_short(sock, head, body):
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
@@ -787,7 +806,9 @@ def test_an_answer_cut_short_by_the_target_is_counted_no_answer(tmp_path):
 
 
 def test_looping_over_a_recording_that_sends_nothing_ends_at_once(target):
-    from wsgimirror.replay import Options, Replay, exit_status
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+    from wsgimirror.record.summary import exit_status
 
     options = Options(paths=[str(FIXTURE)], target=target.address, speed=0, loop=True, methods=frozenset({"PATCH"}))
     with gevent.Timeout(5):  # no --duration: without the guard it would go round forever
@@ -796,7 +817,8 @@ def test_looping_over_a_recording_that_sends_nothing_ends_at_once(target):
 
 
 def test_the_summarys_figures_are_rounded_as_documented():
-    from wsgimirror.replay import Latencies, Options, Replay
+    from wsgimirror.record.replay import Latencies, Replay
+    from wsgimirror.record.source import Options
 
     latencies = Latencies()
     assert latencies.percentile_ms(0.5) is None
@@ -818,7 +840,7 @@ def test_the_summarys_figures_are_rounded_as_documented():
 
 
 def test_past_the_kept_latencies_a_uniform_sample_stands_for_them(monkeypatch):
-    from wsgimirror.replay import Latencies
+    from wsgimirror.record.replay import Latencies
 
     monkeypatch.setattr(Latencies, "KEPT", 1000)
     latencies = Latencies()
@@ -830,7 +852,8 @@ def test_past_the_kept_latencies_a_uniform_sample_stands_for_them(monkeypatch):
 
 def test_a_replayed_head_does_not_wait_for_the_body_its_answer_announces(tmp_path):
     from tests.helpers import ScriptedServer
-    from wsgimirror.replay import Options, Replay
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
 
     def head_answer(sock, head, body):  # kept alive, as a HEAD answer may be: no body follows its Content-Length
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")

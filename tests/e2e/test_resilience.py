@@ -8,7 +8,7 @@ import gevent
 from gevent.pywsgi import WSGIServer
 
 from tests.helpers import Client, mirror_config, one_request, open_files, request_bytes, serve, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def reading_app(environ, start_response):

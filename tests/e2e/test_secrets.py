@@ -15,7 +15,7 @@ import pytest
 
 from tests.gor_format import payloads
 from tests.helpers import Client, one_request, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 TOKEN = "loop-7f3c9a1b2d4e5f60"
 
@@ -56,7 +56,7 @@ def config(candidate: str, tmp_path, **mirror) -> dict:
 @pytest.fixture
 def pages():
     """``pages(mw)``: serve's live report server for ``mw`` on 127.0.0.1, and a getter of its paths."""
-    from wsgimirror.serving import _metrics_server
+    from wsgimirror.commands.serve import _metrics_server
 
     started = []
 
@@ -175,7 +175,7 @@ def test_text_from_traffic_that_is_not_valid_unicode_or_drives_a_terminal_breaks
     server, tmp_path, pages, capsys
 ):
     """One answer {"\\ud800": 1} made /metrics and /compare answer 500 until restart, and report crash."""
-    from wsgimirror.cli import main
+    from wsgimirror.commands.cli import main
 
     candidate = server(hostile_keys)
     configured = config(f"http://127.0.0.1:{candidate[1]}", tmp_path)

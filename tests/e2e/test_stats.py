@@ -1,7 +1,7 @@
 """stats(): the totals and their breakdowns by route, cluster and destination, with latency figures."""
 
 from tests.helpers import free_port, one_request, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def app(environ, start_response):

@@ -15,7 +15,8 @@ import trustme
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from tests.helpers import Client, mirror_config, wait_until
-from wsgimirror import ConfigError, MirrorMiddleware, load_config
+from wsgimirror import ConfigError, load_config
+from wsgimirror.middleware import MirrorMiddleware
 
 
 def app(environ, start_response):

@@ -14,7 +14,7 @@ import pytest
 from werkzeug.test import Client as WerkzeugClient
 
 from tests.helpers import Client, assert_accounted, mirror_config, open_files, wait_until
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 TOKEN = "s3cret-loop-token-0123456789"
 

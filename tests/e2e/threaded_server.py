@@ -17,7 +17,7 @@ import time
 
 from werkzeug.serving import make_server
 
-from wsgimirror import MirrorMiddleware
+from wsgimirror.middleware import MirrorMiddleware
 
 received = []
 hashes: dict[int, list[str]] = {}

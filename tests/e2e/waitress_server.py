@@ -55,7 +55,7 @@ def main() -> None:
     def wrap(app):
         if sys.argv[1] == "bare":
             return app, None
-        from wsgimirror import MirrorMiddleware
+        from wsgimirror.middleware import MirrorMiddleware
 
         mirrored = MirrorMiddleware(app, sys.argv[1])
         return mirrored, mirrored

@@ -62,7 +62,7 @@ def pytest_configure(config) -> None:
     target = os.environ.get("WSGIMIRROR_UPSTREAM")
     if target not in ("flask", "werkzeug"):
         return
-    from wsgimirror import MirrorMiddleware
+    from wsgimirror.middleware import MirrorMiddleware
 
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()

@@ -12,6 +12,10 @@ event loop, its interpreter lock or its memory. The modules, in the order a copy
    concurrent workers start one agent, and the start of a detached agent that outlives them.
 4. ``server``    - the agent process (``wsgimirror agent``): each client's copies dispatched under the
    config they matched, through one runtime shared by every client.
+5. ``dispatch``  - what happens to a copy after the hand-off: pick, send, compare, record.
+6. ``runtime``   - what a process's mirrors share: the executor, the pools, the count in flight.
+
+``dispatch`` and ``runtime`` run in the agent, or in the app's process with ``Agent.Mode`` in-process.
 
 ``Agent.Mode`` chooses: ``embedded`` (the default: the first middleware on a host starts an agent
 for its config), ``external`` (a sidecar the operator runs, named by ``Agent.Socket``), or

@@ -1,6 +1,6 @@
 """The app's side of the agent: hand each copy off at ``close()``, never waiting, and keep the stats whole.
 
-:class:`AgentDispatcher` stands where the in-process :class:`wsgimirror.sender.Dispatcher` stands in the
+:class:`AgentDispatcher` stands where the in-process :class:`wsgimirror.agent.dispatch.Dispatcher` stands in the
 middleware, one per config generation; they share the process's :class:`AgentLink`.
 
 The link holds one connection to the agent. A copy becomes one frame, written without blocking; its
@@ -32,19 +32,18 @@ import typing as t
 import weakref
 from collections import Counter, deque
 
-from .._gevent import sockets_patched
-from .._logs import Throttled
-from .._pid import current_pid
-from ..response import SpooledAnswer
-from ..stats import new_lock
+from ..capture.answer import SpooledAnswer
+from ..util.green import new_lock, sockets_patched
+from ..util.logs import Throttled
+from ..util.pid import current_pid
 from . import protocol, supervise
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-    from ..capture import BodyBuffer
-    from ..config import AgentSettings, Config, Route
-    from ..response import Answer
+    from ..capture.answer import Answer
+    from ..capture.body import BodyBuffer
+    from ..config.model import AgentSettings, Config, Route
     from ..stats import Stats
 
 log = logging.getLogger(__name__)

@@ -108,6 +108,6 @@ def copy_fields(message: tuple[t.Any, ...]) -> dict[str, t.Any]:
 
 
 # An app's answer, as it crosses: (status, status_text, headers, body kept, length, sha256 hex, whole, complete,
-# budget_refused, started, elapsed). See wsgimirror.response.Answer.
+# budget_refused, started, elapsed). See wsgimirror.capture.answer.Answer.
 ANSWER_FIELDS = ("status", "status_text", "headers", "body", "length", "digest", "whole", "complete",
                  "budget_refused", "started", "elapsed")  # fmt: skip

@@ -4,8 +4,8 @@ It listens on a Unix socket and serves any number of middlewares (one per worker
 must be the same user (``SO_PEERCRED``); anyone else is refused before a byte is read.
 
 Each client is a :class:`Session`. Its copies are dispatched by the existing sending machinery
-(:class:`wsgimirror.sender.Dispatcher`, one per config generation the client sent), through one
-:class:`wsgimirror.sender.Runtime` shared by every client: ``Mirror.MaxInFlight`` and the connections
+(:class:`wsgimirror.agent.dispatch.Dispatcher`, one per config generation the client sent), through one
+:class:`wsgimirror.agent.runtime.Runtime` shared by every client: ``Mirror.MaxInFlight`` and the connections
 per destination hold for the whole agent. One :class:`wsgimirror.compare.comparer.Comparer` compares
 every client's answers (its counts are the deployment's). What happens to each copy goes back to its
 client as events, in batches every :data:`EVENT_SECONDS`, so the client's ``stats()`` stay whole.
@@ -25,13 +25,15 @@ import struct
 import time
 import typing as t
 
-from ..capture import BodyBuffer, CaptureBudget
+from ..capture.answer import Answer
+from ..capture.body import BodyBuffer, CaptureBudget
 from ..compare.comparer import Comparer
-from ..config import CompareSettings, load_config
+from ..config.load import load_config
+from ..config.model import CompareSettings
 from ..errors import ConfigError
-from ..response import Answer
-from ..sender import Dispatcher, Runtime
 from . import protocol
+from .dispatch import Dispatcher
+from .runtime import Runtime
 
 log = logging.getLogger("wsgimirror.agent")
 
@@ -63,7 +65,7 @@ class Agent:
 
     def __init__(self, idle_seconds: float = 300.0, registry: t.Any = None) -> None:
         from ..metrics import PrometheusMetrics
-        from ..sender import _GeventExecutor
+        from ..send.executors import _GeventExecutor
 
         _GeventExecutor.eager = True  # nothing here to give way to: a batch of copies goes out in one turn
         self.idle_seconds = idle_seconds
@@ -352,7 +354,7 @@ def _pages(bind: tuple[str, int], agent: Agent, registry: t.Any) -> t.Any:
 
     from ..compare.html import render
     from ..compare.report import as_json
-    from ..serving import make_listener
+    from ..util.listen import make_listener
 
     metrics = make_wsgi_app(registry)
 

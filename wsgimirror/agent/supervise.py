@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from .protocol import PROTOCOL
 
 if t.TYPE_CHECKING:
-    from ..config import AgentSettings
+    from ..config.model import AgentSettings
 
 STARTUP_SECONDS = 10.0  # the longest an agent may take to listen once started
 LOCK_POLL = 0.01
@@ -141,13 +141,11 @@ def remove_stale(path: str) -> None:
 
 def start_agent(path: str, settings: AgentSettings) -> None:
     """Start a detached agent at ``path`` and return once it listens (its starter exits then)."""
-    import wsgimirror
-
     args = [sys.executable, "-m", "wsgimirror", "agent", "--socket", path, "--detach",
             "--idle-seconds", f"{settings.idle_seconds:g}"]  # fmt: skip
     if settings.metrics_bind:
         args += ["--metrics-bind", settings.metrics_bind]
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(wsgimirror.__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # wsgimirror/..
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     try:
         started = subprocess.run(args, stdin=subprocess.DEVNULL, env=env, timeout=STARTUP_SECONDS, check=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import typing as t
 from collections import Counter
 
-from ..stats import new_lock
+from ..util.green import new_lock
 from .verdicts import LEARNING, NOISE, REGRESSION, SAME, Settings, bucket, field_verdict, latency_verdict
 
 MAX_FIELDS = 200  # distinct fields kept per endpoint; the rest count under OTHER_FIELD

@@ -2,7 +2,7 @@
 
 One :class:`Comparer` per middleware, shared by every configuration it loads (its counts
 survive reloads; its settings come from the newest configuration). It hands the request
-path an :class:`~wsgimirror.response.AnswerTee` for routes that compare, and does the rest
+path an :class:`~wsgimirror.capture.answer.AnswerTee` for routes that compare, and does the rest
 off the request path: the ``Compare.MaxPerSecond`` budget, building both trees, the field
 diff, counting (:mod:`.analysis`), Prometheus, and the diff log (:mod:`.difflog`).
 """
@@ -15,19 +15,20 @@ import time
 import typing as t
 from collections import deque
 
-from .._logs import Throttled
-from .._pid import current_pid
-from .._text import clean
-from ..capture import CaptureBudget
-from ..config import CompareSettings
-from ..response import Answer, AnswerTee
-from ..stats import new_lock
+from ..capture.answer import Answer, AnswerTee
+from ..capture.body import CaptureBudget
+from ..config.model import CompareSettings
+from ..util.green import new_lock, original
+from ..util.logs import Throttled
+from ..util.pid import current_pid
+from ..util.text import clean
 from .analysis import Analysis
 from .diff import Difference, MirrorMade, compare
 from .difflog import EXAMPLE_BODY_BYTES, DiffLogWriter, Report
 from .endpoints import Endpoints
 from .redact import Redactor
 from .trees import Digest, comparable
+from .verdicts import settings_of
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -55,6 +56,10 @@ class Comparer:
         self._second = 0
         self._in_second = 0
         self._next_counts = 0.0
+        self._unwritten = False  # comparisons since the last counts record
+        self._trailer_pid = -1  # the process whose trailing writer runs
+        self._closed = False
+        self._trail_lock = new_lock()  # held by the trailing writer while it writes, and by close()
         self._writer: DiffLogWriter | None = None
         self.budget = CaptureBudget(settings.memory_bytes)
         self._pool: t.Any = None  # a gevent ThreadPool, made on first use in each process
@@ -84,7 +89,8 @@ class Comparer:
 
     def tee(self, start_response: StartResponse, *, prefix: bool, spool: bool = False) -> AnswerTee:
         """Tee the app's answer; ``prefix``: past MaxBodyBytes keep the first bytes (a recording needs them);
-        ``spool``: into a file for the agent, which compares it (see :class:`~wsgimirror.response.SpooledAnswer`)."""
+        ``spool``: into a file for the agent, which compares it (see
+        :class:`~wsgimirror.capture.answer.SpooledAnswer`)."""
         return AnswerTee(start_response, self.settings.max_body_bytes, self.budget, prefix, spool)
 
     def endpoint(self, environ: WSGIEnvironment) -> str:
@@ -277,9 +283,35 @@ class Comparer:
         now = time.monotonic()
         with self._lock:
             if now < self._next_counts:
+                # a trailing writer writes it when the interval is over, so that a quiet period after a burst
+                # never leaves the log behind
+                start = not self._unwritten or self._trailer_pid != current_pid()
+                self._unwritten, self._trailer_pid = True, current_pid()
+                if start:
+                    original("_thread", "start_new_thread")(self._trail, ())
                 return
             self._next_counts = now + self.settings.log_seconds
+            self._unwritten = False
         self.write_counts()
+
+    def _trail(self) -> None:
+        """Write the counts the last comparisons of a burst left unwritten, once ``LogSeconds`` is over. An OS
+        thread that sleeps and touches no gevent object; it ends when it has written."""
+        sleep = original("time", "sleep")
+        while True:
+            sleep(max(0.001, self._next_counts - time.monotonic()))
+            with self._lock:
+                if not self._unwritten or self._closed:
+                    self._unwritten = False
+                    return
+                if time.monotonic() < self._next_counts:
+                    continue
+                self._unwritten = False
+                self._next_counts = time.monotonic() + self.settings.log_seconds
+            with self._trail_lock:  # close() waits for this write; none starts after it
+                if not self._closed:
+                    self.write_counts()
+            return
 
     def write_counts(self) -> None:
         writer = self._writer
@@ -290,7 +322,7 @@ class Comparer:
             {
                 "type": "counts",
                 "time": round(time.time(), 6),
-                "thresholds": self.settings.verdicts()._asdict(),
+                "thresholds": settings_of(self.settings)._asdict(),
                 "skipped": skipped,
                 "by_endpoint": endpoints,
             }
@@ -299,12 +331,14 @@ class Comparer:
     def report(self) -> Report:
         """This process's results, shaped as ``wsgimirror report`` reads them from diff logs."""
         endpoints, skipped = self.analysis.counts()
-        return Report(endpoints, self.kept.all(), self.settings.verdicts(), 1, {}, skipped)
+        return Report(endpoints, self.kept.all(), settings_of(self.settings), 1, {}, skipped)
 
     def snapshot(self) -> dict[str, t.Any]:
-        return self.analysis.snapshot(self.settings.verdicts())
+        return self.analysis.snapshot(settings_of(self.settings))
 
     def close(self) -> None:
+        with self._trail_lock:
+            self._closed = True
         self.write_counts()
         if self._writer is not None:
             self._writer.close()

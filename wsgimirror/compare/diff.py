@@ -21,7 +21,7 @@ import re
 import typing as t
 from functools import lru_cache
 
-from .._text import clean
+from ..util.text import clean
 from .trees import Comparable, Digest
 
 KINDS = ("value", "type", "missing", "added", "size", "order", "bytes", "mirror")

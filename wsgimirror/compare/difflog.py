@@ -11,7 +11,7 @@ Two kinds of record, both carrying the writing process's identity (host, pid, st
   with both values.
 
 The file holds real traffic: it is created 0600, never through a symbolic link, and never
-appended to when it belongs to someone else (:mod:`wsgimirror._files`); ``{pid}`` in its path
+appended to when it belongs to someone else (:mod:`wsgimirror.util.files`); ``{pid}`` in its path
 gives each process its own. Past ``Compare.LogMaxBytes`` it is renamed with a ``.1`` suffix
 (replacing the previous one) and a new file starts. A record is written whole or not at all: a
 write cut short (a full disk) is taken back, so no record is ever glued to the next. A write that
@@ -32,11 +32,11 @@ import socket
 import time
 import typing as t
 
-from .._files import open_private
-from .._logs import Throttled
-from .._paths import NoMatch, expand
-from .._pid import current_pid
-from ..stats import new_lock
+from ..util.files import open_private
+from ..util.green import new_lock
+from ..util.logs import Throttled
+from ..util.paths import NoMatch, expand
+from ..util.pid import current_pid
 from .analysis import ENDPOINT_COUNTERS, FIELD_COUNTERS, LATENCY_ARMS, Counts, merge
 from .verdicts import Settings
 

@@ -17,7 +17,7 @@ import json
 import typing as t
 from html import escape
 
-from .._text import page
+from ..util.text import page
 from .difflog import Report
 from .report import endpoint_rows, slower_text
 from .trees import Text, _decoded, body_tree

@@ -20,7 +20,7 @@ import base64
 import re
 import typing as t
 
-from .._text import clean
+from ..util.text import clean
 
 MASK = "***"
 LOOP_TOKEN = "(Mirror.LoopToken)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import typing as t
 
-from .._text import printable
+from ..util.text import printable
 from .analysis import summarize
 from .difflog import Report
 from .verdicts import LEARNING, SLOWER, Settings

@@ -15,7 +15,7 @@ import typing as t
 import zlib
 
 if t.TYPE_CHECKING:
-    from ..response import Answer
+    from ..capture.answer import Answer
 
 
 class Digest(t.NamedTuple):

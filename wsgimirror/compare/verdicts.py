@@ -34,6 +34,9 @@ import math
 import typing as t
 from fractions import Fraction
 
+if t.TYPE_CHECKING:
+    from ..config.model import CompareSettings
+
 LEARNING, REGRESSION, NOISE, SAME = "learning", "regression", "noise", "same"
 SLOWER, NOT_SLOWER = "slower", "not_slower"
 
@@ -97,6 +100,12 @@ class Settings(t.NamedTuple):
     confidence: float = 0.999
     latency_threshold: float = 20.0
     added_fields: str = "report"  # or "regression": an added key or header regresses like a removed one
+
+
+def settings_of(compare: CompareSettings) -> Settings:
+    """The verdicts' settings of a ``Compare`` section."""
+    return Settings(compare.relative_threshold, compare.absolute_threshold, compare.min_samples,
+                    compare.confidence, compare.latency_threshold, compare.added_fields)  # fmt: skip
 
 
 def field_verdict(d1: int, n1: int, d0: int, n0: int, baseline: bool, settings: Settings, tested: int = 1

@@ -1,0 +1,126 @@
+"""Replay's parts in-process: pacing, what is sent of a recorded request, the plan and the exit status."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.helpers import ROOT
+from wsgimirror.record.gor import BadMessage, Payload, parse_message, parse_payload
+from wsgimirror.record.source import Options, Pacer, Source, _request
+from wsgimirror.record.summary import exit_status, plan, plan_text
+
+FIXTURE = str(ROOT / "tests" / "data" / "goreplay.gor")
+SECOND = 10**9
+
+
+def dues(options: Options, stamps: list[float]) -> list[float]:
+    pacer = Pacer(options)
+    return [round(pacer.next(int(s * SECOND)), 6) for s in stamps]
+
+
+def test_the_recorded_gaps_are_kept_scaled_and_capped_as_goreplay_does():
+    stamps = [100.0, 100.5, 101.0, 104.0, 103.0, 105.0]  # a 3 s gap, one out of order, then one 1 s after 104
+    assert dues(Options([], speed=1), stamps) == [0, 0.5, 1.0, 4.0, 4.0, 5.0]  # every gap, however long
+    assert dues(Options([], speed=2), stamps) == [0, 0.25, 0.5, 2.0, 2.0, 2.5]
+    assert dues(Options([], speed=1, max_wait=1), stamps) == [0, 0.5, 1.0, 2.0, 2.0, 3.0]
+    assert dues(Options([], speed=2, max_wait=1), stamps) == [0, 0.25, 0.5, 1.5, 1.5, 2.0]  # capped after scaling
+    assert dues(Options([], speed=0), stamps) == [0, 0, 0, 0, 0, 0]
+
+
+def test_a_rate_replaces_the_recorded_gaps():
+    assert dues(Options([], rate=4), [100.0, 900.0, 100.0]) == [0, 0.25, 0.5]
+
+
+def test_a_loop_follows_the_last_request_at_once():
+    pacer = Pacer(Options([], speed=1))
+    assert [pacer.next(s * SECOND) for s in (10, 11)] == [0, 1.0]
+    pacer.restart()
+    assert [pacer.next(s * SECOND) for s in (10, 11)] == [1.0, 2.0]
+
+
+def payload(message: bytes) -> Payload:
+    found = parse_payload(b"1 " + b"a" * 24 + b" 5 -1\n" + message)
+    assert found is not None
+    return found
+
+
+def test_hop_by_hop_and_own_headers_are_not_sent_again_and_the_length_is_the_decoded_bodys():
+    raw = (b"POST http://shop.example/orders?x=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive\r\n"
+           b"Keep-Alive: 5\r\nProxy-Authorization: x\r\nExpect: 100-continue\r\nTE: trailers\r\nUpgrade: h2c\r\n"
+           b"Transfer-Encoding: chunked\r\nX-Kept: yes\r\n\r\n3\r\nabc\r\n0\r\n\r\n")  # fmt: skip
+    request = _request(payload(raw), parse_message(raw))
+    assert (request.method, request.target, request.host) == ("POST", "/orders?x=1", "shop.example")
+    assert request.headers == [("X-Kept", "yes"), ("Content-Length", "3")] and request.body.value() == b"abc"
+
+
+def test_a_bodiless_request_gets_no_content_length_unless_it_was_framed():
+    get = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert _request(payload(get), parse_message(get)).headers == []
+    empty = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+    assert _request(payload(empty), parse_message(empty)).headers == [("Content-Length", "0")]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"G(T / HTTP/1.1\r\n\r\n", b"GET / SMTP\r\n\r\n", b"GET * HTTP/1.1\r\n\r\n",
+     b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n", b"GET\t/ HTTP/1.1\r\n\r\n"],
+)  # fmt: skip
+def test_a_request_that_cannot_be_sent_as_recorded_is_malformed(raw):
+    with pytest.raises(BadMessage):
+        _request(payload(raw), parse_message(raw))
+
+
+def test_filters_count_what_they_leave_out():
+    source = Source(Options([FIXTURE], methods=frozenset({"GET", "DELETE"}), path_filter=re.compile("^/items/7")))
+    assert [r.target for r in source.requests()] == ["/items/7"]
+    assert (source.records, source.filtered, source.skipped_malformed) == (3, 2, 1)
+
+
+def test_recorded_answers_are_kept_with_their_request_only_when_comparing():
+    comparing = Source(Options([FIXTURE], compare=True))
+    found = {r.target: r.recorded.message if r.recorded else None for r in comparing.requests()}
+    assert found == {"/orders?src=gor": b'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n'
+                     b'Content-Length: 13\r\n\r\n{"id": "o-1"}', "/items/42": None, "/items/7": None}  # fmt: skip
+    plain = Source(Options([FIXTURE]))
+    assert all(r.recorded is None for r in plain.requests())
+
+
+def test_the_plan_counts_and_times_the_replay():
+    figures = plan(Options([FIXTURE], speed=1))
+    assert figures == {"records": 3, "requests": 3, "filtered": 0, "skipped_malformed": 1, "skipped_cut": 0,
+                       "skipped_unknown_type": 0, "unreadable_files": 0, "methods": {"POST": 1, "GET": 1, "DELETE": 1},
+                       "endpoints": {"POST /orders": 1, "GET /items/{id}": 1, "DELETE /items/{id}": 1},
+                       "expected_seconds": 0.5}  # fmt: skip
+    assert plan(Options([FIXTURE], speed=0))["expected_seconds"] == 0.0
+    assert plan(Options([FIXTURE], rate=1))["expected_seconds"] == 2.0
+    assert plan(Options([FIXTURE], rate=1, duration=1.5))["expected_seconds"] == 1.5
+    assert plan(Options([FIXTURE], speed=1, loop=True, duration=30))["expected_seconds"] == 30
+    text = plan_text(figures, Options([FIXTURE], speed=1))
+    assert "3 requests to replay of 3 recorded (1 malformed)" in text
+    assert "expected duration: 0.5s (speed 1, recorded gaps kept)" in text
+
+
+def test_the_exit_status_says_whether_every_request_got_an_answer_and_nothing_regressed():
+    assert exit_status({"sent": 3, "failed": 0}) == 0
+    assert exit_status({"sent": 3, "failed": 1}) == 1
+    assert exit_status({"sent": 0, "failed": 0}) == 1  # nothing replayed is a mistake in CI, not a pass
+    assert exit_status({"sent": 3, "failed": 0, "compare": {"regression": True}}) == 1
+    assert exit_status({"sent": 3, "failed": 0, "compare": {"regression": False}}) == 0
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("http://shadow.test", ("http", "shadow.test", 80, "")),
+        ("https://shadow.test", ("https", "shadow.test", 443, "")),
+        ("HTTPS://shadow.test:8443/v2/", ("https", "shadow.test", 8443, "/v2")),
+        ("http://shadow.test/prefiX/", ("http", "shadow.test", 80, "/prefiX")),
+    ],
+)
+def test_a_target_without_a_port_takes_its_schemes_default_and_its_path_becomes_the_base(target, expected):
+    from wsgimirror.record.replay import _destination
+
+    destination = _destination(target)
+    assert (destination.scheme, destination.host, destination.port, destination.base_path) == expected
