@@ -12,6 +12,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import os  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -22,6 +23,7 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ["WSGIMIRROR_AGENT"] = "in-process"  # one process: the driver waits for each mirror (see main)
 
 import gevent  # noqa: E402
 
