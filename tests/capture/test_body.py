@@ -465,3 +465,118 @@ def test_head_bytes_are_the_first_bytes_of_the_body_wherever_they_live(private_t
     assert buffer.head_bytes(limit) == BODY[:limit]
     assert b"".join(buffer.chunks(10)) == BODY  # reading the head moved nothing
     buffer.release()
+
+
+class Counting(io.BytesIO):
+    """A seekable server input that remembers every size asked of it and every byte it gave."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.asked: list[int | None] = []
+        self.given = 0
+
+    def read(self, size=-1):
+        self.asked.append(size)
+        data = super().read(size)
+        self.given += len(data)
+        return data
+
+
+def test_a_seekable_body_read_to_its_end_seeks_from_the_end_of_the_stream():
+    t = tee_input(io.BytesIO(BODY), None, True, BodyBuffer(100, 1 << 20))
+    assert t.seek(-4, 2) == len(BODY) - 4 and t.read() == b"last"
+    assert t.seek(0, 2) == len(BODY) and t.read() == b""
+    assert t.seek(-50) == 0 and t.read(4) == BODY[:4]  # never before the body's start
+    assert t.outcome(False) is None and captured(t) == BODY
+    t.buffer.release()
+
+
+def test_sizes_read_from_a_seekable_body_behave_as_a_file_s():
+    t = tee_input(io.BytesIO(BODY + b"NEXT REQUEST"), len(BODY), False, BodyBuffer(100, 1 << 20))
+    with pytest.raises(TypeError, match="^size must be an integer, got str$"):
+        t.read("10")
+    assert t.read(0) == b"" and t.tell() == 0
+    assert t.read(5) == BODY[:5] and t.read(-1) == BODY[5:]  # a negative size reads the rest
+    t.seek(0)
+    assert t.read(len(BODY) + 100) == BODY  # never past CONTENT_LENGTH, into what follows the body
+    assert t.outcome(False) is None and captured(t) == BODY
+    t.buffer.release()
+
+
+def test_a_seekable_input_without_length_or_termination_has_no_body():
+    t = tee_input(io.BytesIO(BODY), None, False, BodyBuffer(100, 1 << 20))
+    assert t.read() == b"" and t.read(10) == b""
+    assert t.outcome(False) is None and captured(t) == b""
+    t.buffer.release()
+
+
+def test_a_seekable_body_shorter_than_its_length_is_incomplete():
+    t = tee_input(io.BytesIO(BODY[:100]), len(BODY), False, BodyBuffer(100, 1 << 20))
+    assert t.read() == BODY[:100]
+    assert t.outcome(False) == INCOMPLETE
+    t.buffer.release()
+
+
+def test_a_seekable_body_read_whole_then_read_again_at_its_end_is_complete():
+    t = tee_input(io.BytesIO(BODY), len(BODY), False, BodyBuffer(100, 1 << 20))
+    assert t.read() == BODY and t.read() == b"" and t.read(10) == b""
+    assert t.outcome(False) is None and captured(t) == BODY
+    t.buffer.release()
+
+
+def test_a_gap_left_by_seeking_past_the_mark_is_filled_when_read_to_the_end_too():
+    t = tee_input(io.BytesIO(BODY), None, True, BodyBuffer(100, 1 << 20))
+    assert t.seek(100) == 100 and t.read(50) == BODY[100:150]
+    assert t.outcome(False) is None and captured(t) == BODY
+    t.buffer.release()
+
+
+def test_the_drain_of_a_seekable_input_reads_in_bounded_chunks_and_stops_once_the_body_is_too_large():
+    big = os.urandom(5 * DRAIN_CHUNK)
+    stream = Counting(big)
+    t = tee_input(stream, len(big), False, BodyBuffer(100, 1 << 20))
+    assert t.outcome(False) is None and captured(t) == big
+    assert max(stream.asked) <= DRAIN_CHUNK  # never the whole rest at once
+    t.buffer.release()
+    stream = Counting(big)
+    t = tee_input(stream, len(big), False, BodyBuffer(100, DRAIN_CHUNK))
+    assert t.outcome(False) == TOO_LARGE
+    assert stream.given <= 2 * DRAIN_CHUNK and stream.tell() == 0  # stopped early, and put back for the server
+    t.buffer.release()
+
+
+class Unseekable2(Unseekable):
+    """An input that says it cannot seek, though its tell() answers (a buffered socket file)."""
+
+    def seekable(self):
+        return False
+
+    def tell(self):
+        return 0
+
+
+def test_an_input_that_cannot_seek_gets_the_plain_tee_and_its_whole_body():
+    for stream in (Unseekable(BODY), Unseekable2(BODY)):
+        t = tee_input(stream, len(BODY), False, BodyBuffer(1 << 20, 1 << 30))
+        assert type(t) is TeeInput and t.read() == BODY
+        assert t.outcome(False) is None and captured(t) == BODY
+        t.buffer.release()
+
+
+@pytest.mark.parametrize("memory", [0, 100, 1 << 20], ids=["all-spilled", "split", "in-memory"])
+def test_a_body_handed_to_the_agent_is_adopted_whole_and_counted_until_released(private_tempdir, memory):
+    """The hand-off sends a body's memory part and passes its file's descriptor; the agent adopts both."""
+    sent = BodyBuffer(memory, 1 << 30)
+    for i in range(0, len(BODY), 33):
+        sent.write(BODY[i : i + 33])
+    in_memory, fd = sent.parts()
+    assert in_memory == BODY[: len(in_memory)] and len(in_memory) <= memory and (fd is None) == (memory >= len(BODY))
+    budget = CaptureBudget(1 << 20)
+    adopted = BodyBuffer.adopt(in_memory, None if fd is None else os.dup(fd), len(BODY), budget)
+    sent.release()  # the app's side lets go; the agent's copy lives on
+    assert adopted.size == len(BODY) and b"".join(adopted.chunks(100)) == BODY
+    assert adopted.head_bytes(10) == BODY[:10]
+    assert adopted.in_memory() == (BODY if fd is None else None)
+    assert (budget.memory, budget.disk) == (len(in_memory), len(BODY) - len(in_memory))
+    adopted.release()
+    assert (budget.memory, budget.disk) == (0, 0)

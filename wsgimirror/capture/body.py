@@ -427,7 +427,7 @@ class SeekableTeeInput(TeeInput):
             self._copied = end
         self._pos = end
         if self._length is None:
-            if not data and start >= self._copied:
+            if not data and self._copied >= start:  # the stream ends here, and everything before it is copied
                 self._eof = True
         else:
             if not data and start < self._length:
