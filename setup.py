@@ -34,10 +34,14 @@ setup(
         ],
         "br": ["brotli>=1.1"],
         "demo": ["flask>=2.3"],
+        # what the examples/ directory runs: Flask, gunicorn's gevent worker, Django
+        "gunicorn": ["gunicorn>=21"],
+        "django": ["django>=4.2"],
+        "examples": ["flask>=2.3", "gunicorn>=21", "django>=4.2"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],
         "prometheus": ["prometheus_client>=0.17"],
     },
-    entry_points={"console_scripts": ["wsgimirror = wsgimirror.cli:main"]},
+    entry_points={"console_scripts": ["wsgimirror = wsgimirror.commands.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Flask",

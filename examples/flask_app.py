@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from wsgimirror.middleware import MirrorMiddleware
+from wsgimirror import MirrorMiddleware, RawTargetHandler
 
 CONFIG = os.environ.get("WSGIMIRROR_CONFIG", str(Path(__file__).with_name("mirror.json")))
 
@@ -36,6 +36,10 @@ def create_app() -> Flask:
         order = request.get_json()
         body_hash = hashlib.sha256(request.get_data()).hexdigest()
         return {"created": order, "sha256": body_hash, "worker": os.getpid()}, 201
+
+    @app.get("/api/files/<path:name>")
+    def get_file(name: str):
+        return {"name": name}
 
     @app.get("/health")
     def health():
@@ -59,9 +63,9 @@ def create_mirrored_app(config: str = CONFIG) -> Flask:
 if __name__ == "__main__":
     from gevent.pywsgi import WSGIServer
 
-    from wsgimirror.util.listen import make_listener
-
     host, _, port = (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:8000").rpartition(":")
-    listener = make_listener((host, int(port)))
+    # RawTargetHandler keeps the request target as the client sent it (an encoded slash stays %2F in the mirror)
+    server = WSGIServer((host, int(port)), create_mirrored_app(), handler_class=RawTargetHandler)
+    server.start()
     print(f"serving on http://{host}:{port}, mirroring per {CONFIG}", flush=True)
-    WSGIServer(listener, create_mirrored_app()).serve_forever()
+    server.serve_forever()

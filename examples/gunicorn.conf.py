@@ -18,7 +18,9 @@ worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_connections = 1000
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-reuse_port = True  # the kernel spreads connections over the workers
+# Each worker binds the address itself and the kernel spreads connections over them. gunicorn's master then holds
+# no socket, and its own "Listening at:" line shows no address: when_ready says where it listens.
+reuse_port = True
 graceful_timeout = 10
 accesslog = None
 
@@ -29,6 +31,7 @@ if METRICS_BIND and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def when_ready(server):
+    server.log.info("Listening at: http://%s (%d workers, each with SO_REUSEPORT)", bind, workers)
     if METRICS_BIND:
         from prometheus_client import start_http_server
 

@@ -93,3 +93,20 @@ def test_serve_with_an_invalid_config_exits_2_with_the_key_path(tmp_path, capsys
     assert capsys.readouterr().err == (
         "wsgimirror: invalid config: ReverseProxy.Routes.a.Order: must be an integer, got string 'x'\n"
     )
+
+
+def test_every_command_has_a_description_and_every_option_says_what_it_does(capsys):
+    from wsgimirror.commands.cli import _parser
+
+    parser = _parser()
+    [subparsers] = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    undocumented = []
+    for name, command in subparsers.choices.items():
+        if not command.description:
+            undocumented.append(f"{name}: no description")
+        undocumented += [f"{name} {a.option_strings or a.dest}" for a in command._actions if not a.help]
+    assert undocumented == []
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "[--target URL]" in usage and "(required, except with --dry-run)" in usage

@@ -3,6 +3,7 @@
 import base64
 import json
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,25 @@ def test_the_sink_command_prints_and_records_what_it_receives(tmp_path):
     assert " PUT /a%20b?x=1 2 B " in line and "X-Forwarded-For=198.51.100.7" in line
 
 
+def test_the_sink_shows_and_counts_the_requests_it_refuses_without_a_raw_server_line(tmp_path):
+    port = free_port()
+    proc = Process([PY, "-m", "wsgimirror", "sink", "--bind", f"127.0.0.1:{port}"], ready="sink listening")
+    try:
+        for raw in (b"HEAD /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+                    b"GET /y HTTP/1.1\r\nHost: a\r\nContent-Length: zz\r\n\r\n"):  # fmt: skip
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(raw)
+                assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+        one_request(("127.0.0.1", port), target="/fine")
+    finally:
+        status, stdout, stderr = proc.stop()
+    assert status == 0
+    head, bad_length, fine = stdout.splitlines()
+    assert head.endswith(" 400 malformed: HEAD /x HTTP/1.1: Unexpected Content-Length")
+    assert " 400 malformed: GET /y HTTP/1.1: " in bad_length and " GET /fine 0 B" in fine
+    assert "sink stopped after 3 requests" in stderr and "gevent" not in stderr and "socket" not in stderr
+
+
 def test_the_demo_runs_offline_and_shows_every_mirror(tmp_path):
     from gevent import subprocess
 
@@ -110,7 +130,21 @@ def test_the_demo_runs_offline_and_shows_every_mirror(tmp_path):
     rows = [line for line in run.stdout.splitlines() if line[:2].strip().isdigit()]
     assert len(rows) == 10 and all(row.endswith(" yes") for row in rows)
     assert {"sink-a", "sink-b"} <= set(run.stdout.split())
-    assert '"mirrored": 9' in run.stdout and "Traceback" not in run.stderr
+    table = run.stdout.split("\nstats ", 1)[1].splitlines()
+    assert table[0].split() == ["copies", "mirrored", "succeeded", "failed", "dropped"]
+    assert table[1].split() == ["total", "9", "9", "9", "0", "0"] and table[2].split()[:3] == ["cluster", "shadow", "9"]
+    assert sorted(int(line.split()[1]) for line in table[3:5]) == [4, 5]  # one row per sink, the copies it got
+    assert max(len(line) for line in run.stdout.splitlines()) < 120 and "Traceback" not in run.stderr
+
+
+def test_the_demo_prints_every_figure_as_json_when_asked(tmp_path):
+    from gevent import subprocess
+
+    run = subprocess.run([PY, "-m", "wsgimirror", "demo", "--json"], capture_output=True, text=True, timeout=30,
+                         cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    stats = json.loads(run.stdout.split("\nstats: ", 1)[1].splitlines()[0])
+    assert (stats["copies"], stats["mirrored"], stats["succeeded"]) == (9, 9, 9)
 
 
 def test_the_flask_example_runs_as_written(tmp_path, sink):
@@ -129,6 +163,9 @@ def test_the_flask_example_runs_as_written(tmp_path, sink):
         )  # fmt: skip
         assert response.status == 201 and json.loads(response.body)["created"] == {"item": "tea"}
         assert sink.wait_for(1)[0].body == body
+        response = one_request(("127.0.0.1", port), target="/api/files/a%2Fb", host="127.0.0.1")
+        assert json.loads(response.body) == {"name": "a/b"}
+        assert sink.wait_for(2)[1].target == "/api/files/a%2Fb"  # the client's bytes, as RawTargetHandler keeps them
     finally:
         proc.stop()
 
@@ -145,6 +182,8 @@ def test_gunicorn_with_the_gevent_worker_mirrors_from_each_worker(tmp_path, sink
     try:
         for _ in range(workers - 1):
             proc.wait_for_line("Booting worker")
+        listening = f"Listening at: http://127.0.0.1:{port} ({workers} workers"  # not gunicorn's line with no address
+        assert any(listening in line for line in proc.err_lines), proc.err_lines
         bodies = [b'{"n": %d}' % i for i in range(40)]
         served_by = set()
         for body in bodies:

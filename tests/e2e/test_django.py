@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.helpers import Client, Process, free_port, mirror_config, wait_until, write_config
+from tests.helpers import ROOT, Client, Process, free_port, mirror_config, wait_until, write_config
 
 BOUNDARY = b"wsgimirror-django-boundary"
 
@@ -93,3 +93,17 @@ def test_django_under_gunicorns_gevent_workers_mirrors_every_body_exactly(config
         status, _, err = proc.stop()
     assert status == 0, err
     assert "Traceback" not in err
+
+
+def test_the_example_settings_keep_the_log_clock_on_utc():
+    """Django's default TIME_ZONE (America/Chicago) moved every log timestamp of the example 6 hours back."""
+    import subprocess
+
+    code = (
+        "import os, time, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'examples.django_site.settings'; "
+        "django.setup(); print(time.strftime('%Z'), time.timezone)"
+    )
+    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["UTC", "0"]

@@ -68,7 +68,7 @@ def demo_config(sink_ports: dict[str, int]) -> dict[str, t.Any]:
     }
 
 
-def run_demo() -> int:
+def run_demo(as_json: bool = False) -> int:
     from gevent.pywsgi import WSGIServer
 
     from ..middleware import MirrorMiddleware
@@ -94,7 +94,7 @@ def run_demo() -> int:
         answers = _send_burst(app_server.server_port)
         _wait_for_mirrors(mirrored)
         mirrored.close(timeout=5)
-        ok = _report(answers, sinks, mirrored.stats())
+        ok = _report(answers, sinks, mirrored.stats(), as_json)
     finally:
         for srv in servers:
             srv.stop(timeout=1)
@@ -137,7 +137,7 @@ def _wait_for_mirrors(mirrored: t.Any, timeout: float = 10.0) -> None:
         gevent.sleep(0.01)
 
 
-def _report(answers: list[Answer], sinks: dict[str, t.Any], stats: dict[str, t.Any]) -> bool:
+def _report(answers: list[Answer], sinks: dict[str, t.Any], stats: dict[str, t.Any], as_json: bool = False) -> bool:
     received = {}
     for name, sink in sinks.items():
         for record in sink.records:
@@ -157,11 +157,34 @@ def _report(answers: list[Answer], sinks: dict[str, t.Any], stats: dict[str, t.A
         ok = ok and same
         line = f"{number:>2}  {method + ' ' + target:32} {client:13} {digest:12} {status:>4} {seen:12} {sink_name:7}"
         print(f"{line} {mirror_digest:12} {'yes' if same else 'NO'}")
-    print(f"\nstats: {json.dumps({k: v for k, v in stats.items() if k != 'executor'})}")
+    if as_json:
+        print(f"\nstats: {json.dumps({k: v for k, v in stats.items() if k != 'executor'})}")
+    else:
+        print()
+        print(stats_table(stats))
     for client in sorted({a[2] for a in answers}):
         names = {received[(m, tg, c)][0] for m, tg, c, *_ in answers if c == client and (m, tg, c) in received}
         print(f"client {client:14} -> {', '.join(sorted(names)) or 'not mirrored'}")
     return ok
+
+
+def stats_table(stats: dict[str, t.Any]) -> str:
+    """``mw.stats()`` as a short table: the totals, then each cluster and destination."""
+    columns = ("copies", "mirrored", "succeeded", "failed", "dropped")
+
+    def cells(part: dict[str, t.Any]) -> list[str]:
+        dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(part.get("dropped", {}).items())) or "0"
+        return [str(part.get(key, "-")) for key in columns[:-1]] + [dropped]
+
+    rows = [["total", *cells(stats)]]
+    rows += [[f"cluster {name}", *cells(part)] for name, part in sorted(stats["by_cluster"].items())]
+    rows += [[f"  {name}", *cells(part)] for name, part in sorted(stats["by_destination"].items())]
+    header = ["stats", *columns]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i in (0, len(header) - 1) else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+             for row in [header, *rows]]  # fmt: skip
+    return "\n".join(lines) + "\n(wsgimirror demo --json prints every figure)"
 
 
 def _short(body: bytes) -> str:

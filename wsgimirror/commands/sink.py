@@ -17,6 +17,7 @@ import sys
 import typing as t
 
 from ..send.head import header_name
+from ..util.text import printable
 from .serve import RawTargetHandler
 
 log = logging.getLogger("wsgimirror.sink")
@@ -41,6 +42,16 @@ class SinkApp:
         self.status = f"{status} {_phrase(status)}"
         self.records: list[dict[str, t.Any]] | None = [] if keep else None
         self.count = 0
+
+    def malformed(self, requestline: str, reason: str) -> None:
+        """A request the server answered 400 before the app saw it (a HEAD with a body, a bad length): shown and
+        counted like any other, its reason in place of the body's length."""
+        self.count += 1
+        if self.echo is not None:
+            now = datetime.datetime.now().isoformat(timespec="milliseconds")
+            shown = printable(requestline.strip()) or "(no request line)"
+            print(f"{now} 400 malformed: {shown}: {printable(reason)}", file=self.echo)
+            self.echo.flush()
 
     def __call__(self, environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> list[bytes]:
         body = _read_all(environ["wsgi.input"])
@@ -99,6 +110,15 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
+class SinkHandler(RawTargetHandler):
+    """gevent's handler, telling the sink about the requests it refuses instead of writing to stderr."""
+
+    def _handle_client_error(self, ex: Exception) -> t.Any:
+        reason = getattr(ex, "formatted_message", None) or str(ex) or ex.__class__.__name__
+        self.server.application.malformed(getattr(self, "requestline", None) or "", reason)
+        return ("400", b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+
+
 def run_sink(bind: tuple[str, int], out: t.TextIO | None, delay: float, status: int, out_path: str = "") -> int:
     """Serve until SIGTERM or SIGINT; ``out`` (``out_path``, opened by the command) takes a JSON line per request."""
     import gevent
@@ -108,7 +128,7 @@ def run_sink(bind: tuple[str, int], out: t.TextIO | None, delay: float, status: 
     from ..util.listen import make_listener
 
     app = SinkApp(out=out, echo=sys.stdout, delay=delay, status=status)
-    server = WSGIServer(make_listener(bind), app, log=None, handler_class=RawTargetHandler)
+    server = WSGIServer(make_listener(bind), app, log=None, handler_class=SinkHandler)
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
