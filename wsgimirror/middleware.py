@@ -1,4 +1,5 @@
-"""MirrorMiddleware: copy matching requests to mirror clusters without touching the real response.
+"""MirrorMiddleware: copy matching requests to mirror clusters without touching the real response. One idea kept
+whole (over 400 lines): the WSGI entry and the one path a request takes through it.
 
 The path of one request through the package:
 

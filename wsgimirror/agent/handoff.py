@@ -1,4 +1,5 @@
-"""The app's side of the agent: hand each copy off at ``close()``, never waiting, and keep the stats whole.
+"""The app's side of the agent: hand each copy off at ``close()``, never waiting, and keep the stats whole. One
+idea kept whole (over 400 lines): the link, its buffer and the relay of outcomes share one lock discipline.
 
 :class:`AgentDispatcher` stands where the in-process :class:`wsgimirror.agent.dispatch.Dispatcher` stands in the
 middleware, one per config generation; they share the process's :class:`AgentLink`.

@@ -1,4 +1,5 @@
-"""Step 2, tee: copy the request body as the app reads it, in memory and then in a temp file.
+"""Step 2, tee: copy the request body as the app reads it, in memory and then in a temp file. One idea kept whole
+(over 400 lines): the buffer and the two tees share the budgets' accounting.
 
 :class:`TeeInput` replaces ``wsgi.input``. It implements exactly the PEP 3333 input
 methods (``read``, ``readline``, ``readlines``, ``__iter__``) plus a capturing

@@ -1,4 +1,5 @@
-"""The ``wsgimirror`` command: serve an app with mirroring, check a config, receive mirrors, run a demo.
+"""The ``wsgimirror`` command: serve an app with mirroring, check a config, receive mirrors, run a demo. Kept
+whole (over 400 lines): the parser and one short handler per subcommand, in the order ``--help`` lists them.
 
 ``serve``, ``sink`` and ``demo`` monkey-patch with gevent before anything else is
 imported (the package itself imports lazily for this reason); ``check`` does not.

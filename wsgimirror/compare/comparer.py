@@ -1,4 +1,6 @@
-"""Compare each mirror's answer with the app's, in the mirror's greenlet, after its answer has arrived.
+"""Compare each mirror's answer with the app's, after its answer has arrived (in the agent, or in the app's
+process in-process). One idea kept whole (over 400 lines): the comparison's run, its budgets and what it writes
+and keeps of each result.
 
 One :class:`Comparer` per middleware, shared by every configuration it loads (its counts
 survive reloads; its settings come from the newest configuration). It hands the request

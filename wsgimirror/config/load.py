@@ -1,4 +1,5 @@
-"""Load and validate the seed proxy's JSON configuration into the frozen objects of :mod:`.model`.
+"""Load and validate the seed proxy's JSON configuration into the frozen objects of :mod:`.model`. One idea kept
+whole (over 400 lines): ``ReverseProxy``'s routes, clusters, destinations and TLS, checked in the file's order.
 
 The format is the seed proxy's (``ReverseProxy.Routes`` / ``ReverseProxy.Clusters``) plus optional top-level
 ``Mirror``, ``Record``, ``Compare`` and ``Agent`` sections (:mod:`.sections`), read as .NET reads

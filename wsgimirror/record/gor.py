@@ -1,4 +1,5 @@
-"""GoReplay's file format: payloads of raw HTTP messages, as GoReplay writes and reads them.
+"""GoReplay's file format: payloads of raw HTTP messages, as GoReplay writes and reads them. One idea kept whole
+(over 400 lines): the reader and the writer side by side, so that each edge of the format is handled once.
 
 A file (``.gor``, or gzip-compressed ``.gz``) is a sequence of payloads. Each payload is a header line
 ``TYPE ID TIMESTAMP_NS LATENCY_NS\\n``, the raw HTTP message, then the separator ``\\n🐵🙈🙉\\n``. Type 1

@@ -1,4 +1,5 @@
-"""File destinations: record copies to GoReplay files, off the event loop, in bounded memory and disk.
+"""File destinations: record copies to GoReplay files, off the event loop, in bounded memory and disk. One idea
+kept whole (over 400 lines): the queue, the writer thread and the chunks share one lock and one accounting.
 
 A cluster destination ``file:///path/traffic.gor`` (or ``.gor.gz``) gets one :class:`Recorder` per
 process. The request path only builds the copy's head and queues a :class:`Record` (the body stays
