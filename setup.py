@@ -21,7 +21,7 @@ setup(
             "hypothesis>=6",
             "flask>=2.3",
             "werkzeug>=2.3",
-            "gunicorn>=21",
+            "gunicorn[gevent]>=21",
             "pytest-timeout>=2",
             "prometheus_client>=0.17",
             "ephemeral-port-reserve>=1.1",
@@ -35,9 +35,9 @@ setup(
         "br": ["brotli>=1.1"],
         "demo": ["flask>=2.3"],
         # what the examples/ directory runs: Flask, gunicorn's gevent worker, Django
-        "gunicorn": ["gunicorn>=21"],
+        "gunicorn": ["gunicorn[gevent]>=21"],  # its gevent worker imports packaging, in that extra
         "django": ["django>=4.2"],
-        "examples": ["flask>=2.3", "gunicorn>=21", "django>=4.2"],
+        "examples": ["flask>=2.3", "gunicorn[gevent]>=21", "django>=4.2"],
         "bench": ["flask>=2.3", "matplotlib>=3.5"],
         "prometheus": ["prometheus_client>=0.17"],
     },
