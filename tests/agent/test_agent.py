@@ -279,3 +279,27 @@ def scripted_answer():
     srv = ScriptedServer(streams)
     yield srv.address
     srv.stop()
+
+
+def test_the_agents_warnings_reach_the_apps_log_under_wsgimirror_agent(agents, server, caplog):
+    """A failing destination is seen in the agent; its warning is relayed to the app's own log."""
+    import logging
+
+    from tests.helpers import free_port
+
+    caplog.set_level(logging.WARNING, logger="wsgimirror")
+    dead = f"http://127.0.0.1:{free_port()}"
+    mw = MirrorMiddleware(echo, agents.config(mirror_to(dead)))
+    with Client(server(mw)) as client:
+        assert client.request("GET", "/x").status == 200
+    settled(mw, 1)
+
+    def relayed():
+        return [r for r in caplog.records if r.name == "wsgimirror.agent.send.breaker"]
+
+    wait_until(relayed, what="the agent's warning in the app's log")
+    assert (
+        relayed()[0]
+        .getMessage()
+        .startswith(f"agent: mirror destination {dead} (cluster 'm', route 'all') is failing: refused")
+    )

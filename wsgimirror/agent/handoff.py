@@ -424,7 +424,8 @@ class AgentLink:
         stats, handed, flying = self.stats, self._handed, self._flying
         for kind, route, cluster, destination, value, seconds in events:
             if kind == protocol.LOG:  # the agent's warning: route is its logger's name, seconds the message
-                logging.getLogger(f"wsgimirror.agent.{route}").log(value, "agent: %s", seconds)
+                name = route[len("wsgimirror.") :] if route.startswith("wsgimirror.") else route
+                logging.getLogger(f"wsgimirror.agent.{name}").log(value, "agent: %s", seconds)
                 continue
             if kind == protocol.STARTED:
                 handed[route, cluster] -= 1
