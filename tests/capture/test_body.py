@@ -572,11 +572,12 @@ def test_a_body_handed_to_the_agent_is_adopted_whole_and_counted_until_released(
     in_memory, fd = sent.parts()
     assert in_memory == BODY[: len(in_memory)] and len(in_memory) <= memory and (fd is None) == (memory >= len(BODY))
     budget = CaptureBudget(1 << 20)
+    assert budget.take_memory(7) and budget.take_disk(11)  # another request's body, held at the same time
     adopted = BodyBuffer.adopt(in_memory, None if fd is None else os.dup(fd), len(BODY), budget)
     sent.release()  # the app's side lets go; the agent's copy lives on
     assert adopted.size == len(BODY) and b"".join(adopted.chunks(100)) == BODY
     assert adopted.head_bytes(10) == BODY[:10]
     assert adopted.in_memory() == (BODY if fd is None else None)
-    assert (budget.memory, budget.disk) == (len(in_memory), len(BODY) - len(in_memory))
+    assert (budget.memory, budget.disk) == (7 + len(in_memory), 11 + len(BODY) - len(in_memory))
     adopted.release()
-    assert (budget.memory, budget.disk) == (0, 0)
+    assert (budget.memory, budget.disk) == (7, 11)
