@@ -40,7 +40,7 @@ def test_fishers_exact_test_matches_the_hypergeometric_sum(d1, n1, d0, n0):
 @pytest.mark.parametrize(("d", "n", "rate"), [(2, 10, 0.0003), (1, 10, 0.0003), (30, 100, 0.25), (0, 5, 0.5)])
 def test_the_binomial_tail_matches_its_sum(d, n, rate):
     exact = sum(math.comb(n, x) * Fraction(rate) ** x * (1 - Fraction(rate)) ** (n - x) for x in range(d, n + 1))
-    assert binomial_greater(d, n, rate) == pytest.approx(float(exact), rel=1e-9)
+    assert binomial_greater(d, n, rate) == pytest.approx(float(exact), rel=1e-9, abs=0)
     assert binomial_greater(3, 10, 0.0) == 0.0 and binomial_greater(3, 10, 1.0) == 1.0
 
 
@@ -126,3 +126,116 @@ def test_the_rank_test_tells_a_slower_candidate_from_the_same_one():
     a_bit = histogram([rng.gauss(10.8, 1) for _ in range(2000)])  # significant, but under the 20 % threshold
     assert latency_verdict(a_bit, reference, SETTINGS)["verdict"] == "not_slower"
     assert latency_verdict(histogram([50.0] * 9), reference, SETTINGS)["verdict"] == "learning"
+
+
+# -- exact values: what each function answers at its edges ------------------------------------------------------
+
+# (candidate, reference, p-value) with the p-values of scipy.stats.mannwhitneyu(alternative="greater",
+# method="asymptotic", use_continuity=True) on the same samples expanded from the histograms (scipy 1.17)
+RANK_CASES = []
+for _seed, _p in ((0, 0.9226688548583094), (1, 0.7809711139155973), (2, 0.2733679548745555),
+                  (3, 0.6430857268443304), (4, 0.8713274908759288)):  # fmt: skip
+    _rng = random.Random(_seed)
+    _rng.randrange(20, 40)
+    _a = [_rng.randrange(20, 40) + _seed % 3 for _ in range(_rng.randrange(10, 60))]
+    _b = [_rng.randrange(20, 40) for _ in range(_rng.randrange(10, 60))]
+    RANK_CASES.append(({str(x): _a.count(x) for x in set(_a)}, {str(x): _b.count(x) for x in set(_b)}, _p))
+
+
+@pytest.mark.parametrize(("candidate", "reference", "expected"), RANK_CASES)
+def test_the_rank_test_gives_scipys_p_value_with_ties_and_continuity(candidate, reference, expected):
+    assert mann_whitney_greater(candidate, reference) == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_the_rank_test_without_samples_or_spread_says_nothing():
+    assert mann_whitney_greater({}, {"3": 5}) == 1.0 and mann_whitney_greater({"3": 5}, {}) == 1.0
+    assert mann_whitney_greater({"3": 5}, {"3": 7}) == 1.0  # every value tied: no variance, no evidence
+    assert mann_whitney_greater({"9": 1}, {"2": 1}) == 0.5  # one against one: the continuity correction cancels it
+
+
+def test_exact_tails_at_their_edges():
+    assert fisher_greater(0, 10, 0, 10) == 1.0  # nothing differs: no evidence
+    assert fisher_greater(0, 0, 0, 0) == 1.0  # nothing compared
+    assert fisher_greater(1, 10, 0, 10) == pytest.approx(
+        0.5, rel=1e-12
+    )  # the one difference fell on the candidate's side: a coin's toss
+    assert fisher_greater(0, 1, 3, 6) == 1.0  # a sum that rounds past 1 is still a probability
+    assert fisher_greater(8, 11, 0, 11) == pytest.approx(fisher_by_sums(8, 11, 0, 11), rel=1e-12, abs=0)
+    assert binomial_greater(0, 10, 0.3) == 1.0
+    assert binomial_greater(3, 3, 0.5) == pytest.approx(0.125, rel=1e-12, abs=0)  # the last term counts
+    assert binomial_greater(2, 3, 0.5) == pytest.approx(0.5, rel=1e-12, abs=0)
+    assert binomial_greater(1, 17, 0.9) == 1.0
+
+
+def test_the_minimum_effect_needs_both_thresholds():
+    assert not exceeds(Fraction(1, 2), Fraction(2, 5), 0, 20)  # 10 points over, the absolute threshold is 20
+    assert exceeds(Fraction(1, 2), Fraction(2, 5), 0, 5)
+    assert not exceeds(Fraction(1, 2), Fraction(1, 2), 0, 0)
+
+
+def test_field_verdicts_carry_their_p_value_and_their_reason():
+    s = Settings(min_samples=10)
+    assert field_verdict(3, 9, 0, 10, True, s) == ("learning", 1.0)
+    assert field_verdict(0, 10, 0, 10, True, s) == ("same", 1.0)
+    verdict, p = field_verdict(1, 10, 0, 10, True, s)
+    assert verdict == "noise" and p == pytest.approx(
+        0.5, rel=1e-12, abs=0
+    )  # over the minimum effect, far from confident
+    assert field_verdict(0, 10, 1, 10, True, s) == ("noise", 1.0)  # only the baseline differs
+    assert field_verdict(10, 10, 10, 10, True, s) == ("noise", 1.0)  # as noisy as the baseline
+    # without a baseline, the baseline arm's counts are not noise: every difference of the candidate counts
+    verdict, p = field_verdict(10, 10, 10, 10, False, s)
+    assert verdict == "regression" and p == pytest.approx(0.0003**10, rel=1e-9, abs=0)  # AbsoluteThreshold's rate
+    # rates under the minimum effect are noise, whatever the counts; counts are not rates
+    assert field_verdict(50, 100, 45, 100, True, s) == ("noise", 1.0)
+    verdict, p = field_verdict(30, 100, 1, 100, True, s)
+    assert verdict == "regression" and p == pytest.approx(fisher_by_sums(30, 100, 1, 100), rel=1e-9, abs=0)
+    # p 0.00052 is under 1 - 99.9 % for one field, over it when two fields share that level
+    assert field_verdict(8, 11, 0, 11, True, s) == ("regression", fisher_greater(8, 11, 0, 11))
+    assert field_verdict(8, 11, 0, 11, True, s, tested=2)[0] == "noise"
+
+
+def test_buckets_and_percentiles_are_exact():
+    assert [bucket(x) for x in (0.00001, 0.0000100001, 0.001, 0.0011, 0.01)] == ["0", "1", "49", "50", "73"]
+    two = {"5": 1, "10": 1}  # "10" sorts before "5" as text: the order is numeric
+    assert percentile_ms(two, 0.0) == 0.016 and percentile_ms(two, 0.5) == 0.026 and percentile_ms(two, 1.0) == 0.026
+    assert percentile_ms({"30": 3}, 0.99) == 0.174  # three decimals of a ms
+    assert percentile_ms({}, 0.5) is None
+
+
+def test_latency_verdicts_report_both_sides_and_how_much_slower():
+    s = Settings(min_samples=10, latency_threshold=20)
+    fast, slow = {"40": 30}, {"50": 30}
+    assert latency_verdict(slow, {"40": 9}, s) == {
+        "verdict": "learning", "p_value": 1.0, "slower_p50": None, "slower_p99": None,
+        "candidate": {"n": 30, "p50_ms": 1.174, "p99_ms": 1.174},
+        "reference": {"n": 9, "p50_ms": 0.453, "p99_ms": 0.453},
+    }  # fmt: skip
+    slower = latency_verdict(slow, fast, s)
+    assert slower["verdict"] == "slower" and slower["p_value"] < 1e-6
+    assert (slower["slower_p50"], slower["slower_p99"]) == (159.2, 159.2)  # from the shown p50s, 1.174 / 0.453
+    assert slower["candidate"] == {"n": 30, "p50_ms": 1.174, "p99_ms": 1.174}
+    assert slower["reference"] == {"n": 30, "p50_ms": 0.453, "p99_ms": 0.453}
+    barely = latency_verdict({"41": 30}, fast, s)  # 10 % slower: certain, but under LatencyThreshold
+    assert barely["verdict"] == "not_slower" and barely["p_value"] < 1e-6 and barely["slower_p50"] == 9.9
+    assert latency_verdict(fast, slow, s)["verdict"] == "not_slower"
+    assert latency_verdict({"50": 10}, {"40": 10}, s)["verdict"] == "slower"  # MinSamples on each side is enough
+    # 136 % slower at p50 on ten samples a side, but p 0.057: not confident, so not slower
+    unsure = latency_verdict({"40": 4, "50": 6}, {"40": 5, "41": 5}, s)
+    assert unsure["verdict"] == "not_slower" and unsure["slower_p50"] == 135.7 and 0.05 < unsure["p_value"] < 0.06
+    # exactly LatencyThreshold slower is not more than it
+    assert (
+        latency_verdict({"42": 30}, fast, Settings(min_samples=10, latency_threshold=21.0))["verdict"] == "not_slower"
+    )
+    # p99 is the 99th percentile, not the maximum: one sample in 200 is above it
+    assert latency_verdict({"40": 199, "60": 1}, fast, s)["candidate"] == {"n": 200, "p50_ms": 0.453, "p99_ms": 0.453}
+    assert latency_verdict(fast, {"40": 199, "60": 1}, s)["reference"] == {"n": 200, "p50_ms": 0.453, "p99_ms": 0.453}
+
+
+def test_the_verdicts_settings_come_from_the_compare_section():
+    from wsgimirror.compare.verdicts import settings_of
+    from wsgimirror.config.model import CompareSettings
+
+    got = settings_of(CompareSettings(relative_threshold=11.5, absolute_threshold=2.5, min_samples=7,
+                                      confidence=0.95, latency_threshold=33.0, added_fields="regression"))  # fmt: skip
+    assert got == Settings(11.5, 2.5, 7, 0.95, 33.0, "regression")
