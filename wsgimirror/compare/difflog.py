@@ -60,6 +60,7 @@ class DiffLogWriter:
         self._fd = -1
         self._pid = -1
         self._size = 0
+        self._closed = False
         self.identity: dict[str, t.Any] = {}
         self.path = ""
 
@@ -67,6 +68,8 @@ class DiffLogWriter:
         """Append one record (the identity is added); False when it could not be written."""
         try:
             with self._lock:
+                if self._closed and self._pid == current_pid():
+                    return False  # a comparison that ended after close(): the process may be exiting mid-write
                 self._open()
                 line = json.dumps({**record, "process": self.identity}, separators=(",", ":"), default=str)
                 data = line.encode("utf-8") + b"\n"
@@ -103,6 +106,7 @@ class DiffLogWriter:
         if self._pid == current_pid() and self._fd >= 0:
             return
         self._pid = current_pid()  # in a forked child, the parent's descriptor is left alone
+        self._closed = False  # and its close() was the parent's
         self._fd = -1
         self.identity = process_identity()
         self.path = self.template.replace("{pid}", str(self._pid))
@@ -117,10 +121,13 @@ class DiffLogWriter:
         self._size = 0
 
     def close(self) -> None:
+        """Close the file; later records are refused (a record cut by the process's exit would damage the log)."""
         with self._lock:
             if self._fd >= 0 and self._pid == current_pid():
                 os.close(self._fd)
             self._fd = -1
+            self._closed = True
+            self._pid = current_pid()
 
 
 class LogError(Exception):
