@@ -98,7 +98,7 @@ def test_every_guarantee_names_tests_that_exist():
 
 
 def test_the_readme_is_a_users_document_and_everything_it_links_exists():
-    assert len(README.splitlines()) <= 500
+    assert len(README.splitlines()) <= 470  # about 450: a user's document, the notebook is in docs/
     for target in re.findall(r"\]\(((?:docs|bench|examples|tests)/[^)#]+)", README):
         assert (ROOT / target).exists(), target
     for doc in ("design", "performance", "development"):
