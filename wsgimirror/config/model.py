@@ -149,7 +149,7 @@ class MirrorSettings:
 
 @dataclass(frozen=True)
 class RecordSettings:
-    """The top-level ``Record`` section: how file destinations write (see :mod:`.record`)."""
+    """The top-level ``Record`` section: how file destinations write (see :mod:`wsgimirror.record.recorder`)."""
 
     queue_bytes: int = 16 << 20  # records waiting for the writer thread; past it, dropped as backlog_full
     flush_seconds: float = 1.0
@@ -198,7 +198,7 @@ class Destination:
     """One mirror destination: ``scheme://host:port`` plus a base path prefixed to every mirrored path.
 
     A ``file:///path/traffic.gor`` destination records its copies to GoReplay files at ``path``
-    (see :mod:`.record`); its host is empty and its port 0.
+    (see :mod:`wsgimirror.record.recorder`); its host is empty and its port 0.
     """
 
     name: str

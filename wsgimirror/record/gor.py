@@ -5,7 +5,7 @@ A file (``.gor``, or gzip-compressed ``.gz``) is a sequence of payloads. Each pa
 ``TYPE ID TIMESTAMP_NS LATENCY_NS\\n``, the raw HTTP message, then the separator ``\\n🐵🙈🙉\\n``. Type 1
 is a request, 2 the original response (same id), 3 a replayed response. Nothing is escaped: a body that
 holds the separator line splits its payload in GoReplay's reader. wsgimirror never writes one (see
-:mod:`.record`).
+:mod:`.recorder`).
 
 The reader follows GoReplay's (``input_file.go``): lines are collected until a line is the separator; a
 header line is split on single spaces and needs three fields, else the payload is malformed and skipped
