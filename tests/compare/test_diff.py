@@ -13,7 +13,7 @@ from wsgimirror.compare.analysis import MAX_FIELDS, OTHER_FIELD, Analysis, merge
 from wsgimirror.compare.diff import MirrorMade, compare, ignored_matcher
 from wsgimirror.compare.endpoints import Endpoints, is_identifier
 from wsgimirror.compare.trees import Digest, Text, comparable
-from wsgimirror.compare.verdicts import Settings
+from wsgimirror.compare.verdicts import Settings, bucket
 
 
 def answer(body: bytes = b"", headers=(), status: int = 200, limit: int = 1 << 20, budget=None) -> Answer:
@@ -407,3 +407,146 @@ def test_added_and_mirror_made_differences_are_counted_apart_and_judged_as_confi
     only_mirror = Analysis()
     only_mirror.record("GET /m", False, [("body.host", "mirror")], 0)
     assert only_mirror.snapshot(Settings())["same"] == 1  # a comparison whose only differences the mirror made
+
+
+# -- counting behind the verdicts ----------------------------------------------------------------------------
+
+
+def test_a_baseline_echo_of_what_the_mirror_changed_is_not_noise():
+    analysis = Analysis()
+    analysis.record("GET /e", True, [("headers.host", "mirror")], 5, has_baseline=True)
+    analysis.record("GET /e", True, [("headers.host", "mirror"), ("body.id", "value")], 5, has_baseline=True)
+    fields = analysis.counts()[0]["GET /e"]["fields"]
+    assert fields["headers.host"]["noise"] == 0 and fields["body.id"]["noise"] == 1
+
+
+def test_a_candidate_field_that_is_only_added_or_mirror_made_is_counted_as_such():
+    analysis = Analysis()
+    analysis.record("GET /e", False, [("body.extra", "added"), ("body.extra", "mirror")], 5)
+    analysis.record("GET /e", False, [("headers.x", "mirror")], 5)
+    analysis.record("GET /e", False, [("body.v", "added"), ("body.v", "value")], 5)
+    fields = analysis.counts()[0]["GET /e"]["fields"]
+    assert (fields["body.extra"]["added_only"], fields["body.extra"]["mirror_made"]) == (1, 0)
+    assert (fields["headers.x"]["added_only"], fields["headers.x"]["mirror_made"]) == (0, 1)
+    assert (fields["body.v"]["added_only"], fields["body.v"]["mirror_made"], fields["body.v"]["differences"]) == (
+        0,
+        0,
+        1,
+    )
+
+
+def test_latencies_are_counted_once_each_in_their_bucket():
+    analysis = Analysis()
+    for _ in range(3):
+        analysis.record("GET /e", False, [], 5, latency=(0.002, 0.004))
+    analysis.record("GET /e", True, [], 5, latency=(0.002, 0.003))
+    latency = analysis.counts()[0]["GET /e"]["latency"]
+    assert latency["app"] == {bucket(0.002): 3}  # the app's time is counted with the candidate's comparison only
+    assert latency["candidate"] == {bucket(0.004): 3} and latency["baseline"] == {bucket(0.003): 1}
+
+
+def test_added_fields_count_at_their_full_rate_when_they_regress():
+    analysis = Analysis()
+    for _ in range(10):
+        analysis.record("GET /e", False, [("body.new", "added")], 5)
+    counts = analysis.counts()[0]
+    reported = summarize(counts, Settings(min_samples=10))["GET /e"]["fields"]["body.new"]
+    assert (reported["verdict"], reported["rate"]) == ("added", 0.0)
+    regressing = summarize(counts, Settings(min_samples=10, added_fields="regression"))["GET /e"]["fields"]["body.new"]
+    assert (regressing["verdict"], regressing["rate"]) == ("regression", 1.0)
+
+
+def test_fields_that_differ_share_the_confidence_level():
+    """p 0.00052 is a regression for a field alone and noise when two fields differ (Bonferroni)."""
+
+    def endpoint(fields: int) -> dict:
+        analysis = Analysis()
+        for i in range(11):
+            differences = [(f"body.f{k}", "value") for k in range(fields)] if i < 8 else []
+            analysis.record("GET /e", False, differences, 5, has_baseline=True)
+            analysis.record("GET /e", True, [], 5, has_baseline=True)
+        return summarize(analysis.counts()[0], Settings(min_samples=10))["GET /e"]
+
+    assert endpoint(1)["fields"]["body.f0"]["verdict"] == "regression"
+    two = endpoint(2)
+    assert [two["fields"][f]["verdict"] for f in ("body.f0", "body.f1")] == ["noise", "noise"]
+    assert two["fields"]["body.f0"]["p_value"] == 0.000516
+
+
+def compared(analysis, n, *, baseline=False, has_baseline=False, fields=(), app=0.002, mirror=0.004):
+    for _ in range(n):
+        analysis.record("GET /e", baseline, list(fields), 5, has_baseline=has_baseline, latency=(app, mirror))
+
+
+def test_an_endpoint_like_its_baseline_is_the_same_and_its_latency_is_judged_against_the_baseline():
+    analysis = Analysis()
+    compared(analysis, 12, has_baseline=True)
+    compared(analysis, 10, baseline=True, mirror=0.003)  # exactly MinSamples on the baseline's side
+    summary = summarize(analysis.counts()[0], Settings(min_samples=10))["GET /e"]
+    assert {k: summary[k] for k in ("compared", "baseline_compared", "with_baseline", "same", "different")} == {
+        "compared": 12, "baseline_compared": 10, "with_baseline": 12, "same": 12, "different": 0}  # fmt: skip
+    assert (summary["verdict"], summary["regression"], summary["excess"]) == ("same", False, 0.0)
+    latency = summary["latency"]
+    assert latency["against"] == "baseline" and latency["candidate"]["n"] == 12 and latency["reference"]["n"] == 10
+    assert latency["verdict"] == "slower"  # 4 ms against the baseline's 3 ms, every time
+
+
+def test_without_enough_baseline_latencies_the_app_is_the_reference():
+    analysis = Analysis()
+    compared(analysis, 12, has_baseline=True)
+    compared(analysis, 9, baseline=True, mirror=0.003)
+    summary = summarize(analysis.counts()[0], Settings(min_samples=10))["GET /e"]
+    assert summary["verdict"] == "learning" and summary["latency"]["against"] == "app"
+    assert summary["latency"]["reference"]["n"] == 12
+
+
+@pytest.mark.parametrize(
+    ("candidate", "baseline", "expected"),
+    [
+        ((10, False), 0, "same"),  # no baseline: MinSamples candidates are enough
+        ((10, True), 10, "same"),  # exactly MinSamples a side
+        ((12, True), 0, "learning"),  # a baseline is configured, none compared yet
+        ((12, "first"), 0, "learning"),  # one comparison said so
+        ((12, False), 1, "learning"),  # the baseline answered once: wait for its sample
+    ],
+)
+def test_an_endpoint_learns_until_each_side_it_expects_has_its_sample(candidate, baseline, expected):
+    analysis = Analysis()
+    n, has_baseline = candidate
+    for i in range(n):
+        compared(analysis, 1, has_baseline=has_baseline is True or (has_baseline == "first" and i == 0))
+    compared(analysis, baseline, baseline=True)
+    assert summarize(analysis.counts()[0], Settings(min_samples=10))["GET /e"]["verdict"] == expected
+
+
+def test_an_endpoint_is_noise_when_a_field_is_and_the_same_when_only_added_fields_differ():
+    noisy = Analysis()
+    compared(noisy, 12, has_baseline=True, fields=[("body.t", "value")])
+    compared(noisy, 12, baseline=True, fields=[("body.t", "value")])
+    assert summarize(noisy.counts()[0], Settings(min_samples=10))["GET /e"]["verdict"] == "noise"
+    added = Analysis()
+    compared(added, 12, fields=[("body.new", "added")])
+    summary = summarize(added.counts()[0], Settings(min_samples=10))["GET /e"]
+    assert summary["verdict"] == "same" and summary["fields"]["body.new"]["verdict"] == "added"
+
+
+def test_merging_sums_latency_buckets_and_takes_counts_without_fields():
+    one = {"GET /e": {"compared": 1, "latency": {"app": {"5": 1}, "candidate": {"7": 2}}}}
+    two = {"GET /e": {"compared": 2, "latency": {"app": {"5": 3}}}}
+    merged = merge([one, two])["GET /e"]
+    assert merged["compared"] == 3 and merged["fields"] == {}
+    assert merged["latency"]["app"] == {"5": 4} and merged["latency"]["candidate"] == {"7": 2}
+
+
+def test_a_fields_rates_and_excess_are_exact_to_six_places():
+    alone = Analysis()  # no baseline: the noise rate is 0, not unknown
+    for i in range(12):
+        compared(alone, 1, fields=[("body.t", "value")] if i % 3 == 0 else [])
+    field = summarize(alone.counts()[0], Settings(min_samples=10))["GET /e"]["fields"]["body.t"]
+    assert (field["rate"], field["noise_rate"], field["excess"]) == (0.333333, 0.0, 0.333333)
+    paired = Analysis()
+    compared(paired, 12, has_baseline=True, fields=[("body.t", "value")])
+    for i in range(12):
+        compared(paired, 1, baseline=True, fields=[("body.t", "value")] if i % 4 == 0 else [])
+    field = summarize(paired.counts()[0], Settings(min_samples=10))["GET /e"]["fields"]["body.t"]
+    assert (field["rate"], field["noise_rate"], field["excess"]) == (1.0, 0.25, 0.75)
