@@ -234,3 +234,24 @@ def test_a_counts_record_without_a_time_counts_as_the_oldest(tmp_path):
     del untimed["time"]
     path.write_text(counts_record("a", 1, 1.0, 0.5, 4) + "\n" + json.dumps(untimed) + "\n")
     assert read_logs([str(path)]).counts["GET /"]["compared"] == 4
+
+
+def test_a_record_that_cannot_fit_is_never_begun(tmp_path, monkeypatch):
+    """Half a record written then cut back would stay half if the process were killed in between."""
+    import resource
+
+    path = tmp_path / "d.jsonl"
+    writer = DiffLogWriter(str(path), 1 << 20)
+    assert writer.write({"type": "counts", "by_endpoint": {}})
+    size = path.stat().st_size
+    writes = []
+    real_write = os.write
+    monkeypatch.setattr(difflog.os, "write", lambda fd, data: writes.append(len(data)) or real_write(fd, data))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, hard))
+    try:
+        assert writer.write({"type": "example", "pad": "x" * 100}) is False
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert writes == [] and path.stat().st_size == size
+    writer.close()

@@ -25,9 +25,11 @@ is refused, naming its file and line.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import logging
 import os
+import resource
 import socket
 import time
 import typing as t
@@ -82,8 +84,11 @@ class DiffLogWriter:
             return False
 
     def _append(self, data: bytes) -> None:
-        """The whole record, or nothing: a short write (no space left) is cut off again before raising."""
+        """The whole record, or nothing: a record that would not fit (the file size limit, the free space) is not
+        begun, so that not even a process killed mid-write leaves half of one; a short write all the same (a
+        race with another writer of the disk) is cut off again before raising."""
         before = os.fstat(self._fd).st_size
+        _check_room(self._fd, before, len(data))
         written = 0
         try:
             while written < len(data):
@@ -129,6 +134,17 @@ class DiffLogWriter:
             self._closed = True
             self._pid = current_pid()
 
+
+
+def _check_room(fd: int, size: int, more: int) -> None:
+    """Raise as the write would, before writing, when ``more`` bytes cannot fit after ``size``."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size + more > limit:
+        raise OSError(errno.EFBIG, "File too large")
+    disk = os.fstatvfs(fd)
+    free = disk.f_bfree if os.geteuid() == 0 else disk.f_bavail  # root may use the reserved blocks
+    if free * disk.f_frsize < more:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 class LogError(Exception):
     """A diff log that cannot be read: one line saying which and why."""
