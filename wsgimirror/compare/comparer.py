@@ -60,8 +60,6 @@ class Comparer:
         self._next_counts = 0.0
         self._unwritten = False  # comparisons since the last counts record
         self._trailer_pid = -1  # the process whose trailing writer runs
-        self._closed = False
-        self._trail_lock = new_lock()  # held by the trailing writer while it writes, and by close()
         self._writer: DiffLogWriter | None = None
         self.budget = CaptureBudget(settings.memory_bytes)
         self._pool: t.Any = None  # a gevent ThreadPool, made on first use in each process
@@ -298,21 +296,19 @@ class Comparer:
 
     def _trail(self) -> None:
         """Write the counts the last comparisons of a burst left unwritten, once ``LogSeconds`` is over. An OS
-        thread that sleeps and touches no gevent object; it ends when it has written."""
+        thread that sleeps and touches no gevent object; it ends when it has written. After ``close()`` the
+        diff log refuses its record."""
         sleep = original("time", "sleep")
         while True:
             sleep(max(0.001, self._next_counts - time.monotonic()))
             with self._lock:
-                if not self._unwritten or self._closed:
-                    self._unwritten = False
+                if not self._unwritten:
                     return
                 if time.monotonic() < self._next_counts:
                     continue
                 self._unwritten = False
                 self._next_counts = time.monotonic() + self.settings.log_seconds
-            with self._trail_lock:  # close() waits for this write; none starts after it
-                if not self._closed:
-                    self.write_counts()
+            self.write_counts()
             return
 
     def write_counts(self) -> None:
@@ -339,8 +335,6 @@ class Comparer:
         return self.analysis.snapshot(settings_of(self.settings))
 
     def close(self) -> None:
-        with self._trail_lock:
-            self._closed = True
         self.write_counts()
         if self._writer is not None:
             self._writer.close()
