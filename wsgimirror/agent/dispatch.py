@@ -176,19 +176,27 @@ class Dispatcher:
         body.retain()
         if answer is not None:
             answer.retain()
-        target.in_flight += 1
-        self._count_active(+1)
-        self._stats.started(route.id, state.cluster.id, target.key)
+        self._begin(target, route.id, state.cluster.id)
         if not executor.try_submit(self._send, state, target, route, environ, body, time.monotonic(), answer):
             runtime.ended(target.pool)
-            target.in_flight -= 1
-            self._count_active(-1)
-            self._stats.unstart("backlog_full", route.id, state.cluster.id, target.key)
+            self._unbegin(target, route.id, state.cluster.id, "backlog_full")
             body.release()
             if answer is not None:
                 answer.release()
             return False
         return True
+
+    def _begin(self, target: DestinationState, route_id: str, cluster_id: str) -> None:
+        """Count one mirror started for ``target``."""
+        target.in_flight += 1
+        self._count_active(+1)
+        self._stats.started(route_id, cluster_id, target.key)
+
+    def _unbegin(self, target: DestinationState, route_id: str, cluster_id: str, reason: str) -> None:
+        """Take back a :meth:`_begin` whose mirror could not run after all: the copy is dropped for ``reason``."""
+        target.in_flight -= 1
+        self._count_active(-1)
+        self._stats.unstart(reason, route_id, cluster_id, target.key)
 
     def _record(
         self,
@@ -225,15 +233,11 @@ class Dispatcher:
 
         record = Record(new_id(), timing[0], head, body, answer, timing[1], done, self._hidden,
                         connection_header(environ) if answer is not None else None)  # fmt: skip
-        target.in_flight += 1
-        self._count_active(+1)
-        self._stats.started(route.id, cluster_id, target.key)
+        self._begin(target, route.id, cluster_id)
         refused = t.cast(Recorder, target.pool).submit(record)
         if refused is not None:
             record.release()
-            target.in_flight -= 1
-            self._count_active(-1)
-            self._stats.unstart(refused, route.id, cluster_id, target.key)
+            self._unbegin(target, route.id, cluster_id, refused)
             return False
         return True
 
