@@ -869,6 +869,49 @@ def test_a_replayed_head_does_not_wait_for_the_body_its_answer_announces(tmp_pat
     assert summary["succeeded"] == 3 and summary["seconds"] < 2 and target.connections == 1
 
 
+def no_content(sock, head, body):
+    sock.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    return True
+
+
+def test_a_flood_keeps_one_connection_per_sender_and_closes_them_at_the_end(tmp_path):
+    from tests.helpers import ScriptedServer
+
+    path = gor(tmp_path / "many.gor", [(i, get(f"/{i}")) for i in range(200)])
+    target = ScriptedServer(no_content)
+    try:
+        status, out, _ = replay(str(path), "--target", target.address, "--speed", "0", "--concurrency", "4", "--json")
+        wait_until(lambda: target.ended == target.connections, 5, "the replay's connections to close")
+    finally:
+        target.stop()
+    assert status == 0 and json.loads(out)["succeeded"] == 200
+    assert target.connections == 4 and len(target.requests) == 200
+
+
+@pytest.mark.parametrize("closing", ["announced", "silent"])
+def test_a_flood_sends_each_request_once_when_the_target_closes_connections(tmp_path, closing):
+    """Every third answer ends its connection: with ``Connection: close``, or silently after a keep-alive answer
+    (the next request, written to the closed connection, gets nothing back and goes out again on a new one)."""
+    from tests.helpers import ScriptedServer
+
+    def answer(sock, head, body):
+        count = len(target.requests)
+        close = closing == "announced" and count % 3 == 0
+        sock.sendall(b"HTTP/1.1 204 No Content\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
+        return count % 3 != 0
+
+    path = gor(tmp_path / "many.gor", [(i, get(f"/{i}")) for i in range(60)])
+    target = ScriptedServer(answer)
+    try:
+        status, out, _ = replay(str(path), "--target", target.address, "--speed", "0", "--concurrency", "2", "--json")
+    finally:
+        target.stop()
+    summary = json.loads(out)
+    assert status == 0 and (summary["succeeded"], summary["failed"]) == (60, 0)
+    sent = sorted(int(head.split(b" ")[1][1:]) for head, _ in target.requests)
+    assert sent == list(range(60)) and target.connections >= 20
+
+
 def test_a_target_whose_answer_head_never_ends_fails_each_request_at_once(tmp_path):
     """replay --compare keeps the answer to compare: an endless head must not grow it (nor hold it to --timeout)."""
     from tests.e2e.test_mirror_faults import headers_forever

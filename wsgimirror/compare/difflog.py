@@ -135,7 +135,6 @@ class DiffLogWriter:
             self._pid = current_pid()
 
 
-
 def _check_room(fd: int, size: int, more: int) -> None:
     """Raise as the write would, before writing, when ``more`` bytes cannot fit after ``size``."""
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
@@ -145,6 +144,7 @@ def _check_room(fd: int, size: int, more: int) -> None:
     free = disk.f_bfree if os.geteuid() == 0 else disk.f_bavail  # root may use the reserved blocks
     if free * disk.f_frsize < more:
         raise OSError(errno.ENOSPC, "No space left on device")
+
 
 class LogError(Exception):
     """A diff log that cannot be read: one line saying which and why."""

@@ -31,10 +31,8 @@ from ..capture.answer import Answer
 from ..compare.diff import MirrorMade
 from ..config.model import Destination, HttpClientSettings, MirrorSettings
 from ..errors import MirrorSendError
-from .gor import (
-    BadMessage,
-    parse_message,
-)
+from ..send.transport import Lane, exchange
+from .gor import BadMessage, parse_message
 
 if t.TYPE_CHECKING:
     from ..capture.body import BodyBuffer
@@ -180,7 +178,8 @@ class Replay:
 
     def _flood(self, requests: t.Iterator[Request]) -> None:
         """``--speed 0``: ``--concurrency`` greenlets, each sending the next request as soon as its last one is
-        answered (no greenlet per request: at ten thousand a second, starting one is a fair share of the work)."""
+        answered, on a connection of its own (a :class:`~wsgimirror.send.transport.Lane`). No greenlet per
+        request and no pool between requests: at ten thousand a second, each is a fair share of the work."""
         import gevent
         from gevent.lock import Semaphore
 
@@ -191,11 +190,15 @@ class Replay:
                 return next(requests, None)
 
         def sender() -> None:
-            while not self._stopping and not self._out_of_time():
-                request = take()
-                if request is None:
-                    return
-                self._send(request)
+            lane = Lane(self._pool)
+            try:
+                while not self._stopping and not self._out_of_time():
+                    request = take()
+                    if request is None:
+                        return
+                    self._send(request, lane)
+            finally:
+                lane.close()
 
         workers = [gevent.spawn(sender) for _ in range(self.options.concurrency)]
         try:
@@ -210,9 +213,8 @@ class Replay:
         duration = self.options.duration
         return duration is not None and time.monotonic() - self._started >= duration
 
-    def _send(self, request: Request) -> None:
-        from ..send.transport import exchange
-
+    def _send(self, request: Request, lane: Lane | None = None) -> None:
+        """Send one request, through ``lane`` when given, else through the pool; count and compare its answer."""
         options, results = self.options, self.results
         host = request.host if options.original_host and request.host else self._host
         lines = "".join(f"{name}: {value}\r\n" for name, value in request.headers)
@@ -225,7 +227,7 @@ class Replay:
         results.sent += 1
         began = time.monotonic()
         try:
-            status = exchange(self._pool, head, body, request.method == "HEAD", min(options.timeout, 5.0),
+            status = exchange(lane or self._pool, head, body, request.method == "HEAD", min(options.timeout, 5.0),
                               options.timeout, True, kept)  # fmt: skip
         except Exception as err:
             failure = err if isinstance(err, MirrorSendError) else MirrorSendError("internal_error", repr(err))

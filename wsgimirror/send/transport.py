@@ -165,6 +165,33 @@ class _MirrorPoolMixin:
             idle.put(conn, block=False)
 
 
+class Lane:
+    """One connection of a pool's destination, kept by one sender that sends one request after another
+    (``replay --speed 0``): :func:`exchange` takes it in place of the pool, with no queue, lock or idle
+    check per request. It never rests: a destination that closed it between two requests is found by the
+    exchange (a reused connection that gives nothing back is reconnected once), and one that ended its
+    answer with a close reconnects at the next request. :meth:`close` when the sender is done."""
+
+    __slots__ = ("pool", "conn_kw", "_conn")
+
+    def __init__(self, pool: t.Any) -> None:
+        self.pool = pool
+        self.conn_kw = pool.conn_kw  # for the TLS session the exchange remembers
+        self._conn: t.Any = None
+
+    def _get_conn(self) -> t.Any:
+        if self._conn is None:
+            self._conn = self.pool._new_conn()
+        return self._conn
+
+    def _put_conn(self, conn: t.Any) -> None:
+        """The connection stays the lane's, open or closed (a closed one connects again when next used)."""
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
 class MirrorHTTPConnectionPool(_MirrorPoolMixin, HTTPConnectionPool):
     pass
 
@@ -316,7 +343,7 @@ class _KeptResponse(_Response):
 
 
 def exchange(
-    pool: HTTPConnectionPool,
+    pool: HTTPConnectionPool | Lane,
     head: bytes,
     body: BodyBuffer | None,
     head_request: bool,
@@ -325,7 +352,7 @@ def exchange(
     cooperative: bool = False,
     answer: Answer | None = None,
 ) -> int:
-    """Send one request on a pooled connection and return the response status.
+    """Send one request on a pooled connection (or a :class:`Lane`'s own) and return the response status.
 
     ``cooperative`` (gevent with patched sockets): one ``gevent.Timeout`` bounds the whole
     exchange, instead of a timer armed for every socket operation. ``answer``: keep the
@@ -340,7 +367,7 @@ def exchange(
 
 
 def _exchange(
-    pool: HTTPConnectionPool,
+    pool: HTTPConnectionPool | Lane,
     head: bytes,
     body: BodyBuffer | None,
     head_request: bool,
