@@ -365,6 +365,41 @@ def test_workers_share_the_requests_each_sent_once_and_their_summaries_add_up(ta
     assert summary["latency_ms"]["p50"] is not None and summary["rate"] > 0
 
 
+def test_flooding_workers_take_the_next_requests_when_free_so_one_held_up_holds_up_little(tmp_path):
+    """With --speed 0 the workers claim blocks of requests as they go: one held by a slow answer leaves the rest to
+    the other. (Each sending every 2nd request, the held worker's 200 would all wait for it.)"""
+    from gevent.event import Event
+
+    from wsgimirror.record.source import Claims
+
+    released, arrived = Event(), []
+
+    def app(environ, start_response):
+        arrived.append(environ["PATH_INFO"])
+        if environ["PATH_INFO"] == "/hold":
+            released.wait(60)
+        start_response("204 No Content", [])
+        return []
+
+    paths = ["/hold"] + [f"/w/{i}" for i in range(1, 400)]
+    path = gor(tmp_path / "flood.gor", [(BASE + i, get(p)) for i, p in enumerate(paths)])
+    server = serve(app)
+    try:
+        address = f"http://127.0.0.1:{server.server_port}"
+        running = gevent.spawn(replay, str(path), "--target", address, "--speed", "0", "--workers", "2",
+                               "--concurrency", "1", "--timeout", "60", "--json", process=True)  # fmt: skip
+        # all but the rest of the held worker's block go out while /hold waits (within its --timeout)
+        wait_until(lambda: len(arrived) >= len(paths) - Claims.BLOCK + 1, 20, "the requests the held worker left")
+        released.set()
+        status, out, _ = running.get(timeout=60)
+    finally:
+        released.set()
+        server.stop(timeout=1)
+    summary = json.loads(out)
+    assert status == 0 and sorted(arrived) == sorted(paths)  # each once
+    assert (summary["sent"], summary["succeeded"], summary["workers"]) == (400, 400, 2)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--workers", "0"], "--workers must be at least 1, got 0"),

@@ -151,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="processes sending, each every N-th request, for a target faster than one core can feed "
-        "(default: %(default)s; not with --compare)",
+        help="processes sharing the sending, for a target faster than one core can feed; with --speed 0 each takes "
+        "the next requests when it is free, paced each every N-th request (default: %(default)s; not with --compare)",
     )
     replay.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per request (default: 5)")
     replay.add_argument("--original-host", action="store_true", help="send the recorded Host, not the target's")

@@ -75,6 +75,7 @@ class Options:
     warn: t.Callable[[str], None] | None = None  # told of each file skipped or damaged, as it happens
     workers: int = 1  # processes sending (see run_workers)
     share: tuple[int, int] = (0, 1)  # (index, count): this process sends the requests whose ordinal % count == index
+    claims: Claims | None = None  # (--workers, --speed 0) instead of share: the blocks this process claims
 
 
 class Request:
@@ -99,6 +100,28 @@ class Request:
         if self.recorded is not None:
             self.recorded.release()
             self.recorded = None
+
+
+class Claims:
+    """The requests of a flood (``--workers`` with ``--speed 0``) handed out to the worker processes in blocks,
+    first come, first served: a worker on a busier core, or held by a slow answer, sends fewer, and none
+    waits for another's share. Made before the fork; every worker reads the same requests in the same order
+    and sends those of the blocks it claimed (see :meth:`Source._mine`)."""
+
+    BLOCK = 16  # requests per claim: one lock taken per 16 requests, and little left waiting behind a slow one
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._next = multiprocessing.RawValue("q", 0)  # shared memory, inherited by the fork
+        self._lock = multiprocessing.Lock()
+
+    def take(self) -> int:
+        """The first ordinal of the next block no worker has claimed."""
+        with self._lock:
+            start = self._next.value
+            self._next.value = start + self.BLOCK
+        return int(start)
 
 
 def expand(patterns: t.Sequence[str]) -> list[str]:
@@ -132,6 +155,7 @@ class Source:
         self.counts = ReadCounts(options.warn)
         self.records = 0  # requests read (of this process's share)
         self._ordinal = 0  # request payloads seen, shared or not
+        self._claimed = (0, 0)  # (--workers, --speed 0) the block of ordinals this process claimed last
         self.filtered = 0
         self.bad = 0  # request payloads whose message is not HTTP
         self.cut = 0  # requests whose body is shorter than their framing says
@@ -189,10 +213,19 @@ class Source:
         return request
 
     def _mine(self) -> bool:
-        """Whether the next request payload is this process's to send (``--workers``: every n-th one)."""
-        index, count = self.options.share
+        """Whether the next request payload is this process's to send (``--workers``: every n-th one, or those of
+        the blocks it claims). A block is claimed when the last one is passed; blocks are claimed in order by
+        all, so the next begins at or after the ordinal that asks for it, and those between are another's."""
+        ordinal = self._ordinal
         self._ordinal += 1
-        return count == 1 or (self._ordinal - 1) % count == index
+        claims = self.options.claims
+        if claims is not None:
+            if ordinal >= self._claimed[1]:
+                start = claims.take()
+                self._claimed = (start, start + claims.BLOCK)
+            return ordinal >= self._claimed[0]
+        index, count = self.options.share
+        return count == 1 or ordinal % count == index
 
     def _request(self, payload: Payload) -> Request | None:
         message = None

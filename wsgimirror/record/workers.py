@@ -1,7 +1,10 @@
 """``wsgimirror replay --workers N``: N processes share a replay, for targets faster than one core can feed.
 
-Each worker is a fork of the command: it reads every file (reading is cheap beside sending) and sends every
-N-th request, paced on the same clock (``--rate`` is shared out: each sends ``rate / N``). Workers report to
+Each worker is a fork of the command: it reads every file (reading is cheap beside sending) and sends its
+share of the requests. With ``--speed 0`` the share is first come, first served (blocks of requests are
+claimed, see :class:`~.source.Claims`), so a worker on a core it shares with the target, or held by a slow
+answer, leaves more to the others instead of setting the pace. Paced, a worker sends every N-th request on
+the same clock (``--rate`` is shared out: each sends ``rate / N``). Workers report to
 the parent through a pipe, one JSON object per line: counters a few times a second (the parent draws one
 progress line from them), then the worker's summary and the latencies it kept. The parent adds the
 summaries up: what each read of the files themselves (malformed headers, unknown types, files skipped or
@@ -23,7 +26,7 @@ from collections import Counter
 from dataclasses import replace
 
 from .replay import Latencies, Replay, progress_line
-from .source import Options
+from .source import Claims, Options
 from .summary import plan
 
 TICK_SECONDS = 0.25  # how often a worker reports its counters
@@ -33,6 +36,8 @@ def run_workers(options: Options, progress: t.TextIO | None = None, every: float
     """Run ``options.workers`` worker processes and return their summaries added up."""
     progress = progress if progress is not None else sys.stderr
     expected = plan(options)["expected_seconds"] if progress.isatty() else None
+    if options.speed == 0 and not options.rate:
+        options = replace(options, claims=Claims())
     children: dict[int, tuple[int, t.Any]] = {}  # pid -> (index, the read end of its pipe)
     for index in range(options.workers):
         read, write = os.pipe()
