@@ -143,7 +143,10 @@ def read_payloads(path: str, counts: ReadCounts | None = None) -> t.Iterator[Pay
     with raw:
         try:
             for record in _joined(_records(raw, counts)):
-                payload = parse_payload(Slice(record, 0, record.size - 1), record)  # the last \n is the separator's
+                if isinstance(record, Bytes):  # in memory (the common case): parsed from its bytes, no views
+                    payload = parse_payload(record.data[:-1])  # the last \n is the separator's
+                else:
+                    payload = parse_payload(Slice(record, 0, record.size - 1), record)
                 if payload is None:
                     counts.malformed += 1
                     record.release()
@@ -271,9 +274,8 @@ def _record_framing(record: Blob) -> str:
         if newline < 0:
             return UNFRAMED
         head_end = data.find(b"\r\n\r\n", newline + 1, newline + 1 + HEAD_LIMIT + 4)
-        if head_end >= 0 and not _LENGTH.search(data, newline, head_end + 2) and \
-                not _CHUNKED.search(data, newline, head_end + 2):  # fmt: skip
-            return UNFRAMED  # neither Content-Length nor chunked: nothing to check
+        if head_end >= 0 and not _FRAMING_NAME.search(data, newline, head_end + 2):
+            return UNFRAMED  # neither Content-Length nor Transfer-Encoding: nothing to check
     newline = record.read(0, HEADER_LIMIT + 1).find(b"\n")
     if newline < 0:
         return UNFRAMED
@@ -284,6 +286,7 @@ def _record_framing(record: Blob) -> str:
 COMPLETE, SHORT, LONG, UNFRAMED = "complete", "short", "long", "unframed"
 _LENGTH = re.compile(rb"\r?\ncontent-length:[ \t]*([0-9]+)[ \t]*\r?\n", re.I)
 _CHUNKED = re.compile(rb"\r?\ntransfer-encoding:[^\n]*chunked", re.I)
+_FRAMING_NAME = re.compile(rb"\n(?:content-length|transfer-encoding):", re.I)  # without it, neither of the two
 _CHUNK_LINE = 1024  # a chunk-size line (with extensions) longer than this is not chunked framing
 
 
@@ -356,18 +359,25 @@ def _ends_with_blank_line(message: Blob, at: int) -> str:
 def parse_payload(record: Blob | bytes, holder: Blob | None = None) -> Payload | None:
     """A payload from its record (header line and message, without the separator's line break), or None
     when the header is malformed: no line break, or fewer than three fields split on single spaces."""
-    record = Bytes(record) if isinstance(record, bytes) else record
-    first = record.read(0, HEADER_LIMIT + 1)
-    newline = first.find(b"\n")
+    if isinstance(record, bytes):
+        first = record
+        newline = first.find(b"\n", 0, HEADER_LIMIT + 1)
+    else:
+        first = record.read(0, HEADER_LIMIT + 1)
+        newline = first.find(b"\n")
     if newline < 0:
         return None
     fields = first[:newline].split(b" ")
     if len(fields) < 3 or not fields[0]:
         return None
     latency = _number(fields[3]) if len(fields) > 3 else None
+    raw: Blob
+    if isinstance(record, bytes):  # already in memory: the message copied out, read directly from then on
+        raw = holder = Bytes(record[newline + 1 :])
+    else:
+        raw, holder = Slice(record, newline + 1, record.size - newline - 1), holder or record
     return Payload(chr(fields[0][0]), fields[1].decode("latin-1"), _number(fields[2]) or 0,
-                   UNKNOWN_LATENCY if latency is None else latency,
-                   Slice(record, newline + 1, record.size - newline - 1), holder or record)  # fmt: skip
+                   UNKNOWN_LATENCY if latency is None else latency, raw, holder)  # fmt: skip
 
 
 def _number(text: bytes) -> int | None:
@@ -431,6 +441,9 @@ def merged(paths: t.Sequence[str], counts: ReadCounts | None = None, depth: int 
             continue
         starts.append((first if first is not None else 0, index, path))
     starts.sort()
+    if len(starts) == 1:  # one file: its window alone, no merge
+        yield from ordered(_guarded(starts[0][2], counts), depth)
+        return
     closed = deque(starts)
     heap: list[tuple[int, int, int, Payload, t.Iterator[Payload]]] = []
     seq = 0
@@ -524,22 +537,27 @@ def parse_message(raw: Blob | bytes) -> Message:
     if len(start) == 2:
         start.append("")
     headers = []
+    index: dict[str, str] = {}  # Message.header's, built here at no extra pass
     for line in lines[1:]:
         if not line:
             continue
         name, colon, value = line.partition(":")
         if not colon or not name or name != name.strip():
             raise BadMessage(f"not a header line: {line[:80]!r}")
-        headers.append((name, value.strip()))
+        value = value.strip()
+        headers.append((name, value))
+        index.setdefault(name.lower(), value)
     message = Message((start[0], start[1], start[2]), headers)
+    message._index = index
     rest = raw.size - body_start
-    if "chunked" in message.header("Transfer-Encoding").lower():
+    length_text = index.get("content-length", "")
+    if "chunked" in index.get("transfer-encoding", "").lower():
         message.content, message.cut = _dechunk(raw, body_start)
-    elif message.header("Content-Length"):
+    elif length_text:
         try:
-            length = int(message.header("Content-Length"))
+            length = int(length_text)
         except ValueError:
-            raise BadMessage(f"Content-Length is not a number: {message.header('Content-Length')!r}") from None
+            raise BadMessage(f"Content-Length is not a number: {length_text!r}") from None
         message.content, message.cut = Slice(raw, body_start, min(length, rest)), rest < length
     else:
         message.content = Slice(raw, body_start, rest)

@@ -217,12 +217,10 @@ class Replay:
         """Send one request, through ``lane`` when given, else through the pool; count and compare its answer."""
         options, results = self.options, self.results
         host = request.host if options.original_host and request.host else self._host
-        lines = "".join(f"{name}: {value}\r\n" for name, value in request.headers)
         # read as Latin-1, and the target is ASCII
-        head = f"{request.method} {self._base}{request.target} HTTP/1.1\r\nHost: {host}\r\n{lines}\r\n".encode(
-            "latin-1"
-        )
-        body = t.cast("BodyBuffer", _Body(request.body))
+        head = "\r\n".join([f"{request.method} {self._base}{request.target} HTTP/1.1", f"Host: {host}",
+                             *map(": ".join, request.headers), "", ""]).encode("latin-1")  # fmt: skip
+        body = t.cast("BodyBuffer", _Body(request.body)) if request.body.size else None
         kept = self._comparer.mirror_answer() if self._comparer is not None else None
         results.sent += 1
         began = time.monotonic()

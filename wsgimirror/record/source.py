@@ -19,7 +19,7 @@ from ..config.model import CompareSettings
 from ..send.head import MARK_HEADER
 from ..util.paths import NoMatch
 from ..util.paths import expand as expand_patterns
-from ..util.syntax import field_value, is_token, origin_form
+from ..util.syntax import CONTROL, field_value, is_token, origin_form
 from .blob import Blob
 from .gor import (
     READ_DEPTH,
@@ -272,20 +272,29 @@ def _request(payload: Payload, message: Message, keep_mark: bool = False) -> Req
     reduced = origin_form(target)
     if reduced is None:
         raise BadMessage(f"the target is neither origin nor absolute form: {target!r}")
-    headers = []
-    for name, value in message.headers:
-        if not is_token(name):
-            raise BadMessage(f"{name!r} is not a header name")
-        cleaned = field_value(value)
-        if cleaned is None:
-            raise BadMessage(f"the {name} header holds control characters")
-        lower = name.lower()
-        if lower not in SKIPPED and not lower.startswith("proxy-") and (keep_mark or lower != MARK_HEADER):
-            headers.append((name, cleaned))
-    framed = bool(message.header("Content-Length") or message.header("Transfer-Encoding"))
-    if framed or message.content.size:
+    fields = message.headers
+    # names that are all tokens joined are one token; values without a control byte joined have none: the
+    # common case, checked at once (a message's values never hold a line break: it is split on them)
+    if is_token("".join([name for name, _ in fields])) and not CONTROL.search("".join([v for _, v in fields])):
+        headers = [(name, value) for name, value in fields if _sent(name.lower(), keep_mark)]
+    else:
+        headers = []
+        for name, value in fields:
+            if not is_token(name):
+                raise BadMessage(f"{name!r} is not a header name")
+            cleaned = field_value(value)
+            if cleaned is None:
+                raise BadMessage(f"the {name} header holds control characters")
+            if _sent(name.lower(), keep_mark):
+                headers.append((name, cleaned))
+    if message.header("Content-Length") or message.header("Transfer-Encoding") or message.content.size:
         headers.append(("Content-Length", str(message.content.size)))
     return Request(payload, message, method, reduced, headers)
+
+
+def _sent(lower: str, keep_mark: bool) -> bool:
+    """Whether a recorded header (its name in lower case) is sent again."""
+    return lower not in SKIPPED and not lower.startswith("proxy-") and (keep_mark or lower != MARK_HEADER)
 
 
 # -- pacing -----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # RFC 9112 5.2: obs-fold = OWS CRLF RWS; a recipient may replace it with one space.
 _OBS_FOLD = re.compile(r"[ \t]*\r?\n[ \t]+")
 # Field values carry no control bytes besides HTAB (CR, LF and NUL included), and no DEL.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # A request target in origin form: "/" then no whitespace or control bytes.
 _ORIGIN_FORM = re.compile(r"/[^\x00-\x20\x7f]*\Z")
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
@@ -46,7 +46,7 @@ def field_value(value: str) -> str | None:
     """``value`` ready for the wire: obs-folds become one space; None when a control byte is left."""
     if "\n" in value:
         value = _OBS_FOLD.sub(" ", value)
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         return None
     return value
 
