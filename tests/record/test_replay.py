@@ -78,6 +78,35 @@ def test_filters_count_what_they_leave_out():
     assert (source.records, source.filtered, source.skipped_malformed) == (3, 2, 1)
 
 
+def numbered(tmp_path, count: int) -> str:
+    from wsgimirror.record.gor import SEPARATOR
+
+    path = tmp_path / "numbered.gor"
+    path.write_bytes(b"".join(b"1 %024x %d -1\n" % (i, i) + b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i + SEPARATOR
+                              for i in range(count)))  # fmt: skip
+    return str(path)
+
+
+def test_paced_workers_each_send_every_nth_request():
+    shares = [[r.target for r in Source(Options([FIXTURE], share=(i, 2))).requests()] for i in (0, 1)]
+    assert shares == [["/orders?src=gor", "/items/7"], ["/items/42"]]
+
+
+def test_flooding_workers_send_the_blocks_they_claim_and_together_every_request_once(tmp_path):
+    from wsgimirror.record.source import Claims
+
+    path, claims = numbered(tmp_path, 50), Claims()
+    first = Source(Options([path], claims=claims))
+    second = Source(Options([path], claims=claims))
+    taken = first.requests()
+    early = [next(taken).target for _ in range(Claims.BLOCK)]  # the first claims 0-15 and sends them
+    assert early == [f"/{i}" for i in range(16)]
+    # the second skips them, claims 16-31, 32-47 and 48-63 in turn and sends what there is of them
+    assert [r.target for r in second.requests()] == [f"/{i}" for i in range(16, 50)]
+    assert [r.target for r in taken] == []  # what is left of the first's reading is the second's
+    assert (first.records, second.records) == (16, 34)
+
+
 def test_recorded_answers_are_kept_with_their_request_only_when_comparing():
     comparing = Source(Options([FIXTURE], compare=True))
     found = {r.target: r.recorded.message if r.recorded else None for r in comparing.requests()}

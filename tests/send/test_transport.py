@@ -47,3 +47,38 @@ def test_an_os_error_other_than_a_reset_or_a_timeout_fails_the_mirror_as_socket_
     finally:
         udp.close()
     assert caught.value.reason == "socket_error" and "refused" in str(caught.value).lower()
+
+
+def test_a_lane_keeps_one_connection_reconnects_after_a_close_and_closes_it_when_done():
+    """A flood's sender: its requests go out one after the other on its own connection, which the pool never sees."""
+    from dataclasses import replace
+
+    from tests.helpers import ScriptedServer
+    from wsgimirror.config.model import HttpClientSettings, MirrorSettings
+    from wsgimirror.record.replay import _destination
+    from wsgimirror.send.pools import connection_pool
+    from wsgimirror.send.transport import Lane, exchange
+
+    def answer(sock, head, body):  # the third answer ends its connection
+        closing = head.startswith(b"GET /3 ")
+        sock.sendall(b"HTTP/1.1 204 No Content\r\n" + (b"Connection: close\r\n" if closing else b"") + b"\r\n")
+        return not closing
+
+    target = ScriptedServer(answer)
+    pool = connection_pool(_destination(target.address), replace(MirrorSettings(), max_in_flight=2),
+                           HttpClientSettings())  # fmt: skip
+    lane = Lane(pool)
+    try:
+        statuses = [exchange(lane, b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i, None, False, 5, 5, True)
+                    for i in range(1, 6)]  # fmt: skip
+        assert statuses == [204] * 5 and target.connections == 2  # one until the close, one after
+        # one connection object, connected again after the close; the pool's own slots never used
+        assert pool.num_connections == 1 and pool.resting == 0 and list(pool.pool.queue) == [None, None]
+        lane.close()
+        lane.close()  # twice is harmless
+        from tests.helpers import wait_until
+
+        wait_until(lambda: target.ended == 2, 5, "the lane's connection to close")
+    finally:
+        target.stop()
+        pool.close()

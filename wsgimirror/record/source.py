@@ -113,8 +113,11 @@ class Claims:
     def __init__(self) -> None:
         import multiprocessing
 
-        self._next = multiprocessing.RawValue("q", 0)  # shared memory, inherited by the fork
-        self._lock = multiprocessing.Lock()
+        # the fork context whatever the default start method (Python 3.14's is forkserver): the semaphore is
+        # unlinked at once, and no resource tracker process is started
+        fork = multiprocessing.get_context("fork")
+        self._next = fork.RawValue("q", 0)  # shared memory, inherited by the fork
+        self._lock = fork.Lock()
 
     def take(self) -> int:
         """The first ordinal of the next block no worker has claimed."""
