@@ -816,6 +816,23 @@ def test_looping_over_a_recording_that_sends_nothing_ends_at_once(target):
     assert summary["sent"] == 0 and summary["filtered"] == 3 and exit_status(summary) == 1
 
 
+def test_a_flooding_worker_whose_first_pass_had_no_request_of_its_own_keeps_looping(target, tmp_path):
+    """Two workers' replays in one process, sharing their claims: the second's first pass finds every request of
+    a 5-request recording claimed by the first, and it must loop on to the blocks it claimed, not stop."""
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Claims, Options
+
+    path = gor(tmp_path / "five.gor", [(i, get(f"/{i}")) for i in range(5)])
+    claims = Claims()
+    first, second = (Replay(Options(paths=[str(path)], target=target.address, speed=0, loop=True, duration=0.5,
+                                    concurrency=1, claims=claims)) for _ in range(2))  # fmt: skip
+    runs = [gevent.spawn(first.run), gevent.spawn(second.run)]
+    gevent.joinall(runs, timeout=10, raise_error=True)
+    sent = [run.value["sent"] for run in runs]
+    assert all(run.successful() for run in runs) and sent[0] > 0 and sent[1] > 0, sent
+    assert len(target.requests) == sum(sent)
+
+
 def test_the_summarys_figures_are_rounded_as_documented():
     from wsgimirror.record.replay import Latencies, Replay
     from wsgimirror.record.source import Options

@@ -144,7 +144,7 @@ class Replay:
                             self._paced(requests, pacer, pool)
                     finally:
                         requests.close()
-                    if not options.loop or self._out_of_time() or self.results.sent == 0:
+                    if not options.loop or self._out_of_time() or self._sends_nothing():
                         break
                     pacer.restart()
                 pool.join(timeout=options.timeout + 1)
@@ -205,6 +205,13 @@ class Replay:
             gevent.joinall(workers)
         finally:
             gevent.killall(workers, block=True, timeout=self.options.timeout + 1)
+
+    def _sends_nothing(self) -> bool:
+        """Whether a ``--loop`` would go round without sending: the recording has no request, or this process
+        took some and sent none (all filtered, cut or malformed). A worker that has taken none yet, the others
+        having claimed them all, goes on: its blocks come in a later pass."""
+        source = self.source
+        return self.results.sent == 0 and (source.records > 0 or source.seen == 0)
 
     def stop(self) -> None:
         self._stopping = True

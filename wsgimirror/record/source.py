@@ -167,6 +167,11 @@ class Source:
         self.early: OrderedDict[str, Payload] = OrderedDict()  # (--compare) answers read before their request
 
     @property
+    def seen(self) -> int:
+        """Request payloads read, this process's or not."""
+        return self._ordinal
+
+    @property
     def skipped_malformed(self) -> int:
         return self.counts.malformed + self.bad
 
