@@ -153,3 +153,31 @@ def test_a_target_without_a_port_takes_its_schemes_default_and_its_path_becomes_
 
     destination = _destination(target)
     assert (destination.scheme, destination.host, destination.port, destination.base_path) == expected
+
+
+def test_a_loop_reports_a_damaged_file_once_and_counts_the_payloads_it_skips_each_pass(tmp_path):
+    """Each pass reads the files again: a payload skipped is skipped each time, but a file cut off or
+    unreadable is one file, warned about once."""
+    import shutil
+
+    shutil.copy(FIXTURE, tmp_path / "a.gor")  # its last payload is cut off, and one payload is malformed
+    (tmp_path / "b.gor.gz").write_bytes(b"not gzip")
+    warnings: list[str] = []
+    source = Source(Options([str(tmp_path / "a.gor"), str(tmp_path / "b.gor.gz")], loop=True, warn=warnings.append))
+    for _ in range(3):
+        assert [r.target for r in source.requests()] == ["/orders?src=gor", "/items/42", "/items/7"]
+    assert source.passes == 3 and (source.records, source.skipped_malformed) == (9, 3)
+    assert (source.counts.partial, source.counts.unreadable, len(warnings)) == (1, 1, 1)
+    assert warnings == source.counts.problems and "b.gor.gz" in warnings[0]
+
+
+def test_a_file_that_becomes_unreadable_during_a_loop_is_reported_then(tmp_path):
+    import shutil
+
+    path = tmp_path / "a.gor"
+    shutil.copy(FIXTURE, path)
+    warnings: list[str] = []
+    source = Source(Options([str(path)], loop=True, warn=warnings.append))
+    assert len(list(source.requests())) == 3 and warnings == []
+    path.unlink()
+    assert list(source.requests()) == [] and source.counts.unreadable == 1 and "a.gor" in warnings[0]

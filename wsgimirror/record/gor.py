@@ -104,14 +104,26 @@ class ReadCounts:
         self.files = 0
         self.unreadable = 0
         self.problems: list[str] = []
+        self._reported: set[str] = set()  # every problem's message, kept or not
         self._warn = warn
 
     def problem(self, message: str) -> None:
+        self._reported.add(message)
         self.unreadable += 1
         if len(self.problems) < PROBLEMS_KEPT:
             self.problems.append(message)
         if self._warn is not None:
             self._warn(message)
+
+    def again(self, later: ReadCounts) -> None:
+        """Add what a later read of the same files found (``replay --loop``): payloads skipped again are counted
+        again, but a file cut off or unreadable is one file, reported once; only a problem not reported before
+        (a file that became unreadable) is new."""
+        self.malformed += later.malformed
+        self.unknown_type += later.unknown_type
+        for message in later._reported:
+            if message not in self._reported:
+                self.problem(message)
 
 
 class Unreadable(Exception):

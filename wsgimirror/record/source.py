@@ -156,6 +156,7 @@ class Source:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.counts = ReadCounts(options.warn)
+        self.passes = 0  # passes over the files begun (more than one with --loop)
         self.records = 0  # requests read (of this process's share)
         self._ordinal = 0  # request payloads seen, shared or not
         self._claimed = (0, 0)  # (--workers, --speed 0) the block of ordinals this process claimed last
@@ -182,7 +183,10 @@ class Source:
         """
         ahead: deque[Request] = deque()
         lookahead = LOOKAHEAD if self.options.compare else 0
-        payloads = merged(self.options.paths, self.counts, self.options.read_depth)
+        # a --loop's later passes read the same files: what they find of the files is added once (see again)
+        counts = self.counts if not self.passes else ReadCounts()
+        self.passes += 1
+        payloads = merged(self.options.paths, counts, self.options.read_depth)
         try:
             for payload in payloads:
                 request = self._take(payload)
@@ -197,6 +201,8 @@ class Source:
                 self.done(request)
             while self.early:
                 self.early.popitem(last=False)[1].release()
+            if counts is not self.counts:
+                self.counts.again(counts)
 
     def done(self, request: Request) -> None:
         if self.pending.get(request.id) is request:
