@@ -181,3 +181,15 @@ def test_a_file_that_becomes_unreadable_during_a_loop_is_reported_then(tmp_path)
     assert len(list(source.requests())) == 3 and warnings == []
     path.unlink()
     assert list(source.requests()) == [] and source.counts.unreadable == 1 and "a.gor" in warnings[0]
+
+
+def test_a_claim_lock_left_held_fails_the_worker_instead_of_hanging(monkeypatch, tmp_path):
+    from wsgimirror.record.source import Claims, ReplayError
+
+    claims = Claims()
+    monkeypatch.setattr(Claims, "LOCK_SECONDS", 0.05)
+    claims._lock.acquire()  # as a worker killed between taking the lock and giving it back leaves it
+    with pytest.raises(ReplayError, match="killed while claiming"):
+        list(Source(Options([numbered(tmp_path, 3)], claims=claims)).requests())
+    claims._lock.release()
+    assert claims.take() == 0  # nothing was claimed meanwhile

@@ -109,6 +109,7 @@ class Claims:
     and sends those of the blocks it claimed (see :meth:`Source._mine`)."""
 
     BLOCK = 16  # requests per claim: one lock taken per 16 requests, and little left waiting behind a slow one
+    LOCK_SECONDS = 5.0
 
     def __init__(self) -> None:
         import multiprocessing
@@ -120,10 +121,17 @@ class Claims:
         self._lock = fork.Lock()
 
     def take(self) -> int:
-        """The first ordinal of the next block no worker has claimed."""
-        with self._lock:
+        """The first ordinal of the next block no worker has claimed.
+
+        The lock is held for two memory accesses; one not had within ``LOCK_SECONDS`` was left held by a worker
+        killed there (SIGKILL): the replay fails rather than hang."""
+        if not self._lock.acquire(timeout=self.LOCK_SECONDS):
+            raise ReplayError("a worker was killed while claiming requests: the others cannot go on")
+        try:
             start = self._next.value
             self._next.value = start + self.BLOCK
+        finally:
+            self._lock.release()
         return int(start)
 
 
