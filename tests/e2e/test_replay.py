@@ -833,6 +833,53 @@ def test_a_flooding_worker_whose_first_pass_had_no_request_of_its_own_keeps_loop
     assert len(target.requests) == sum(sent)
 
 
+@pytest.mark.parametrize("pace", [{"speed": 0}, {"rate": 1000.0}], ids=["flood", "paced"])
+def test_a_payload_that_cannot_go_to_its_temporary_file_skips_the_file_from_there_and_says_why(target, tmp_path, pace):
+    """A body past the 32 KiB kept in memory goes to a temporary file; when that fails (TMPDIR full, here the
+    file size limit), the file is skipped from there with a warning naming the temporary file, and nothing leaks."""
+    import resource
+    import tempfile
+
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+    from wsgimirror.record.summary import exit_status
+
+    upload = b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 200000\r\n\r\n" + b"u" * 200_000
+    path = gor(tmp_path / "big.gor", [(1, get("/before")), (2, upload), (3, get("/after"))])
+    warnings: list[str] = []
+    replay_ = Replay(Options(paths=[str(path)], target=target.address, warn=warnings.append, **pace))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        summary = replay_.run()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert warnings == [f"{path}: a temporary file for a payload over 32 KiB in {tempfile.gettempdir()}: "
+                        "File too large; skipped from there"]  # fmt: skip
+    assert [r.target for r in target.requests] == ["/before"]
+    assert (summary["sent"], summary["unreadable_files"], exit_status(summary)) == (1, 1, 1)
+
+
+def test_a_flood_whose_reading_fails_raises_it_instead_of_ending_short(target, tmp_path, monkeypatch):
+    """As a paced replay does: a bug or fault while reading is not a replay that sent fewer requests."""
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options, Source
+
+    path = gor(tmp_path / "ten.gor", [(i, get(f"/{i}")) for i in range(10)])
+    real_take, taken = Source._take, []
+
+    def failing_take(self, payload):
+        taken.append(payload)
+        if len(taken) == 4:
+            raise RuntimeError("reading broke")
+        return real_take(self, payload)
+
+    monkeypatch.setattr(Source, "_take", failing_take)
+    with pytest.raises(RuntimeError, match="reading broke"):
+        Replay(Options(paths=[str(path)], target=target.address, speed=0, concurrency=2)).run()
+    assert sorted(r.target for r in target.requests) == ["/0", "/1", "/2"] and len(taken) == 4
+
+
 def test_the_summarys_figures_are_rounded_as_documented():
     from wsgimirror.record.replay import Latencies, Replay
     from wsgimirror.record.source import Options

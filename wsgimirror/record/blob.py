@@ -89,12 +89,17 @@ class Spool(Blob):
             self._memory += data[:room]
             data = data[room:]
         if data:
-            if self._file is None:
-                self._file = tempfile.TemporaryFile(prefix="wsgimirror-replay-", buffering=0)
-            view = memoryview(data)
-            fd = self._file.fileno()
-            while view:
-                view = view[os.write(fd, view) :]
+            try:
+                if self._file is None:
+                    self._file = tempfile.TemporaryFile(prefix="wsgimirror-replay-", buffering=0)
+                view = memoryview(data)
+                fd = self._file.fileno()
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as err:  # TMPDIR full or not writable, or the file size limit: say which file failed
+                self.release()  # a spool that could not take its bytes holds nothing, its file closed
+                where = f"a temporary file for a payload over {self._limit >> 10} KiB in {tempfile.gettempdir()}"
+                raise OSError(err.errno, f"{where}: {err.strerror or err}") from err
 
     def read(self, start: int, count: int) -> bytes:
         memory = len(self._memory)

@@ -184,10 +184,15 @@ class Replay:
         from gevent.lock import Semaphore
 
         reading = Semaphore()  # the source is one generator: one greenlet advances it at a time
+        failed: list[Exception] = []  # what stopped the reading, raised once the senders are done
 
         def take() -> Request | None:
             with reading:
-                return next(requests, None)
+                try:
+                    return next(requests, None) if not failed else None
+                except Exception as err:  # as the paced replay would raise it, and no sender's own traceback
+                    failed.append(err)
+                    return None
 
         def sender() -> None:
             lane = Lane(self._pool)
@@ -205,6 +210,8 @@ class Replay:
             gevent.joinall(workers)
         finally:
             gevent.killall(workers, block=True, timeout=self.options.timeout + 1)
+        if failed:
+            raise failed[0]
 
     def _sends_nothing(self) -> bool:
         """Whether a ``--loop`` would go round without sending: the recording has no request, or this process
