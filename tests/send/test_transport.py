@@ -82,3 +82,41 @@ def test_a_lane_keeps_one_connection_reconnects_after_a_close_and_closes_it_when
     finally:
         target.stop()
         pool.close()
+
+
+def answered(lines: int, kept: bool):
+    """_roundtrip over a socket pair whose other end answers with ``lines`` header lines; (status, kept headers)."""
+    import pytest
+
+    from wsgimirror.capture.answer import Answer
+    from wsgimirror.capture.body import CaptureBudget
+    from wsgimirror.errors import MirrorSendError
+    from wsgimirror.send.transport import MAX_HEADERS, _roundtrip
+
+    assert lines in (MAX_HEADERS, MAX_HEADERS + 1)
+    ours, theirs = socket.socketpair()
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v%d\r\n" % (i, i) for i in range(lines - 1))
+    theirs.sendall(head + b"Content-Length: 2\r\n\r\nok")
+    answer = Answer(1 << 20, CaptureBudget()) if kept else None
+    try:
+        if lines > MAX_HEADERS:
+            with pytest.raises(MirrorSendError, match="100 header lines"):
+                _roundtrip(ours, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", None, False, None, False, answer)
+            return None, answer
+        return _roundtrip(ours, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", None, False, None, False, answer), answer
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_an_answer_of_exactly_max_headers_lines_is_taken_whole_and_one_more_fails_it():
+    from wsgimirror.send.transport import MAX_HEADERS
+
+    assert answered(MAX_HEADERS, kept=False)[0] == (200, True)
+    (status, answer) = answered(MAX_HEADERS, kept=True)
+    assert status == (200, True) and answer.complete and bytes(answer.body) == b"ok"
+    assert answer.headers[0] == ("X-0", "v0") and len(answer.headers) == MAX_HEADERS
+    assert answer.headers[-1] == ("Content-Length", "2")
+    answered(MAX_HEADERS + 1, kept=False)
+    _, refused = answered(MAX_HEADERS + 1, kept=True)
+    assert not refused.complete  # never compared
