@@ -189,7 +189,127 @@ def test_a_claim_lock_left_held_fails_the_worker_instead_of_hanging(monkeypatch,
     claims = Claims()
     monkeypatch.setattr(Claims, "LOCK_SECONDS", 0.05)
     claims._lock.acquire()  # as a worker killed between taking the lock and giving it back leaves it
-    with pytest.raises(ReplayError, match="killed while claiming"):
+    with pytest.raises(ReplayError) as caught:
         list(Source(Options([numbered(tmp_path, 3)], claims=claims)).requests())
+    assert str(caught.value) == "a worker was killed while claiming requests: the others cannot go on"
     claims._lock.release()
     assert claims.take() == 0  # nothing was claimed meanwhile
+
+
+def written(path, payloads: list[tuple[str, str, int, bytes]]) -> str:
+    """A .gor file of (type, id, timestamp, message)."""
+    from wsgimirror.record.gor import SEPARATOR
+
+    path.write_bytes(b"".join(b"%s %s %d -1\n" % (kind.encode(), pid.encode(), stamp) + message + SEPARATOR
+                              for kind, pid, stamp, message in payloads))  # fmt: skip
+    return str(path)
+
+
+def get_(target: str, *headers: str) -> bytes:
+    return (f"GET {target} HTTP/1.1\r\nHost: h\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode()
+
+
+OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_a_directory_argument_gives_its_recordings_and_the_arguments_after_it_follow(tmp_path):
+    from wsgimirror.record.source import expand
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    for name in ("b.gor", "a.gor_0.gz", "notes.txt"):
+        (first / name).write_bytes(b"")
+    (second / "c.gor").write_bytes(b"")
+    (tmp_path / "d.gor").write_bytes(b"")
+    assert expand([str(first), str(second), str(tmp_path / "d.gor")]) == [
+        str(first / "a.gor_0.gz"), str(first / "b.gor"), str(second / "c.gor"), str(tmp_path / "d.gor")]  # fmt: skip
+
+
+def test_the_read_depth_orders_that_many_payloads_by_timestamp(tmp_path):
+    path = written(tmp_path / "late.gor", [("1", "a", 30, get_("/30")), ("1", "b", 10, get_("/10")),
+                                           ("1", "c", 20, get_("/20"))])  # fmt: skip
+    assert [r.target for r in Source(Options([path])).requests()] == ["/10", "/20", "/30"]
+    assert [r.target for r in Source(Options([path], read_depth=1)).requests()] == ["/30", "/10", "/20"]
+
+
+def test_comparing_each_request_takes_the_first_answer_of_its_id_and_nothing_is_left_held(tmp_path):
+    path = written(tmp_path / "answers.gor", [
+        ("2", "a", 1, OK_ANSWER.replace(b"ok", b"A1")), ("2", "a", 2, OK_ANSWER.replace(b"ok", b"A2")),
+        ("1", "a", 3, get_("/a")),
+        ("1", "b", 4, get_("/b")), ("2", "b", 5, OK_ANSWER.replace(b"ok", b"B1")),
+        ("2", "b", 6, OK_ANSWER.replace(b"ok", b"B2")),
+        ("2", "z", 7, OK_ANSWER),  # an answer whose request never comes
+    ])  # fmt: skip
+    source = Source(Options([path], compare=True))
+    found = {}
+    for request in source.requests():
+        found[request.target] = request.recorded.message[-2:] if request.recorded else None
+        source.done(request)
+    assert found == {"/a": b"A1", "/b": b"B1"}
+    assert source.pending == {} and len(source.early) == 0
+
+
+def test_a_comparing_source_stopped_early_frees_what_it_read_ahead(tmp_path):
+    path = written(tmp_path / "many.gor", [("1", f"{i:024x}", i, get_(f"/{i}")) for i in range(10)])
+    source = Source(Options([path], compare=True))
+    requests = source.requests()
+    first = next(requests)  # the rest are read ahead, waiting for their answers
+    assert len(source.pending) == 10
+    requests.close()
+    source.done(first)
+    assert source.pending == {}
+
+
+def test_a_request_whose_message_is_not_http_is_counted_with_why(tmp_path):
+    path = written(tmp_path / "odd.gor", [("1", "a", 1, b"hello\r\n\r\n"), ("1", "b", 2, get_("/ok"))])
+    source = Source(Options([path]))
+    assert [r.target for r in source.requests()] == ["/ok"]
+    assert source.skipped_malformed == 1 and source.malformed == ["a: not an HTTP start line: 'hello'"]
+
+
+def test_cut_requests_are_counted_each(tmp_path):
+    cut = b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"
+    path = written(tmp_path / "cut.gor", [("1", "a", 1, cut), ("1", "b", 2, cut), ("1", "c", 3, get_("/ok"))])
+    source = Source(Options([path]))
+    assert [r.target for r in source.requests()] == ["/ok"] and source.cut == 2
+
+
+def test_the_mirrors_mark_is_removed_unless_kept(tmp_path):
+    path = written(tmp_path / "marked.gor", [("1", "a", 1, get_("/m", "X-Mirrored-By: wsgimirror", "X-Other: 1"))])
+    removed = [r.headers for r in Source(Options([path])).requests()]
+    kept = [r.headers for r in Source(Options([path], keep_mirror_mark=True)).requests()]
+    assert removed == [[("X-Other", "1")]] and kept == [[("X-Mirrored-By", "wsgimirror"), ("X-Other", "1")]]
+    raw = get_("/m", "X-Mirrored-By: wsgimirror")
+    assert _request(payload(raw), parse_message(raw)).headers == []  # removed by default
+    assert _request(payload(raw), parse_message(raw), True).headers == [("X-Mirrored-By", "wsgimirror")]
+
+
+def test_a_skipped_request_frees_its_decoded_body_at_once(tmp_path):
+    """A chunked body past 32 KiB is decoded into a temporary file; a request skipped after decoding closes it."""
+    import gc
+    import warnings
+
+    body = b"x" * (40 << 10)
+    chunked = (b"POST /up HTTP/1.1\r\nHost: h\r\nBad Name: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")  # fmt: skip
+    path = written(tmp_path / "bad.gor", [("1", "a", 1, chunked)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = Source(Options([path]))
+        assert list(source.requests()) == [] and source.skipped_malformed == 1
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert source.malformed == ["a: 'Bad Name' is not a header name"]
+
+
+def test_the_first_bad_header_is_the_one_named():
+    for raw, why in [
+        (b"GET / HTTP/1.1\r\nX: a\x01b\r\nBad Name: 1\r\n\r\n", "the X header holds control characters"),
+        (b"GET / HTTP/1.1\r\nBad Name: 1\r\nX: a\x01b\r\n\r\n", "'Bad Name' is not a header name"),
+    ]:
+        with pytest.raises(BadMessage) as caught:
+            _request(payload(raw), parse_message(raw))
+        assert str(caught.value) == why
+    bare = b"GET / HTTP/1.0\r\n\r\n"
+    assert _request(payload(bare), parse_message(bare)).headers == []  # no header at all is fine

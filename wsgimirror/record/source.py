@@ -19,7 +19,7 @@ from ..config.model import CompareSettings
 from ..send.head import MARK_HEADER
 from ..util.paths import NoMatch
 from ..util.paths import expand as expand_patterns
-from ..util.syntax import CONTROL, field_value, is_token, origin_form
+from ..util.syntax import CONTROL, is_token, origin_form
 from .blob import Blob
 from .gor import (
     READ_DEPTH,
@@ -295,23 +295,30 @@ def _request(payload: Payload, message: Message, keep_mark: bool = False) -> Req
     if reduced is None:
         raise BadMessage(f"the target is neither origin nor absolute form: {target!r}")
     fields = message.headers
-    # names that are all tokens joined are one token; values without a control byte joined have none: the
-    # common case, checked at once (a message's values never hold a line break: it is split on them)
-    if is_token("".join([name for name, _ in fields])) and not CONTROL.search("".join([v for _, v in fields])):
-        headers = [(name, value) for name, value in fields if _sent(name.lower(), keep_mark)]
-    else:
-        headers = []
-        for name, value in fields:
-            if not is_token(name):
-                raise BadMessage(f"{name!r} is not a header name")
-            cleaned = field_value(value)
-            if cleaned is None:
-                raise BadMessage(f"the {name} header holds control characters")
-            if _sent(name.lower(), keep_mark):
-                headers.append((name, cleaned))
+    why = _bad_header(fields)
+    if why is not None:
+        raise BadMessage(why)
+    headers = [(name, value) for name, value in fields if _sent(name.lower(), keep_mark)]
     if message.header("Content-Length") or message.header("Transfer-Encoding") or message.content.size:
         headers.append(("Content-Length", str(message.content.size)))
     return Request(payload, message, method, reduced, headers)
+
+
+def _bad_header(fields: list[tuple[str, str]]) -> str | None:
+    """Why the first header that cannot be sent as recorded cannot, or None.
+
+    Names that are all tokens joined are one token, and values without a control byte joined have none (a
+    message's values never hold a line break: it is split on them), so the common case is checked at once.
+    """
+    names = "".join([name for name, _ in fields])
+    if (not names or is_token(names)) and not CONTROL.search("".join([value for _, value in fields])):
+        return None
+    for name, value in fields:
+        if not is_token(name):
+            return f"{name!r} is not a header name"
+        if CONTROL.search(value):
+            return f"the {name} header holds control characters"
+    return None
 
 
 def _sent(lower: str, keep_mark: bool) -> bool:
@@ -378,12 +385,11 @@ class _Body:
 def _answer(message: Message, comparer: t.Any) -> Answer:
     """A recorded answer as the comparison engine takes it; a cut body makes it not comparable."""
     answer = Answer(comparer.settings.max_body_bytes, comparer.budget)
-    _version, status, reason = message.start
+    status = message.start[1]
     try:
         answer.status = int(status)
     except ValueError:
         answer.status = 0
-    answer.status_text = f"{status} {reason}"
     answer.headers = list(message.headers)
     for piece in message.content.chunks():
         answer.feed(piece)
