@@ -991,3 +991,54 @@ def test_a_target_whose_answer_head_never_ends_fails_each_request_at_once(tmp_pa
         target.stop()
     summary = json.loads(out)
     assert status == 1 and summary["failures"] == {"head_too_large": 2}
+
+
+def test_the_summarys_rates_are_what_was_sent_and_answered_per_second():
+    from wsgimirror.record.replay import Replay, progress_line
+    from wsgimirror.record.source import Options
+
+    replay_ = Replay(Options(paths=[str(FIXTURE)], target="http://127.0.0.1:1"))
+    replay_.results.sent, replay_.results.succeeded = 10, 7
+    summary = replay_.summary(0.3)
+    assert (summary["rate"], summary["answered_rate"], summary["seconds"]) == (33.3, 23.3, 0.3)
+    assert replay_.summary(2.0)["answered_rate"] == 3.5
+    assert replay_.summary(0.0)["answered_rate"] is None
+    replay_.results.succeeded = 0
+    assert replay_.summary(2.0)["answered_rate"] is None
+    assert "rate 0.0/s" in progress_line(3, 3, 0, 0.0, None)  # nothing elapsed yet
+
+
+def test_a_loop_over_one_request_that_is_filtered_out_ends_at_once(target, tmp_path):
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+
+    path = gor(tmp_path / "one.gor", [(1, get("/only"))])
+    with gevent.Timeout(5):  # no --duration: without the guard it would go round forever
+        summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, loop=True,
+                                 methods=frozenset({"PATCH"}))).run()  # fmt: skip
+    assert (summary["records"], summary["sent"], summary["filtered"]) == (1, 0, 1)
+
+
+def test_a_worker_left_no_request_of_a_one_request_recording_loops_on_to_its_blocks(target, tmp_path):
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Claims, Options
+
+    path = gor(tmp_path / "one.gor", [(1, get("/only"))])
+    claims = Claims()
+    claims.take()  # another worker claimed the first block, the only request in it
+    summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, loop=True, duration=0.3,
+                             claims=claims)).run()  # fmt: skip
+    # its first pass had no request of its own; it goes on, and from the 17th pass sends the blocks it claims
+    assert summary["sent"] > 0 and summary["seconds"] >= 0.25
+
+
+def test_replay_compare_takes_the_app_side_latency_from_the_recording(target):
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+
+    summary = Replay(Options(paths=[str(FIXTURE)], target=target.address, speed=0, compare=True)).run()
+    latency = summary["compare"]["by_endpoint"]["POST /orders"]["latency"]
+    # the recorded 1,523,000 ns, in its histogram bucket
+    assert latency["reference"] == {"n": 1, "p50_ms": 1.562, "p99_ms": 1.562}
+    assert latency["candidate"]["n"] == 1 and 0 < latency["candidate"]["p50_ms"] < 5000
+    assert summary["compare"]["skipped"] == {"not_recorded": 2}
