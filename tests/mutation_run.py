@@ -64,9 +64,7 @@ TESTS: dict[str, list[str]] = {
     "compare.difflog": ["tests/compare/test_difflog.py", "tests/e2e/test_compare.py",
                         "tests/e2e/test_compare_report.py"],
     # record and replay (replay's own runs are child processes: only its in-process tests count)
-    "record.gor": ["tests/record/test_gor.py", "tests/record/test_replay.py", "tests/e2e/test_record.py",
-                   "tests/e2e/test_replay.py", "tests/e2e/test_goreplay_fidelity.py", "-k",
-                   "not pacing and not on_a_terminal and not ctrl_c and not fixed_rate and not gunicorn"],
+    "record.gor": ["tests/record/test_gor.py", "tests/record/test_replay.py", "tests/e2e/test_record.py"],
     "record.recorder": ["tests/e2e/test_record.py", "-k", "not gunicorn"],
     # (two pacing tests take 2 to 10 s each, and the pty and Ctrl-C ones run the command as a child process)
     **{module: ["tests/record/test_replay.py", "tests/e2e/test_replay.py", "-k",

@@ -1042,3 +1042,81 @@ def test_replay_compare_takes_the_app_side_latency_from_the_recording(target):
     assert latency["reference"] == {"n": 1, "p50_ms": 1.562, "p99_ms": 1.562}
     assert latency["candidate"]["n"] == 1 and 0 < latency["candidate"]["p50_ms"] < 5000
     assert summary["compare"]["skipped"] == {"not_recorded": 2}
+
+
+def test_a_recorded_answer_that_is_not_http_at_all_is_counted_not_recorded_for_its_endpoint(target, tmp_path):
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+
+    path = gor(
+        tmp_path / "answers.gor",
+        [(1, get("/a")), (2, get("/a"))],
+        {0: b"x\r\n\r\n", 1: b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"},
+    )
+    summary = Replay(Options(paths=[str(path)], target=target.address, speed=0, compare=True)).run()
+    assert summary["compare"]["skipped"] == {"not_recorded": 2} and summary["succeeded"] == 2
+    assert list(summary["compare"]["by_endpoint"]) == ["GET /a"]
+
+
+def test_duration_stops_a_flood_in_the_middle_of_a_pass(tmp_path):
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+
+    path = gor(tmp_path / "long.gor", [(i, get(f"/{i}")) for i in range(1000)])
+    with Sink(delay=0.01) as slow:
+        summary = Replay(Options(paths=[str(path)], target=slow.address, speed=0, concurrency=1,
+                                 duration=0.2)).run()  # fmt: skip
+    assert 0 < summary["sent"] < 200 and summary["seconds"] < 2  # not the pass's 1,000 requests (10 s)
+
+
+def test_on_a_terminal_a_warning_clears_the_progress_line_first(target, tmp_path):
+    import io
+
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    bad = tmp_path / "bad.gor.gz"
+    bad.write_bytes(b"not gzip")
+    terminal = Terminal()
+    Replay(Options(paths=[str(FIXTURE), str(bad)], target=target.address, speed=0), progress=terminal).run()
+    warning = next(line for line in terminal.getvalue().split("\n") if "bad.gor.gz" in line)
+    assert warning.startswith("\r\033[Kwsgimirror replay: ") and "Not a gzipped file" in warning
+
+
+def test_a_recorded_answer_echoing_the_recorded_host_is_not_a_difference_when_the_target_echoes_its_own(tmp_path):
+    """The replay sends the target's Host: an answer that echoes it differs from the recording only by that."""
+    import json as json_
+
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+
+    def echo_host(environ, start_response):
+        body = json_.dumps({"host": environ["HTTP_HOST"], "n": 1}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    recorded = json_.dumps({"host": "rec.example", "n": 1}).encode()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(recorded)
+    path = gor(tmp_path / "echo.gor", [(1, get("/echo"))], {0: answer + recorded})
+    server = serve(echo_host)
+    try:
+        address = f"http://127.0.0.1:{server.server_port}"
+        summary = Replay(Options(paths=[str(path)], target=address, speed=0, compare=True)).run()
+    finally:
+        server.stop(timeout=1)
+    fields = summary["compare"]["by_endpoint"]["GET /echo"]["fields"]
+    assert fields["body.host"]["mirror_made"] == 1 and fields["body.host"]["excess"] == 0.0
+
+
+def test_concurrency_bounds_a_paced_replay_too(tmp_path):
+    from wsgimirror.record.replay import Replay
+    from wsgimirror.record.source import Options
+
+    path = gor(tmp_path / "three.gor", [(i, get(f"/{i}")) for i in range(3)])
+    with Sink(delay=0.3) as slow:
+        summary = Replay(Options(paths=[str(path)], target=slow.address, rate=100.0, concurrency=1)).run()
+    assert summary["succeeded"] == 3 and summary["seconds"] >= 0.85  # one at a time, though due 10 ms apart

@@ -101,7 +101,6 @@ class Replay:
         self._expected: float | None = None
         self.tick: t.Callable[[], None] | None = None  # (a --workers process) called instead of a progress line
         destination = _destination(options.target)
-        self._destination = destination
         self._host, self._base = destination.host_header, destination.base_path
         http_client = HttpClientSettings(ca_file=options.ca_file, accept_any_certificate=options.insecure)
         from ..send.pools import connection_pool
@@ -189,7 +188,7 @@ class Replay:
         def take() -> Request | None:
             with reading:
                 try:
-                    return next(requests, None) if not failed else None
+                    return next(requests, None)  # None too once it raised: a generator that raised is done
                 except Exception as err:  # as the paced replay would raise it, and no sender's own traceback
                     failed.append(err)
                     return None
