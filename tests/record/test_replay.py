@@ -78,13 +78,22 @@ def test_filters_count_what_they_leave_out():
     assert (source.records, source.filtered, source.skipped_malformed) == (3, 2, 1)
 
 
-def numbered(tmp_path, count: int) -> str:
+def written(path, payloads: list[tuple[str, str, int, bytes]]) -> str:
+    """A .gor file of (type, id, timestamp, message): any type, order and id, unlike tests/e2e's ``gor``."""
     from wsgimirror.record.gor import SEPARATOR
 
-    path = tmp_path / "numbered.gor"
-    path.write_bytes(b"".join(b"1 %024x %d -1\n" % (i, i) + b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i + SEPARATOR
-                              for i in range(count)))  # fmt: skip
+    path.write_bytes(b"".join(b"%s %s %d -1\n" % (kind.encode(), pid.encode(), stamp) + message + SEPARATOR
+                              for kind, pid, stamp, message in payloads))  # fmt: skip
     return str(path)
+
+
+def get_(target: str, *headers: str) -> bytes:
+    return (f"GET {target} HTTP/1.1\r\nHost: h\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode()
+
+
+def numbered(tmp_path, count: int) -> str:
+    """``count`` GETs of /0, /1, ... in order."""
+    return written(tmp_path / "numbered.gor", [("1", f"{i:024x}", i, get_(f"/{i}")) for i in range(count)])
 
 
 def test_paced_workers_each_send_every_nth_request():
@@ -196,19 +205,6 @@ def test_a_claim_lock_left_held_fails_the_worker_instead_of_hanging(monkeypatch,
     assert claims.take() == 0  # nothing was claimed meanwhile
 
 
-def written(path, payloads: list[tuple[str, str, int, bytes]]) -> str:
-    """A .gor file of (type, id, timestamp, message)."""
-    from wsgimirror.record.gor import SEPARATOR
-
-    path.write_bytes(b"".join(b"%s %s %d -1\n" % (kind.encode(), pid.encode(), stamp) + message + SEPARATOR
-                              for kind, pid, stamp, message in payloads))  # fmt: skip
-    return str(path)
-
-
-def get_(target: str, *headers: str) -> bytes:
-    return (f"GET {target} HTTP/1.1\r\nHost: h\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode()
-
-
 OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
@@ -251,8 +247,7 @@ def test_comparing_each_request_takes_the_first_answer_of_its_id_and_nothing_is_
 
 
 def test_a_comparing_source_stopped_early_frees_what_it_read_ahead(tmp_path):
-    path = written(tmp_path / "many.gor", [("1", f"{i:024x}", i, get_(f"/{i}")) for i in range(10)])
-    source = Source(Options([path], compare=True))
+    source = Source(Options([numbered(tmp_path, 10)], compare=True))
     requests = source.requests()
     first = next(requests)  # the rest are read ahead, waiting for their answers
     assert len(source.pending) == 10
