@@ -549,21 +549,17 @@ def parse_message(raw: Blob | bytes) -> Message:
     if len(start) == 2:
         start.append("")
     headers = []
-    index: dict[str, str] = {}  # Message.header's, built here at no extra pass
     for line in lines[1:]:
         if not line:
             continue
         name, colon, value = line.partition(":")
         if not colon or not name or name != name.strip():
             raise BadMessage(f"not a header line: {line[:80]!r}")
-        value = value.strip()
-        headers.append((name, value))
-        index.setdefault(name.lower(), value)
+        headers.append((name, value.strip()))
     message = Message((start[0], start[1], start[2]), headers)
-    message._index = index
     rest = raw.size - body_start
-    length_text = index.get("content-length", "")
-    if "chunked" in index.get("transfer-encoding", "").lower():
+    length_text = message.header("Content-Length")
+    if "chunked" in message.header("Transfer-Encoding").lower():
         message.content, message.cut = _dechunk(raw, body_start)
     elif length_text:
         try:
